@@ -1,0 +1,193 @@
+"""The plan as data: phases of tasks with dependencies, retries, timeouts and checks.
+
+Models are frozen pydantic v2 models with ``extra="forbid"`` so that a misspelt key is an
+error, never silently ignored. Loading (with ``file:line:col`` errors) lives in
+:mod:`vigil.plan.loader`; cross-task checks (unknown or cyclic ``needs``, duplicate ids)
+in :mod:`vigil.plan.graph`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from vigil.plan.duration import parse_duration
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+"""A phase or task id: letters, digits, ``_``, ``.``, ``-``; starts with a letter or digit."""
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)?\s*)+$"},
+            ],
+            "description": "seconds, or a string like '90s', '10m', '1h30m', '250ms'",
+        }
+    ),
+]
+"""A duration in seconds; plans may write ``90s``, ``10m``, ``1h30m``."""
+
+
+class Model(BaseModel):
+    """Base for every plan model: immutable, strict about unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+RetryOn = Literal["timeout", "failure"] | int
+"""A failure kind that is retried: ``timeout``, ``failure`` (any non-zero exit) or an exit code."""
+
+
+class RetryPolicy(Model):
+    """How many attempts a task gets and how long to wait between them.
+
+    The delay before attempt ``n+1`` is ``min(max, initial * factor**(n-1))``, spread by up to
+    ``jitter`` (a fraction of the delay) so that many retries do not fire together.
+    """
+
+    attempts: int = Field(1, ge=1, le=100, description="total attempts, the first included")
+    initial: Duration = Field(1.0, description="delay before the first retry")
+    factor: float = Field(2.0, ge=1.0, le=100.0, description="growth of the delay per retry")
+    max: Duration = Field(300.0, description="upper bound of one delay")
+    jitter: float = Field(0.1, ge=0.0, le=1.0, description="random spread, fraction of delay")
+    on: Literal["all"] | list[RetryOn] = Field(
+        "all",
+        description="which failures are retried: 'all', or a list of 'timeout', 'failure' "
+        "and exit codes",
+    )
+
+    def retries(self, *, exit_code: int | None, timed_out: bool) -> bool:
+        """Whether a failure of this kind is retried under this policy (attempts aside)."""
+        if self.on == "all":
+            return True
+        if timed_out:
+            return "timeout" in self.on
+        if "failure" in self.on:
+            return True
+        return exit_code is not None and exit_code in self.on
+
+
+class Check(Model):
+    """A command that must exit 0: a task's or a phase's validation."""
+
+    run: str = Field(min_length=1, description="shell command or script")
+    name: str | None = None
+    timeout: Duration | None = None
+
+
+def _check_list(value: object) -> object:
+    """Accept ``validate: "cmd"``, ``validate: ["cmd", {run: ...}]``."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        return [{"run": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+Checks = Annotated[tuple[Check, ...], BeforeValidator(_check_list)]
+
+
+def _str_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+IdList = Annotated[tuple[Id, ...], BeforeValidator(_str_list)]
+
+
+class Task(Model):
+    """One unit of work. Its attempts run ``run``; ``validate`` decides whether it counts."""
+
+    id: Id
+    name: str | None = None
+    description: str | None = None
+    run: str = Field(min_length=1, description="shell command or multi-line script")
+    needs: IdList = Field(default=(), description="ids of tasks that must succeed first")
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = Field(None, description="directory relative to the workspace")
+    timeout: Duration | None = None
+    retry: RetryPolicy | None = None
+    fallback: str | None = Field(
+        None, description="command run once retries are spent; success marks the task degraded"
+    )
+    on_failure: Literal["stop", "continue"] = Field(
+        "stop", description="'stop': a failure fails the run; 'continue': it is reported only"
+    )
+    checks: Checks = Field(default=(), alias="validate")
+
+    @property
+    def title(self) -> str:
+        """What to call the task in reports."""
+        return self.name or self.id
+
+
+class Phase(Model):
+    """An ordered stage. The next phase starts only after this one is settled and validated."""
+
+    id: Id
+    name: str | None = None
+    description: str | None = None
+    tasks: tuple[Task, ...] = Field(min_length=1)
+    checks: Checks = Field(default=(), alias="validate")
+
+    @property
+    def title(self) -> str:
+        """What to call the phase in reports."""
+        return self.name or self.id
+
+
+class Defaults(Model):
+    """Settings every task gets unless it sets its own."""
+
+    retry: RetryPolicy | None = None
+    timeout: Duration | None = None
+
+
+class Plan(Model):
+    """A whole plan: what to do, in which order, and how to recover."""
+
+    name: str = Field(min_length=1)
+    project: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
+    phases: tuple[Phase, ...] = Field(min_length=1)
+
+    def tasks(self) -> Iterator[tuple[Phase, Task]]:
+        """Every task with its phase, in plan order."""
+        for phase in self.phases:
+            for task in phase.tasks:
+                yield phase, task
+
+    def task(self, task_id: str) -> Task:
+        """The task with this id; KeyError if there is none."""
+        for _, task in self.tasks():
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+    def retry_for(self, task: Task) -> RetryPolicy:
+        """The retry policy that applies to ``task``."""
+        return task.retry or self.defaults.retry or RetryPolicy()
+
+    def timeout_for(self, task: Task) -> float | None:
+        """The timeout in seconds that applies to ``task``, or None for no limit."""
+        return task.timeout if task.timeout is not None else self.defaults.timeout
+
+    def canonical_json(self) -> str:
+        """A stable serialisation: equal plans give equal text."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def content_hash(self) -> str:
+        """``sha256:`` of the canonical form; grants and runs bind to it."""
+        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()
