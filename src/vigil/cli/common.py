@@ -1,0 +1,72 @@
+"""What every command shares: options, output, opening the project's store."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from vigil.config import Config, load_config
+
+console = Console(highlight=False, soft_wrap=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class Format(str, enum.Enum):
+    """Output format of commands a person or a program reads."""
+
+    text = "text"
+    json = "json"
+
+
+FormatOpt = Annotated[
+    Format, typer.Option("--format", "-o", help="Output format: text for people, json for tools.")
+]
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="Project directory (default: current directory, or VIGIL_WORKSPACE).",
+        show_default=False,
+    ),
+]
+
+
+def workspace_path(workspace: Path | None) -> Path:
+    """The workspace a command acts on."""
+    if workspace is not None:
+        return workspace.resolve()
+    env = os.environ.get("VIGIL_WORKSPACE")
+    return Path(env).resolve() if env else Path.cwd().resolve()
+
+
+def config_for(workspace: Path | None) -> Config:
+    """Configuration of the workspace a command acts on."""
+    return load_config(workspace_path(workspace))
+
+
+@contextmanager
+def opened_store(config: Config) -> Iterator[Any]:
+    """The project's run store, closed afterwards."""
+    from vigil.store import open_store
+
+    store = open_store(config.database_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (one document, newline-terminated)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()

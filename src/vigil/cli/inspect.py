@@ -1,0 +1,160 @@
+"""``vigil runs``, ``vigil status``, ``vigil logs``, ``vigil report``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from vigil.cli.common import (
+    Format,
+    FormatOpt,
+    WorkspaceOpt,
+    config_for,
+    console,
+    emit_json,
+    opened_store,
+)
+from vigil.cli.progress import STYLE
+from vigil.engine.driver import attempt_log, logs_dir
+from vigil.errors import UsageError
+from vigil.plan.duration import format_duration
+from vigil.report import build_report, iso, load_state, render_markdown, run_view
+
+
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs to list.")] = 20,
+    project: Annotated[str | None, typer.Option("--project", help="Only this project.")] = None,
+    workspace: WorkspaceOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """List runs, newest first."""
+    config = config_for(workspace)
+    with opened_store(config) as store:
+        records = store.list_runs(project=project, limit=limit)
+    rows = [
+        {
+            "id": r.id,
+            "plan": r.plan_name,
+            "project": r.project,
+            "state": r.state,
+            "created_at": iso(r.created_at),
+            "started_at": iso(r.started_at),
+            "ended_at": iso(r.ended_at),
+        }
+        for r in records
+    ]
+    if fmt is Format.json:
+        emit_json(rows)
+        return
+    if not rows:
+        console.print("no runs yet; start one with `vigil run PLAN`")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("run", "plan", "state", "started", "duration"):
+        table.add_column(col)
+    for r in records:
+        dur = format_duration(r.ended_at - r.started_at) if r.ended_at and r.started_at else ""
+        table.add_row(
+            r.id,
+            r.plan_name,
+            Text(r.state, style=STYLE.get(r.state, "")),
+            (iso(r.started_at) or "")[:19].replace("T", " "),
+            dur,
+        )
+    console.print(table)
+
+
+def status(
+    run_id: Annotated[str, typer.Argument(help="The run to show.")],
+    workspace: WorkspaceOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Show a run and every task with its attempts."""
+    config = config_for(workspace)
+    with opened_store(config) as store:
+        record, state = load_state(store, run_id)
+    view = run_view(record, state)
+    if fmt is Format.json:
+        emit_json(view)
+        return
+    console.print(
+        f"run [bold]{view['id']}[/] ({view['plan']}): "
+        f"[{STYLE.get(view['state'], '')}]{view['state']}[/]"
+    )
+    table = Table(box=None, header_style="bold")
+    for col in ("phase", "task", "state", "attempts", "last"):
+        table.add_column(col)
+    for t in view["tasks"]:
+        last = t["attempts"][-1] if t["attempts"] else None
+        note = t["reason"] or (last["reason"] if last and last["reason"] else "") or ""
+        label = t["state"] + (" (degraded)" if t["degraded"] else "")
+        table.add_row(
+            t["phase"],
+            t["id"],
+            Text(label, style=STYLE.get(t["state"], "")),
+            str(len(t["attempts"])),
+            Text(note, overflow="fold"),
+        )
+    console.print(table)
+
+
+def logs(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    task: Annotated[str | None, typer.Argument(help="One task (default: all, in order).")] = None,
+    attempt: Annotated[int | None, typer.Option("--attempt", "-a", help="Attempt number.")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Print captured output of a run, a task, or one attempt."""
+    config = config_for(workspace)
+    with opened_store(config) as store:
+        record, state = load_state(store, run_id)
+    if task is not None and task not in state.tasks:
+        raise UsageError(
+            f"run {run_id} has no task {task!r}", "See the tasks with `vigil status RUN_ID`."
+        )
+    out = sys.stdout
+    for ts in state.tasks.values():
+        if task is not None and ts.task.id != task:
+            continue
+        for a in ts.attempts:
+            if attempt is not None and a.number != attempt:
+                continue
+            path = attempt_log(config.state_dir, run_id, ts.task.id, a.number)
+            out.write(f"==> {ts.task.id} attempt {a.number} ({a.state}) <==\n")
+            if path.exists():
+                out.write(path.read_text(encoding="utf-8", errors="replace"))
+            out.flush()
+    if task is None:
+        for path in sorted(logs_dir(config.state_dir, run_id).glob("_phase.*.log")):
+            out.write(f"==> {path.stem} <==\n")
+            out.write(path.read_text(encoding="utf-8", errors="replace"))
+
+
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    fmt: Annotated[str, typer.Option("--format", "-o", help="md or json.")] = "md",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Print a run's completion report (Markdown or JSON)."""
+    if fmt not in ("md", "json", "text"):
+        raise UsageError(f"unknown report format {fmt!r}", "Use --format md or --format json.")
+    config = config_for(workspace)
+    with opened_store(config) as store:
+        record, state = load_state(store, run_id)
+    data = build_report(run_view(record, state))
+    if fmt == "json":
+        emit_json(data)
+    else:
+        sys.stdout.write(render_markdown(data))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands of this module to ``app``."""
+    app.command()(runs)
+    app.command()(status)
+    app.command()(logs)
+    app.command()(report)

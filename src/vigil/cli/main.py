@@ -1,0 +1,94 @@
+"""The ``vigil`` command. Thin: parse, call the library, render.
+
+Every user-facing failure is a :class:`vigil.errors.VigilError`, printed as its code,
+cause and remedy; a traceback appears only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+import typer
+
+from vigil.errors import ExitCode, VigilError
+
+app = typer.Typer(
+    name="vigil",
+    help="Run plans of work unattended and safely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    if debug:
+        os.environ["VIGIL_DEBUG"] = "1"
+
+
+def _register() -> None:
+    # Each command group lives in its own module and adds itself to the app.
+    from vigil.cli import commands
+
+    commands.register(app)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    for i, arg in enumerate(argv):
+        if arg in ("--format", "-o") and i + 1 < len(argv) and argv[i + 1] == "json":
+            return True
+        if arg in ("--format=json", "-ojson"):
+            return True
+    return False
+
+
+def report_error(err: VigilError, *, as_json: bool) -> None:
+    """Print ``err`` for a person (stderr) or, with ``--format json``, as JSON on stdout."""
+    if as_json:
+        sys.stdout.write(json.dumps({"error": err.to_dict()}, indent=2) + "\n")
+        return
+    from vigil.cli.common import err_console
+
+    err_console.print(f"[bold red]error[/] [bold]{err.code}[/]: {err.cause}", markup=True)
+    for line in err.details:
+        err_console.print(f"  {line}", markup=False)
+    err_console.print(f"[dim]remedy:[/] {err.remedy}", markup=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``vigil`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("VIGIL_DEBUG") == "1"
+    _register()
+    try:
+        # Standalone mode lets typer print usage errors (exit 2) and handle --help itself.
+        app(args=args, prog_name="vigil", standalone_mode=True)
+    except VigilError as err:
+        if debug:
+            traceback.print_exc()
+        report_error(err, as_json=_wants_json(args))
+        sys.exit(int(err.exit_code))
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(int(ExitCode.CANCELLED))
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        sys.stderr.write(
+            f"error VIGIL-INTERNAL: {type(exc).__name__}: {exc}\n"
+            "remedy: this is a bug in vigil; run again with --debug and report the output.\n"
+        )
+        sys.exit(int(ExitCode.INTERNAL))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""``vigil run``, ``vigil resume``, ``vigil cancel``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vigil.cli.common import (
+    Format,
+    FormatOpt,
+    WorkspaceOpt,
+    config_for,
+    console,
+    emit_json,
+    err_console,
+    opened_store,
+)
+from vigil.cli.progress import progress_for
+from vigil.config import Config
+from vigil.engine.runs import RunOutcome, cancel_run, resumable_runs, resume_run, start_run
+from vigil.errors import ExitCode, UsageError
+
+EXIT_FOR_STATE = {
+    "succeeded": ExitCode.OK,
+    "failed": ExitCode.RUN_FAILED,
+    "cancelled": ExitCode.CANCELLED,
+    "interrupted": ExitCode.CANCELLED,
+    "waiting": ExitCode.WAITING,
+    "running": ExitCode.CANCELLED,
+}
+
+
+def _finish(config: Config, store: object, outcome: RunOutcome, fmt: Format) -> None:
+    from vigil.report import load_state, run_view
+
+    record, state = load_state(store, outcome.run_id)
+    view = run_view(record, state)
+    if outcome.state == "interrupted":
+        view["state"] = "running"
+        view["driver"] = "stopped"
+    if fmt is Format.json:
+        emit_json(view)
+    else:
+        _summary(view, outcome, config)
+    raise typer.Exit(int(EXIT_FOR_STATE.get(outcome.state, ExitCode.RUN_FAILED)))
+
+
+def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> None:
+    tasks = view["tasks"]
+    assert isinstance(tasks, list)
+    counts: dict[str, int] = {}
+    for t in tasks:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    colour = {"succeeded": "green", "failed": "red"}.get(outcome.state, "yellow")
+    console.print(f"run [bold]{outcome.run_id}[/] [bold {colour}]{outcome.state}[/]: {parts}")
+    if outcome.state == "interrupted":
+        console.print(f"resume with: vigil resume {outcome.run_id}")
+    else:
+        report = config.state_dir / "reports" / f"{outcome.run_id}.md"
+        if report.exists():
+            console.print(f"report: {report}")
+
+
+def run(
+    plan: Annotated[Path, typer.Argument(help="Plan file (YAML) or runbook (Markdown).")],
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Run id; an existing id resumes that run.")
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", "-j", min=1, help="Attempts at once (CPUs).")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
+    from vigil.plan import load_plan
+
+    config = config_for(workspace)
+    loaded = load_plan(plan)
+    with opened_store(config) as store:
+        progress = progress_for(fmt is Format.json)
+        try:
+            outcome = start_run(
+                config,
+                store,
+                loaded.plan,
+                str(plan),
+                run_id=run_id,
+                max_parallel=max_parallel,
+                observer=progress,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+        _finish(config, store, outcome, fmt)
+
+
+def resume(
+    run_id: Annotated[str | None, typer.Argument(help="The run to continue.")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Resume every unfinished run.")] = False,
+    max_parallel: Annotated[int | None, typer.Option("--max-parallel", "-j", min=1)] = None,
+    workspace: WorkspaceOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Continue a run from its journal after a crash, Ctrl-C or reboot."""
+    config = config_for(workspace)
+    if (run_id is None) == (not all_runs):
+        raise UsageError(
+            "give either a RUN_ID or --all", "e.g. `vigil resume 20261121-101500-ab12cd`"
+        )
+    with opened_store(config) as store:
+        ids = [run_id] if run_id else resumable_runs(store)
+        if not ids:
+            err_console.print("no unfinished runs")
+            raise typer.Exit(0)
+        worst = ExitCode.OK
+        for rid in ids:
+            progress = progress_for(fmt is Format.json)
+            try:
+                outcome = resume_run(
+                    config, store, rid, max_parallel=max_parallel, observer=progress
+                )
+            finally:
+                if progress is not None:
+                    progress.close()
+            if len(ids) == 1:
+                _finish(config, store, outcome, fmt)
+            console.print(f"run {rid}: {outcome.state}")
+            worst = max(worst, EXIT_FOR_STATE.get(outcome.state, ExitCode.RUN_FAILED))
+        raise typer.Exit(int(worst))
+
+
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the journal.")] = "",
+    workspace: WorkspaceOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Cancel a run: its processes are terminated (SIGTERM, then SIGKILL) and the run ends."""
+    config = config_for(workspace)
+    with opened_store(config) as store:
+        state = cancel_run(config, store, run_id, reason=reason)
+    if fmt is Format.json:
+        emit_json({"id": run_id, "state": state})
+    else:
+        console.print(f"run {run_id}: {state}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands of this module to ``app``."""
+    app.command()(run)
+    app.command()(resume)
+    app.command()(cancel)

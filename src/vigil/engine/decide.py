@@ -1,0 +1,243 @@
+"""What to do next: a pure function of the run's state and the clock.
+
+``decide`` never performs an effect. It returns journal events that settle what is
+already known (a task succeeded, a retry is spent, a branch is blocked, the run ended)
+and the effects the driver should start (attempts, phase checks). The driver journals
+the events, applies them, and asks again until nothing is left to settle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigil.engine import events as ev
+from vigil.engine import state as st
+from vigil.engine.backoff import retry_delay
+
+Journal = list[tuple[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class StartAttempt:
+    """Run attempt ``attempt`` of ``task`` with its ``main`` or ``fallback`` command."""
+
+    task: str
+    attempt: int
+    command: str
+
+
+@dataclass(frozen=True)
+class RunPhaseChecks:
+    """Run the completion checks of ``phase``."""
+
+    phase: str
+
+
+@dataclass
+class Decision:
+    """The outcome of one call of :func:`decide`."""
+
+    events: Journal = field(default_factory=list)
+    starts: list[StartAttempt] = field(default_factory=list)
+    checks: list[RunPhaseChecks] = field(default_factory=list)
+    wake_at: float | None = None
+    done: bool = False
+
+
+def decide(state: st.RunState, now: float, capacity: int) -> Decision:
+    """Settle what the journal already implies; otherwise, say what to start.
+
+    ``capacity`` is how many attempts may run at once; attempts already running count.
+    """
+    d = Decision()
+    if state.finished is not None:
+        d.done = True
+        return d
+    retries: list[StartAttempt] = []
+    for task_id in list(state.unsettled):
+        ts = state.tasks[task_id]
+        if state.cancel_requested:
+            if ts.attempts[-1].state == ev.SUCCEEDED:
+                _settle_attempt(state, ts, now, d, retries)
+            continue
+        _settle_attempt(state, ts, now, d, retries)
+    if d.events:
+        return d
+    if state.cancel_requested:
+        _cancel(state, d)
+        return d
+    _advance_phase(state, d)
+    if d.events or d.checks:
+        return d
+    if _all_settled(state):
+        d.events.append((ev.RUN_FINISHED, {"state": final_state(state)}))
+        return d
+    free = capacity - len(state.running)
+    for start in retries[: max(0, free)]:
+        d.starts.append(start)
+    free -= len(d.starts)
+    for task_id in state.ready:
+        if free <= 0:
+            break
+        d.starts.append(StartAttempt(task_id, _next_number(state.tasks[task_id]), "main"))
+        free -= 1
+    return d
+
+
+def final_state(state: st.RunState) -> str:
+    """The run's outcome once every task is settled."""
+    if state.cancel_requested:
+        return "cancelled"
+    if any(p.state == st.PHASE_FAILED for p in state.phases):
+        return "failed"
+    for ts in state.tasks.values():
+        if ts.state in (st.FAILED, st.SKIPPED) and ts.task.on_failure == "stop":
+            return "failed"
+    return "succeeded"
+
+
+def _next_number(ts: st.TaskState) -> int:
+    return len(ts.attempts) + 1
+
+
+def _settle_attempt(
+    state: st.RunState, ts: st.TaskState, now: float, d: Decision, retries: list[StartAttempt]
+) -> None:
+    last = ts.attempts[-1]
+    tid = ts.task.id
+    if last.state == ev.SUCCEEDED:
+        degraded = last.command == "fallback"
+        reason = "succeeded with its fallback command" if degraded else ""
+        d.events.append(
+            (
+                ev.TASK_FINISHED,
+                {"task": tid, "state": st.SUCCEEDED, "degraded": degraded, "reason": reason},
+            )
+        )
+        return
+    policy = state.plan.retry_for(ts.task)
+    failures = ts.counted_failures()
+    if last.state == ev.INTERRUPTED and ts.interruption_is_free():
+        # vigil itself was stopped mid-attempt: try again at once, same command.
+        retries.append(StartAttempt(tid, _next_number(ts), last.command))
+        return
+    timed_out = last.state == ev.TIMED_OUT
+    if (
+        last.command == "main"
+        and failures < policy.attempts
+        and (
+            last.state == ev.INTERRUPTED
+            or policy.retries(exit_code=last.exit_code, timed_out=timed_out)
+        )
+    ):
+        due = (last.ended_at or now) + retry_delay(policy, failures, state.run_id, tid)
+        if due <= now:
+            retries.append(StartAttempt(tid, _next_number(ts), "main"))
+        else:
+            d.wake_at = due if d.wake_at is None else min(d.wake_at, due)
+        return
+    if ts.task.fallback and not ts.used_fallback():
+        retries.append(StartAttempt(tid, _next_number(ts), "fallback"))
+        return
+    reason = last.reason or f"attempt {last.number} {last.state.replace('_', ' ')}"
+    d.events.append((ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": reason}))
+    _skip_dependents(state, tid, d)
+
+
+def _skip_dependents(state: st.RunState, failed: str, d: Decision) -> None:
+    seen: set[str] = set()
+    stack = list(state.dependents.get(failed, ()))
+    while stack:
+        dep = stack.pop()
+        if dep in seen:
+            continue
+        seen.add(dep)
+        if state.tasks[dep].state in st.TERMINAL:
+            continue
+        d.events.append(
+            (
+                ev.TASK_SKIPPED,
+                {
+                    "task": dep,
+                    "reason": f"needs {failed}, which did not succeed",
+                    "blocked_by": failed,
+                },
+            )
+        )
+        stack.extend(state.dependents.get(dep, ()))
+
+
+def _advance_phase(state: st.RunState, d: Decision) -> None:
+    phase = state.frontier()
+    if phase is None or phase.state != st.PHASE_OPEN or phase.open_tasks > 0:
+        return
+    if phase.critical_failures:
+        failed = ", ".join(phase.critical_failures)
+        reason = f"critical task {failed} failed"
+        d.events.append((ev.PHASE_FINISHED, {"phase": phase.id, "passed": False, "reason": reason}))
+        _block_later_phases(state, phase, d)
+        return
+    if state.plan.phases[phase.index].checks:
+        d.checks.append(RunPhaseChecks(phase.id))
+        return
+    d.events.append((ev.PHASE_FINISHED, {"phase": phase.id, "passed": True}))
+
+
+def _block_later_phases(state: st.RunState, phase: st.PhaseState, d: Decision) -> None:
+    """A phase that did not complete blocks every later phase: the boundary is a checkpoint."""
+    for later in state.phases[phase.index + 1 :]:
+        for task in state.plan.phases[later.index].tasks:
+            if state.tasks[task.id].state not in st.TERMINAL:
+                d.events.append(
+                    (
+                        ev.TASK_SKIPPED,
+                        {
+                            "task": task.id,
+                            "blocked_by": f"phase:{phase.id}",
+                            "reason": f"phase {phase.id} did not complete",
+                        },
+                    )
+                )
+        d.events.append(
+            (
+                ev.PHASE_FINISHED,
+                {"phase": later.id, "passed": False, "reason": f"blocked by phase {phase.id}"},
+            )
+        )
+
+
+def blocked_by_failed_checks(state: st.RunState, phase_id: str, reason: str) -> Journal:
+    """Events for a phase whose completion checks failed: it and every later phase fail."""
+    d = Decision()
+    phase = state.phases[state._phase_index(phase_id)]
+    d.events.append((ev.PHASE_FINISHED, {"phase": phase_id, "passed": False, "reason": reason}))
+    _block_later_phases(state, phase, d)
+    return d.events
+
+
+def _all_settled(state: st.RunState) -> bool:
+    return (
+        not state.running
+        and not state.unsettled
+        and all(p.state in (st.PHASE_PASSED, st.PHASE_FAILED) for p in state.phases)
+    )
+
+
+def _cancel(state: st.RunState, d: Decision) -> None:
+    if state.running:
+        return  # the driver stops them; their attempts end as cancelled
+    for ts in state.tasks.values():
+        if ts.state not in st.TERMINAL:
+            d.events.append(
+                (
+                    ev.TASK_SKIPPED,
+                    {"task": ts.task.id, "state": st.CANCELLED, "reason": state.cancel_reason},
+                )
+            )
+    for phase in state.phases:
+        if phase.state not in (st.PHASE_PASSED, st.PHASE_FAILED):
+            d.events.append(
+                (ev.PHASE_FINISHED, {"phase": phase.id, "passed": False, "reason": "cancelled"})
+            )
+    d.events.append((ev.RUN_FINISHED, {"state": "cancelled"}))

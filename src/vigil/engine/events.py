@@ -1,0 +1,69 @@
+"""The journal's vocabulary: every state change of a run is one of these events.
+
+Events are plain ``(kind, data)`` pairs so the store needs no knowledge of them; the
+constructors below are the only place that spells a kind or a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN_CREATED = "run.created"
+DRIVER_STARTED = "driver.started"
+DRIVER_STOPPED = "driver.stopped"
+ATTEMPT_STARTED = "attempt.started"
+ATTEMPT_FINISHED = "attempt.finished"
+TASK_FINISHED = "task.finished"
+TASK_SKIPPED = "task.skipped"
+PHASE_CHECK_STARTED = "phase.check.started"
+PHASE_FINISHED = "phase.finished"
+CANCEL_REQUESTED = "run.cancel_requested"
+RUN_FINISHED = "run.finished"
+
+# Outcomes of one attempt.
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+INTERRUPTED = "interrupted"
+CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One journal entry: ``seq`` orders a run's events, ``at`` is epoch seconds."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+    seq: int = 0
+
+
+def attempt_started(task: str, attempt: int, command: str) -> tuple[str, dict[str, Any]]:
+    """An attempt is about to run ``command`` (``main`` or ``fallback``)."""
+    return ATTEMPT_STARTED, {"task": task, "attempt": attempt, "command": command}
+
+
+def attempt_finished(
+    task: str,
+    attempt: int,
+    outcome: str,
+    *,
+    exit_code: int | None = None,
+    reason: str = "",
+    duration: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """An attempt ended with ``outcome`` (one of the outcome constants)."""
+    data: dict[str, Any] = {
+        "task": task,
+        "attempt": attempt,
+        "outcome": outcome,
+        "exit_code": exit_code,
+        "reason": reason,
+    }
+    if duration is not None:
+        data["duration"] = round(duration, 6)
+    if extra:
+        data.update(extra)
+    return ATTEMPT_FINISHED, data

@@ -1,0 +1,283 @@
+"""A run's state as a fold over its journal.
+
+``RunState.apply(event)`` is the only way state changes, it does no I/O, and replaying the
+same events always gives the same state. The state keeps a few indexes (unmet
+dependencies, the ready queue, open tasks per phase) up to date as events arrive so that
+deciding what to do next costs O(1) per task rather than a scan of the whole plan.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigil.engine import events as ev
+from vigil.plan.models import Plan, Task
+
+# Task states as users see them.
+PENDING = "pending"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+CANCELLED = "cancelled"
+TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+
+# Phase states.
+PHASE_WAITING = "waiting"
+PHASE_OPEN = "open"
+PHASE_CHECKING = "checking"
+PHASE_PASSED = "passed"
+PHASE_FAILED = "failed"
+
+# How many interrupted attempts (vigil itself killed) a task gets for free before
+# interruptions count against its retry budget. Protects against a task that takes the
+# host down with it from being retried forever.
+FREE_INTERRUPTIONS = 3
+
+
+@dataclass
+class AttemptState:
+    """One try of a task."""
+
+    number: int
+    command: str
+    started_at: float
+    state: str = RUNNING
+    exit_code: int | None = None
+    ended_at: float | None = None
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskState:
+    """Where one task stands."""
+
+    task: Task
+    phase: str
+    phase_index: int
+    state: str = PENDING
+    attempts: list[AttemptState] = field(default_factory=list)
+    degraded: bool = False
+    reason: str = ""
+    blocked_by: str | None = None
+    ended_at: float | None = None
+
+    @property
+    def running(self) -> AttemptState | None:
+        """The attempt in flight, if any."""
+        if self.attempts and self.attempts[-1].state == RUNNING:
+            return self.attempts[-1]
+        return None
+
+    def counted_failures(self) -> int:
+        """Failures that consume the retry budget (interruptions are partly free)."""
+        failed = sum(1 for a in self.attempts if a.state in (ev.FAILED, ev.TIMED_OUT))
+        interrupted = sum(1 for a in self.attempts if a.state == ev.INTERRUPTED)
+        return failed + max(0, interrupted - FREE_INTERRUPTIONS)
+
+    def interruption_is_free(self) -> bool:
+        """Whether the last attempt was interrupted and still within the free allowance."""
+        interrupted = sum(1 for a in self.attempts if a.state == ev.INTERRUPTED)
+        return self.attempts[-1].state == ev.INTERRUPTED and interrupted <= FREE_INTERRUPTIONS
+
+    def used_fallback(self) -> bool:
+        """Whether the fallback command has been tried."""
+        return any(a.command == "fallback" for a in self.attempts)
+
+
+@dataclass
+class PhaseState:
+    """Where one phase stands."""
+
+    id: str
+    index: int
+    state: str = PHASE_WAITING
+    open_tasks: int = 0
+    critical_failures: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+class RunState:
+    """Everything the scheduler needs to know about a run, folded from its journal."""
+
+    def __init__(self, run_id: str, plan: Plan) -> None:
+        self.run_id = run_id
+        self.plan = plan
+        self.tasks: dict[str, TaskState] = {}
+        self.phases: list[PhaseState] = []
+        self.dependents: dict[str, list[str]] = {}
+        self.unmet: dict[str, int] = {}
+        self.ready: OrderedDict[str, None] = OrderedDict()
+        self.retry_at: dict[str, float] = {}
+        self.running: set[str] = set()
+        self.unsettled: dict[str, None] = {}
+        self.cancel_requested = False
+        self.cancel_reason = ""
+        self.finished: str | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.last_seq = 0
+        self.interruptions = 0
+        for index, phase in enumerate(plan.phases):
+            self.phases.append(PhaseState(phase.id, index, open_tasks=len(phase.tasks)))
+            for task in phase.tasks:
+                self.tasks[task.id] = TaskState(task, phase.id, index)
+                self.dependents.setdefault(task.id, [])
+        for tid, ts in self.tasks.items():
+            self.unmet[tid] = len(ts.task.needs)
+            for need in ts.task.needs:
+                self.dependents.setdefault(need, []).append(tid)
+        if self.phases:
+            self._open_phase(0)
+
+    # ----------------------------------------------------------------- folding
+
+    @classmethod
+    def replay(cls, run_id: str, plan: Plan, journal: list[ev.Event]) -> RunState:
+        """The state after ``journal``, from scratch."""
+        state = cls(run_id, plan)
+        for event in journal:
+            state.apply(event)
+        return state
+
+    def apply(self, event: ev.Event) -> None:
+        """Advance the state by one journal event."""
+        self.last_seq = max(self.last_seq, event.seq)
+        handler = _HANDLERS.get(event.kind)
+        if handler is not None:
+            handler(self, event)
+
+    def _on_driver_started(self, event: ev.Event) -> None:
+        if self.started_at is None:
+            self.started_at = event.at
+
+    def _on_attempt_started(self, event: ev.Event) -> None:
+        ts = self.tasks[event.data["task"]]
+        ts.attempts.append(
+            AttemptState(int(event.data["attempt"]), str(event.data["command"]), event.at)
+        )
+        ts.state = RUNNING
+        self.ready.pop(ts.task.id, None)
+        self.retry_at.pop(ts.task.id, None)
+        self.running.add(ts.task.id)
+        self.unsettled.pop(ts.task.id, None)
+
+    def _on_attempt_finished(self, event: ev.Event) -> None:
+        data = event.data
+        ts = self.tasks[data["task"]]
+        attempt = next((a for a in ts.attempts if a.number == data["attempt"]), None)
+        if attempt is None or attempt.state != RUNNING:
+            return
+        attempt.state = str(data["outcome"])
+        attempt.exit_code = data.get("exit_code")
+        attempt.reason = str(data.get("reason") or "")
+        attempt.ended_at = event.at
+        attempt.data = {k: v for k, v in data.items() if k not in _ATTEMPT_KEYS}
+        if attempt.state == ev.INTERRUPTED:
+            self.interruptions += 1
+        self.running.discard(ts.task.id)
+        self.unsettled[ts.task.id] = None
+        ts.state = PENDING
+
+    def _on_task_finished(self, event: ev.Event) -> None:
+        ts = self.tasks[event.data["task"]]
+        if ts.state in TERMINAL:
+            return
+        self._settle(ts, str(event.data["state"]), event.at)
+        ts.degraded = bool(event.data.get("degraded", False))
+        ts.reason = str(event.data.get("reason") or "")
+        if ts.state == SUCCEEDED:
+            for dep in self.dependents.get(ts.task.id, ()):
+                self.unmet[dep] -= 1
+                self._maybe_ready(dep)
+        elif ts.state == FAILED and ts.task.on_failure == "stop":
+            self.phases[ts.phase_index].critical_failures.append(ts.task.id)
+
+    def _on_task_skipped(self, event: ev.Event) -> None:
+        ts = self.tasks[event.data["task"]]
+        if ts.state in TERMINAL:
+            return
+        self._settle(ts, str(event.data.get("state", SKIPPED)), event.at)
+        ts.reason = str(event.data.get("reason") or "")
+        ts.blocked_by = event.data.get("blocked_by")
+
+    def _on_phase_check_started(self, event: ev.Event) -> None:
+        self.phases[self._phase_index(event.data["phase"])].state = PHASE_CHECKING
+
+    def _on_phase_finished(self, event: ev.Event) -> None:
+        phase = self.phases[self._phase_index(event.data["phase"])]
+        phase.state = PHASE_PASSED if event.data["passed"] else PHASE_FAILED
+        phase.reason = str(event.data.get("reason") or "")
+        if phase.state == PHASE_PASSED and phase.index + 1 < len(self.phases):
+            self._open_phase(phase.index + 1)
+
+    def _on_cancel_requested(self, event: ev.Event) -> None:
+        self.cancel_requested = True
+        self.cancel_reason = str(event.data.get("reason") or "cancelled")
+
+    def _on_run_finished(self, event: ev.Event) -> None:
+        self.finished = str(event.data["state"])
+        self.ended_at = event.at
+
+    # ----------------------------------------------------------------- indexes
+
+    def _phase_index(self, phase_id: str) -> int:
+        for phase in self.phases:
+            if phase.id == phase_id:
+                return phase.index
+        raise KeyError(phase_id)
+
+    def _settle(self, ts: TaskState, state: str, at: float) -> None:
+        ts.state = state
+        ts.ended_at = at
+        self.ready.pop(ts.task.id, None)
+        self.retry_at.pop(ts.task.id, None)
+        self.running.discard(ts.task.id)
+        self.unsettled.pop(ts.task.id, None)
+        self.phases[ts.phase_index].open_tasks -= 1
+
+    def _open_phase(self, index: int) -> None:
+        self.phases[index].state = PHASE_OPEN
+        for task in self.plan.phases[index].tasks:
+            self._maybe_ready(task.id)
+
+    def _maybe_ready(self, task_id: str) -> None:
+        ts = self.tasks[task_id]
+        if (
+            ts.state == PENDING
+            and not ts.attempts
+            and self.unmet[task_id] == 0
+            and self.phases[ts.phase_index].state == PHASE_OPEN
+        ):
+            self.ready[task_id] = None
+
+    # ----------------------------------------------------------------- queries
+
+    def task_states(self) -> dict[str, str]:
+        """Task id to state, in plan order."""
+        return {tid: ts.state for tid, ts in self.tasks.items()}
+
+    def frontier(self) -> PhaseState | None:
+        """The first phase that has not finished, or None when all have."""
+        for phase in self.phases:
+            if phase.state not in (PHASE_PASSED, PHASE_FAILED):
+                return phase
+        return None
+
+
+_ATTEMPT_KEYS = frozenset({"task", "attempt", "outcome", "exit_code", "reason"})
+
+_HANDLERS = {
+    ev.DRIVER_STARTED: RunState._on_driver_started,
+    ev.ATTEMPT_STARTED: RunState._on_attempt_started,
+    ev.ATTEMPT_FINISHED: RunState._on_attempt_finished,
+    ev.TASK_FINISHED: RunState._on_task_finished,
+    ev.TASK_SKIPPED: RunState._on_task_skipped,
+    ev.PHASE_CHECK_STARTED: RunState._on_phase_check_started,
+    ev.PHASE_FINISHED: RunState._on_phase_finished,
+    ev.CANCEL_REQUESTED: RunState._on_cancel_requested,
+    ev.RUN_FINISHED: RunState._on_run_finished,
+}

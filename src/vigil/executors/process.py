@@ -1,0 +1,355 @@
+"""Running one command: its own process group, output to a capped log, a timeout, and a
+guarantee that nothing it started outlives it.
+
+Every process vigil starts
+- leads a new session/process group, so the whole tree can be signalled at once;
+- carries ``VIGIL_PROCESS_TAG`` in its environment, so that processes that escaped the
+  group (``setsid``, daemons) can still be found in ``/proc`` and ended;
+- dies with vigil: the direct child asks the kernel for SIGKILL when its parent dies
+  (``PR_SET_PDEATHSIG``), and ``vigil resume`` ends anything left over by tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+TAG_VARIABLE = "VIGIL_PROCESS_TAG"
+DEFAULT_GRACE = 5.0
+DEFAULT_LOG_CAP = 4 * 1024 * 1024
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """How a command ended."""
+
+    exit_code: int | None
+    timed_out: bool
+    stopped: bool
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        """Exited 0 on its own."""
+        return self.exit_code == 0 and not self.timed_out and not self.stopped
+
+
+class LogSink:
+    """Appends a command's output to a file as it arrives, up to a cap.
+
+    Past the cap the head stays on disk and only the newest ``cap // 4`` bytes are kept in
+    memory, written with a marker when the sink closes, so a runaway task cannot fill the
+    disk and the end of its output (usually the error) is never lost.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        cap: int = DEFAULT_LOG_CAP,
+        transform: Callable[[bytes], bytes] | None = None,
+        flush_transform: Callable[[], bytes] | None = None,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh = path.open("ab", buffering=0)
+        self._cap = cap
+        self._written = path.stat().st_size
+        self._tail = bytearray()
+        self._omitted = 0
+        self._transform = transform
+        self._flush_transform = flush_transform
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        """Record ``data`` (after redaction, when a transform is set)."""
+        if self._transform is not None:
+            data = self._transform(data)
+        with self._lock:
+            self._write_locked(data)
+
+    def _write_locked(self, data: bytes) -> None:
+        room = self._cap - self._written
+        if room > 0:
+            head = data[:room]
+            self._fh.write(head)
+            self._written += len(head)
+            data = data[room:]
+        if data:
+            self._tail += data
+            keep = self._cap // 4
+            if len(self._tail) > keep:
+                self._omitted += len(self._tail) - keep
+                del self._tail[: len(self._tail) - keep]
+
+    def note(self, text: str) -> None:
+        """Add a line from vigil itself (not the command) to the log."""
+        self.write(f"[vigil] {text}\n".encode())
+
+    def close(self) -> None:
+        """Flush what is held back and close the file."""
+        with self._lock:
+            if self._flush_transform is not None:
+                self._write_locked(self._flush_transform())
+            if self._omitted or self._tail:
+                if self._omitted:
+                    self._fh.write(f"\n[vigil] ... {self._omitted} bytes omitted ...\n".encode())
+                self._fh.write(bytes(self._tail))
+                self._tail.clear()
+            self._fh.close()
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str],
+    sink: LogSink,
+    timeout: float | None,
+    stop: threading.Event,
+    tag: str,
+    grace: float = DEFAULT_GRACE,
+    on_spawn: Callable[[int], None] | None = None,
+) -> ProcessOutcome:
+    """Run ``argv`` to completion, its timeout, or ``stop``; whichever comes first.
+
+    Output (stdout and stderr, interleaved) goes to ``sink``. However the command ends,
+    its whole process group and every process carrying ``tag`` are gone on return.
+    """
+    started = time.monotonic()
+    full_env = dict(env)
+    full_env[TAG_VARIABLE] = tag
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if _LIBC is not None else None,
+        )
+    except OSError as exc:
+        sink.note(f"could not start {argv[0]!r}: {exc.strerror or exc}")
+        return ProcessOutcome(127, False, False, time.monotonic() - started)
+    if on_spawn is not None:
+        on_spawn(proc.pid)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = None if timeout is None else started + timeout
+    timed_out = stopped = False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        wait_ms = 200
+        if deadline is not None:
+            wait_ms = max(0, min(wait_ms, int((deadline - time.monotonic()) * 1000) + 1))
+        if poller.poll(wait_ms):
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            sink.write(chunk)
+            continue
+        if stop.is_set():
+            stopped = True
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            timed_out = True
+            sink.note(f"timed out after {timeout:g}s; stopping the process tree")
+            break
+        if proc.poll() is not None:
+            # The command exited but something it left behind holds the pipe open.
+            break
+    if not (timed_out or stopped):
+        timed_out, stopped = _await_exit(proc, deadline, stop, sink, timeout)
+    if timed_out or stopped:
+        end_tree(proc.pid, tag, grace=grace)
+    elif _group_exists(proc.pid):
+        # The command is done; whatever it left running in its group must not outlive it.
+        end_tree(proc.pid, None, grace=0.0)
+    _drain(fd, sink)
+    proc.stdout.close()
+    code = proc.wait()
+    return ProcessOutcome(
+        None if (timed_out or stopped) else code, timed_out, stopped, time.monotonic() - started
+    )
+
+
+def _await_exit(
+    proc: subprocess.Popen[bytes],
+    deadline: float | None,
+    stop: threading.Event,
+    sink: LogSink,
+    timeout: float | None,
+) -> tuple[bool, bool]:
+    """Wait for the direct child after its output closed; report (timed_out, stopped)."""
+    while True:
+        try:
+            proc.wait(timeout=0.05)
+            return False, False
+        except subprocess.TimeoutExpired:
+            pass
+        if stop.is_set():
+            return False, True
+        if deadline is not None and time.monotonic() >= deadline:
+            sink.note(f"timed out after {timeout:g}s; stopping the process tree")
+            return True, False
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _drain(fd: int, sink: LogSink) -> None:
+    while select.select([fd], [], [], 0.05)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        sink.write(chunk)
+
+
+def end_tree(pgid: int, tag: str | None, *, grace: float = DEFAULT_GRACE) -> bool:
+    """End process group ``pgid`` and every process tagged ``tag``: SIGTERM, then SIGKILL.
+
+    Returns whether anything was still alive.
+    """
+    targets = _alive(pgid, tag)
+    if not targets:
+        return False
+    if grace > 0:
+        _signal_all(pgid, targets, signal.SIGTERM)
+        limit = time.monotonic() + grace
+        while time.monotonic() < limit and _alive(pgid, tag):
+            time.sleep(0.02)
+    while True:
+        remaining = _alive(pgid, tag)
+        if not remaining:
+            return True
+        _signal_all(pgid, remaining, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def end_tagged(tag_prefix: str, *, grace: float = DEFAULT_GRACE) -> list[int]:
+    """End every process whose tag starts with ``tag_prefix`` (used when resuming)."""
+    found = tagged_processes(tag_prefix)
+    if not found:
+        return []
+    for pid in found:
+        _kill(pid, signal.SIGTERM)
+    limit = time.monotonic() + grace
+    while time.monotonic() < limit and tagged_processes(tag_prefix):
+        time.sleep(0.02)
+    while left := tagged_processes(tag_prefix):
+        for pid in left:
+            _kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+    return found
+
+
+def tagged_processes(tag_prefix: str) -> list[int]:
+    """Pids of live processes whose ``VIGIL_PROCESS_TAG`` starts with ``tag_prefix``."""
+    needle = f"{TAG_VARIABLE}={tag_prefix}".encode()
+    found: list[int] = []
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        if stat.rsplit(b")", 1)[-1].split()[0] == b"Z":
+            continue
+        if any(item.startswith(needle) for item in environ.split(b"\0")):
+            found.append(int(entry))
+    return found
+
+
+def _alive(pgid: int, tag: str | None) -> list[int]:
+    """Live (non-zombie) processes in group ``pgid`` or carrying ``tag``."""
+    needle = f"{TAG_VARIABLE}={tag}".encode() if tag else None
+    found: list[int] = []
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        if fields[0] in (b"Z", b"X"):
+            continue
+        if int(fields[2]) == pgid:
+            found.append(int(entry))
+            continue
+        if needle is None:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        if any(item.startswith(needle) for item in environ.split(b"\0")):
+            found.append(int(entry))
+    return found
+
+
+def _signal_all(pgid: int, targets: list[int], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+    for pid in targets:
+        _kill(pid, sig)
+
+
+def _kill(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)

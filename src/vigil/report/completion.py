@@ -1,0 +1,195 @@
+"""The completion report: what happened last night, readable in two minutes.
+
+Built from the run's journal only (pure), written next to the store when a run ends and
+printed by ``vigil report RUN_ID --format md|json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from vigil.config import Config
+from vigil.plan.duration import format_duration
+from vigil.report.view import load_state, run_view
+
+_ICON = {
+    "succeeded": "✅",
+    "failed": "❌",
+    "skipped": "⏭️",
+    "cancelled": "🚫",
+    "running": "⏳",
+    "pending": "…",
+}
+
+
+def build_report(view: dict[str, Any]) -> dict[str, Any]:
+    """The report as data, from a :func:`run_view`."""
+    tasks = view["tasks"]
+    counts = Counter(t["state"] for t in tasks)
+    issues: list[dict[str, Any]] = []
+    for t in tasks:
+        attempts = t["attempts"]
+        for a, nxt in zip(attempts, [*attempts[1:], None], strict=True):
+            if a["state"] == "succeeded":
+                continue
+            kind = {"timed_out": "timeout", "interrupted": "interruption"}.get(
+                a["state"], "failure"
+            )
+            then = "gave up"
+            if nxt is not None:
+                then = "fell back" if nxt["command"] == "fallback" else "retried"
+            elif t["state"] == "cancelled" or a["state"] == "cancelled":
+                then = "cancelled"
+            issues.append(
+                {
+                    "task": t["id"],
+                    "attempt": a["number"],
+                    "kind": kind,
+                    "cause": a["reason"],
+                    "then": then,
+                }
+            )
+        if t["degraded"]:
+            issues.append(
+                {
+                    "task": t["id"],
+                    "attempt": attempts[-1]["number"],
+                    "kind": "fallback",
+                    "cause": "main command failed; fallback succeeded",
+                    "then": "degraded",
+                }
+            )
+    recommendations: list[str] = []
+    flaky = [
+        t["id"]
+        for t in tasks
+        if t["state"] == "succeeded"
+        and not t["degraded"]
+        and sum(a["state"] in ("failed", "timed_out") for a in t["attempts"]) > 0
+    ]
+    if flaky:
+        recommendations.append(
+            "Flaky (passed only after retries): "
+            + ", ".join(flaky)
+            + ". Find the cause before it fails for good."
+        )
+    degraded = [t["id"] for t in tasks if t["degraded"]]
+    if degraded:
+        recommendations.append(
+            "Degraded (fallback used): " + ", ".join(degraded) + ". The main command needs fixing."
+        )
+    failed = [t for t in tasks if t["state"] == "failed"]
+    if failed:
+        first = min(failed, key=lambda t: t["attempts"][-1]["ended_at"] or "")
+        recommendations.append(
+            f"Start with {first['id']}: {first['reason'] or 'it failed'} "
+            f"(`vigil logs {view['id']} {first['id']}`)."
+        )
+    skipped = [t for t in tasks if t["state"] == "skipped"]
+    if skipped:
+        blockers = sorted({str(t["blocked_by"]) for t in skipped if t["blocked_by"]})
+        recommendations.append(
+            f"{len(skipped)} task(s) did not run because of: {', '.join(blockers)}."
+        )
+    durations = sorted(
+        ((sum(a["duration"] or 0 for a in t["attempts"]), t["id"]) for t in tasks if t["attempts"]),
+        reverse=True,
+    )
+    slowest = [{"task": tid, "seconds": round(sec, 3)} for sec, tid in durations[:3] if sec > 0]
+    if slowest:
+        recommendations.append(
+            "Slowest: "
+            + ", ".join(f"{s['task']} ({format_duration(s['seconds'])})" for s in slowest)
+            + "."
+        )
+    return {
+        "run": view["id"],
+        "plan": view["plan"],
+        "project": view["project"],
+        "state": view["state"],
+        "started_at": view["started_at"],
+        "ended_at": view["ended_at"],
+        "duration": view["duration"],
+        "summary": {
+            "tasks": len(tasks),
+            **{k: counts.get(k, 0) for k in ("succeeded", "failed", "skipped", "cancelled")},
+            "degraded": len(degraded),
+            "attempts": sum(len(t["attempts"]) for t in tasks),
+            "retries": sum(1 for i in issues if i["then"] == "retried"),
+        },
+        "phases": view["phases"],
+        "tasks": [
+            {
+                "id": t["id"],
+                "phase": t["phase"],
+                "state": t["state"],
+                "degraded": t["degraded"],
+                "attempts": len(t["attempts"]),
+                "reason": t["reason"],
+                "seconds": round(sum(a["duration"] or 0 for a in t["attempts"]), 3),
+            }
+            for t in tasks
+        ],
+        "issues": issues,
+        "recommendations": recommendations,
+        "slowest": slowest,
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report for people."""
+    s = report["summary"]
+    dur = format_duration(report["duration"]) if report["duration"] is not None else "—"
+    lines = [
+        f"# Run {report['run']}: {report['state'].upper()}",
+        "",
+        f"Plan **{report['plan']}** (project {report['project']}), "
+        f"{report['started_at'] or '—'} → {report['ended_at'] or '—'}, {dur}.",
+        "",
+        f"**{s['tasks']} tasks:** {s['succeeded']} succeeded, {s['failed']} failed, "
+        f"{s['skipped']} skipped, {s['cancelled']} cancelled; {s['degraded']} degraded; "
+        f"{s['attempts']} attempts, {s['retries']} retries.",
+        "",
+    ]
+    if report["recommendations"]:
+        lines += ["## What to do", ""]
+        lines += [f"- {r}" for r in report["recommendations"]]
+        lines.append("")
+    if report["issues"]:
+        lines += ["## Issues encountered", ""]
+        for i in report["issues"]:
+            lines.append(
+                f"- `{i['task']}` attempt {i['attempt']}: {i['kind']} ({i['cause'] or 'no detail'})"
+                f" → {i['then']}"
+            )
+        lines.append("")
+    lines += [
+        "## Tasks",
+        "",
+        "| phase | task | outcome | attempts | time | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in report["tasks"]:
+        outcome = f"{_ICON.get(t['state'], '')} {t['state']}" + (
+            " (degraded)" if t["degraded"] else ""
+        )
+        note = (t["reason"] or "").replace("|", "\\|")
+        lines.append(
+            f"| {t['phase']} | {t['id']} | {outcome} | {t['attempts']} | "
+            f"{format_duration(t['seconds'])} | {note} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(config: Config, store: Any, run_id: str) -> dict[str, Any]:
+    """Build the report of ``run_id`` and write it as Markdown and JSON under the state dir."""
+    record, state = load_state(store, run_id)
+    report = build_report(run_view(record, state))
+    out = config.state_dir / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{run_id}.md").write_text(render_markdown(report), encoding="utf-8")
+    (out / f"{run_id}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
