@@ -111,7 +111,7 @@ def logs(
     """Print captured output of a run, a task, or one attempt."""
     config = config_for(workspace)
     with opened_store(config) as store:
-        record, state = load_state(store, run_id)
+        _record, state = load_state(store, run_id)
     if task is not None and task not in state.tasks:
         raise UsageError(
             f"run {run_id} has no task {task!r}", "See the tasks with `vigil status RUN_ID`."

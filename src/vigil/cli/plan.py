@@ -97,7 +97,7 @@ def plans_list(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> 
             for record in store.list_runs(limit=1000):
                 last.setdefault(str(Path(record.plan_path)), record)
                 last.setdefault(record.plan_name, record)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in entries:
         record = last.get(str(e.path)) or last.get(e.name)
         rows.append(
@@ -117,7 +117,8 @@ def plans_list(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> 
         console.print(f"no plans found under {', '.join(dirs)}; create one with `vigil init`")
         return
     for r in rows:
-        outcome = "never run" if r["last_run"] is None else f"last run {r['last_run']['state']}"
+        last_run = r["last_run"]
+        outcome = "never run" if last_run is None else f"last run {last_run['state']}"
         bad = f"  [red]{r['problems']} problem(s)[/]" if r["problems"] else ""
         console.print(f"[bold]{r['name']}[/]  {r['path']}  ({outcome}){bad}")
         if r["description"]:
@@ -144,10 +145,14 @@ def init(workspace: WorkspaceOpt = None) -> None:
     from vigil.plan import scaffold_project
 
     root = workspace_path(workspace)
-    created = scaffold_project(root)
-    for path in created:
+    result = scaffold_project(root)
+    for path in result.created:
         console.print(f"created {path}")
-    if not created:
+    for path in result.updated:
+        console.print(f"updated {path}")
+    for path in result.skipped:
+        console.print(f"kept {path} (exists)")
+    if not result.created and not result.updated:
         console.print("nothing to do: vigil is already set up here")
     console.print("next: vigil plan check plans/hello.yaml && vigil run plans/hello.yaml")
 

@@ -24,13 +24,100 @@ from vigil.plan.models import Check
 # saves a shell start per attempt (the way make does it).
 _SIMPLE = re.compile(r"[A-Za-z0-9_./=:,+@%-]+( +[A-Za-z0-9_./=:,+@%-]+)*")
 _BASH = shutil.which("bash")
+# Words the shell gives its own meaning; such commands always go through the shell.
+_SHELL_WORDS = frozenset(
+    [
+        "alias",
+        "bg",
+        "bind",
+        "break",
+        "builtin",
+        "caller",
+        "case",
+        "cd",
+        "command",
+        "compgen",
+        "complete",
+        "continue",
+        "declare",
+        "dirs",
+        "disown",
+        "do",
+        "done",
+        "echo",
+        "elif",
+        "else",
+        "enable",
+        "esac",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "fc",
+        "fg",
+        "fi",
+        "for",
+        "function",
+        "getopts",
+        "hash",
+        "help",
+        "history",
+        "if",
+        "in",
+        "jobs",
+        "kill",
+        "let",
+        "local",
+        "logout",
+        "mapfile",
+        "popd",
+        "printf",
+        "pushd",
+        "pwd",
+        "read",
+        "readarray",
+        "readonly",
+        "return",
+        "select",
+        "set",
+        "shift",
+        "shopt",
+        "source",
+        "suspend",
+        "test",
+        "then",
+        "time",
+        "times",
+        "trap",
+        "type",
+        "typeset",
+        "ulimit",
+        "umask",
+        "unalias",
+        "unset",
+        "until",
+        "wait",
+        "while",
+        ".",
+        ":",
+        "[",
+        "[[",
+        "]]",
+        "{",
+        "}",
+        "!",
+    ]
+)
 
 
-def shell_argv(script: str) -> list[str]:
+def shell_argv(script: str, path: str | None = None) -> list[str]:
     """The argv that runs ``script``: bash with errexit and pipefail, like CI runners."""
     text = script.strip()
-    if "\n" not in text and _SIMPLE.fullmatch(text) and "=" not in text.split()[0]:
-        return text.split()
+    if "\n" not in text and _SIMPLE.fullmatch(text):
+        words = text.split()
+        head = words[0]
+        if "=" not in head and head not in _SHELL_WORDS and shutil.which(head, path=path):
+            return words
     if _BASH:
         return [_BASH, "-e", "-o", "pipefail", "-c", script]
     return ["/bin/sh", "-e", "-c", script]
@@ -116,7 +203,7 @@ def execute_attempt(spec: AttemptSpec, stop: StopSignal) -> AttemptResult:
                 0.0,
             )
         out = run_process(
-            shell_argv(spec.script),
+            shell_argv(spec.script, spec.env.get("PATH")),
             env=spec.env,
             cwd=spec.cwd,
             sink=sink,
@@ -132,7 +219,7 @@ def execute_attempt(spec: AttemptSpec, stop: StopSignal) -> AttemptResult:
         for index, check in enumerate(spec.checks, 1):
             sink.note(f"validate {index}/{len(spec.checks)}: {check.name or check.run}")
             out = run_process(
-                shell_argv(check.run),
+                shell_argv(check.run, spec.env.get("PATH")),
                 env=spec.env,
                 cwd=spec.cwd,
                 sink=sink,

@@ -75,14 +75,14 @@ class LogSink:
         self,
         path: Path,
         *,
-        cap: int = DEFAULT_LOG_CAP,
+        cap: int | None = None,
         transform: Callable[[bytes], bytes] | None = None,
         flush_transform: Callable[[], bytes] | None = None,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fh = path.open("ab", buffering=0)
-        self._cap = cap
+        self._cap = cap or int(os.environ.get("VIGIL_LOG_MAX_BYTES") or DEFAULT_LOG_CAP)
         self._written = path.stat().st_size
         self._tail = bytearray()
         self._omitted = 0

@@ -31,7 +31,7 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
     issues: list[dict[str, Any]] = []
     for t in tasks:
         attempts = t["attempts"]
-        for a, nxt in zip(attempts, [*attempts[1:], None], strict=True):
+        for a, nxt in zip(attempts, [*attempts[1:], None], strict=False):
             if a["state"] == "succeeded":
                 continue
             kind = {"timed_out": "timeout", "interrupted": "interruption"}.get(

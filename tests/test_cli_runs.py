@@ -1,0 +1,176 @@
+"""The ``vigil`` command as a person uses it: real processes, signals, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from clitools import alive, kill9, spawn, status, tagged, vigil, wait_for, write_plan
+from vigil.errors import ExitCode
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    path = tmp_path / "ws"
+    path.mkdir()
+    return path
+
+
+def plan_of(*tasks: dict[str, object]) -> dict[str, object]:
+    return {"name": "cli", "project": "cli", "phases": [{"id": "main", "tasks": list(tasks)}]}
+
+
+def test_exit_codes_and_json(ws: Path) -> None:
+    write_plan(ws / "ok.yaml", plan_of({"id": "a", "run": "true"}))
+    write_plan(ws / "bad.yaml", plan_of({"id": "a", "run": "false"}))
+    ok = vigil("run", "ok.yaml", "--format", "json", "--run-id", "r-ok", cwd=ws)
+    assert ok.returncode == ExitCode.OK, ok.stderr
+    view = json.loads(ok.stdout)
+    assert view["id"] == "r-ok" and view["state"] == "succeeded"
+    assert {"id", "plan", "state", "started_at", "ended_at", "tasks"} <= view.keys()
+    task = view["tasks"][0]
+    assert {"id", "phase", "state", "degraded", "attempts"} <= task.keys()
+    assert {"number", "state", "exit_code", "started_at", "ended_at", "reason"} <= (
+        task["attempts"][0].keys()
+    )
+    bad = vigil("run", "bad.yaml", cwd=ws)
+    assert bad.returncode == ExitCode.RUN_FAILED
+    missing = vigil("run", "nope.yaml", cwd=ws)
+    assert missing.returncode == ExitCode.USAGE
+    assert "VIGIL-" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = vigil("status", "no-such-run", cwd=ws)
+    assert unknown.returncode == ExitCode.USAGE
+    assert "VIGIL-RUN-NOT-FOUND" in unknown.stderr
+
+
+def test_runs_logs_and_report(ws: Path) -> None:
+    write_plan(ws / "p.yaml", plan_of({"id": "hello", "run": "echo hello-output"}))
+    assert vigil("run", "p.yaml", "--run-id", "r1", cwd=ws).returncode == 0
+    listing = json.loads(vigil("runs", "--format", "json", cwd=ws).stdout)
+    assert [r["id"] for r in listing] == ["r1"]
+    logs = vigil("logs", "r1", "hello", cwd=ws)
+    assert "hello-output" in logs.stdout
+    md = vigil("report", "r1", cwd=ws)
+    assert "# Run r1: SUCCEEDED" in md.stdout
+    js = json.loads(vigil("report", "r1", "--format", "json", cwd=ws).stdout)
+    assert js["summary"]["succeeded"] == 1
+
+
+def test_second_driver_gets_run_locked(ws: Path) -> None:
+    write_plan(ws / "p.yaml", plan_of({"id": "slow", "run": "sleep 30"}))
+    first = spawn("run", "p.yaml", "--run-id", "locked", cwd=ws)
+    try:
+        wait_for(lambda: bool(tagged("locked/slow/")))
+        second = vigil("resume", "locked", cwd=ws)
+        assert second.returncode == ExitCode.REFUSED
+        assert "VIGIL-RUN-LOCKED" in second.stderr
+    finally:
+        kill9(first)
+
+
+def test_kill9_takes_the_tasks_processes_along_and_resume_finishes(ws: Path) -> None:
+    script = (
+        'if [ "$VIGIL_ATTEMPT" = 1 ]; then\n'
+        "  (sleep 300 & echo $! > grandchild.pid; wait) &\n"
+        "  echo $$ > child.pid\n"
+        "  sleep 300\n"
+        "else\n"
+        # A zombie (dead, not yet reaped by init) does not count as alive.
+        '  st=$(sed "s/.*) //" /proc/$(cat grandchild.pid)/stat 2>/dev/null | cut -c1)\n'
+        '  if [ -n "$st" ] && [ "$st" != Z ]; then echo still-alive; exit 9; fi\n'
+        "  echo second > done\n"
+        "fi\n"
+    )
+    write_plan(ws / "p.yaml", plan_of({"id": "t", "run": script}))
+    proc = spawn("run", "p.yaml", "--run-id", "k9", cwd=ws)
+    wait_for(lambda: (ws / "grandchild.pid").exists() and (ws / "child.pid").exists())
+    child = int((ws / "child.pid").read_text())
+    kill9(proc)
+    # The direct child dies with vigil (parent-death signal).
+    wait_for(lambda: not alive(child), timeout=5)
+    resumed = vigil("resume", "k9", cwd=ws)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    grandchild = int((ws / "grandchild.pid").read_text())
+    assert not alive(grandchild)
+    assert (ws / "done").read_text() == "second\n"
+    attempts = status("k9", ws)["tasks"][0]["attempts"]
+    assert [a["state"] for a in attempts] == ["interrupted", "succeeded"]
+
+
+def test_ctrl_c_stops_gracefully_and_run_stays_resumable(ws: Path) -> None:
+    script = 'if [ "$VIGIL_ATTEMPT" = 1 ]; then sleep 300; fi; echo ok > done'
+    write_plan(ws / "p.yaml", plan_of({"id": "t", "run": script}, {"id": "u", "run": "true"}))
+    proc = spawn("run", "p.yaml", "--run-id", "cc", cwd=ws)
+    wait_for(lambda: bool(tagged("cc/t/")))
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == ExitCode.CANCELLED, err
+    assert not tagged("cc/")
+    view = status("cc", ws)
+    assert view["state"] == "running"
+    t = next(x for x in view["tasks"] if x["id"] == "t")
+    assert t["attempts"][0]["state"] == "interrupted"
+    resumed = vigil("resume", "cc", cwd=ws)
+    assert resumed.returncode == 0
+    assert status("cc", ws)["state"] == "succeeded"
+
+
+def test_cancel_from_another_terminal(ws: Path) -> None:
+    script = "(sleep 300 & echo $! > gc.pid; wait) & sleep 300"
+    write_plan(
+        ws / "p.yaml",
+        plan_of({"id": "t", "run": script}, {"id": "later", "run": "true", "needs": ["t"]}),
+    )
+    proc = spawn("run", "p.yaml", "--run-id", "cx", cwd=ws)
+    wait_for(lambda: (ws / "gc.pid").exists())
+    started = time.time()
+    out = vigil("cancel", "cx", "--reason", "going home", cwd=ws)
+    assert out.returncode == 0, out.stderr
+    proc.communicate(timeout=30)
+    assert proc.returncode == ExitCode.CANCELLED
+    assert not alive(int((ws / "gc.pid").read_text()))
+    assert not tagged("cx/")
+    view = status("cx", ws)
+    assert view["state"] == "cancelled"
+    assert {t["id"]: t["state"] for t in view["tasks"]} == {"t": "cancelled", "later": "cancelled"}
+    assert time.time() - started < 60
+
+
+def test_cancel_without_a_driver(ws: Path) -> None:
+    write_plan(ws / "p.yaml", plan_of({"id": "t", "run": "sleep 300"}))
+    proc = spawn("run", "p.yaml", "--run-id", "orphan", cwd=ws)
+    wait_for(lambda: bool(tagged("orphan/t/")))
+    kill9(proc)
+    out = vigil("cancel", "orphan", cwd=ws)
+    assert out.returncode == 0, out.stderr
+    assert status("orphan", ws)["state"] == "cancelled"
+    assert not tagged("orphan/")
+
+
+def test_resume_all(ws: Path) -> None:
+    write_plan(
+        ws / "p.yaml", plan_of({"id": "t", "run": 'test "$VIGIL_ATTEMPT" != 1 || sleep 300'})
+    )
+    for rid in ("ra", "rb"):
+        proc = spawn("run", "p.yaml", "--run-id", rid, cwd=ws)
+        wait_for(lambda rid=rid: bool(tagged(f"{rid}/t/")))
+        kill9(proc)
+    out = vigil("resume", "--all", cwd=ws)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert status("ra", ws)["state"] == status("rb", ws)["state"] == "succeeded"
+
+
+def test_plan_errors_are_reported_not_raised(ws: Path) -> None:
+    (ws / "bad.yaml").write_text(
+        "name: x\nproject: y\nphases:\n  - id: a\n    tasks:\n"
+        "      - id: t\n        run: true\n        nedes: [q]\n"
+    )
+    out = vigil("plan", "check", "bad.yaml", cwd=ws)
+    assert out.returncode == ExitCode.USAGE
+    assert "bad.yaml:8:" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,308 @@
+"""Runs end to end through the library: real subprocesses, real stores (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vigil.config import load_config
+from vigil.engine.runs import RunOutcome, start_run
+from vigil.plan.models import Plan
+from vigil.report import build_report, load_state, run_view
+from vigil.store import open_store
+
+
+def make_plan(phases: list[dict[str, Any]], **extra: Any) -> Plan:
+    return Plan.model_validate({"name": "test", "project": "test", "phases": phases, **extra})
+
+
+def one_phase(*tasks: dict[str, Any], **phase: Any) -> Plan:
+    return make_plan([{"id": "main", "tasks": list(tasks), **phase}])
+
+
+class Harness:
+    def __init__(self, workspace: Path, url: str) -> None:
+        self.workspace = workspace
+        self.url = url
+        workspace.mkdir(parents=True, exist_ok=True)
+        os.environ["VIGIL_DATABASE_URL"] = url
+        self.config = load_config(workspace)
+        self.store = open_store(url)
+
+    def run(self, plan: Plan, **kw: Any) -> RunOutcome:
+        return start_run(self.config, self.store, plan, "plan.yaml", **kw)
+
+    def view(self, run_id: str) -> dict[str, Any]:
+        record, state = load_state(self.store, run_id)
+        return run_view(record, state)
+
+    def task(self, run_id: str, task_id: str) -> dict[str, Any]:
+        return next(t for t in self.view(run_id)["tasks"] if t["id"] == task_id)
+
+
+@pytest.fixture
+def h(tmp_path: Path, sqlite_store_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("VIGIL_DATABASE_URL", sqlite_store_url)
+    harness = Harness(tmp_path / "workspace", sqlite_store_url)
+    yield harness
+    harness.store.close()
+
+
+@pytest.fixture
+def hb(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A harness on each backend."""
+    monkeypatch.setenv("VIGIL_DATABASE_URL", store_url)
+    harness = Harness(tmp_path / "workspace", store_url)
+    yield harness
+    harness.store.close()
+
+
+def test_failure_blocks_only_dependents(hb: Harness) -> None:
+    plan = one_phase(
+        {"id": "a", "run": "exit 3"},
+        {"id": "b", "run": "touch b", "needs": ["a"]},
+        {"id": "b2", "run": "touch b2", "needs": ["b"]},
+        {"id": "c", "run": "sleep 0.2; touch c"},
+        {"id": "d", "run": "touch d", "needs": ["c"]},
+    )
+    out = hb.run(plan)
+    assert out.state == "failed"
+    states = {t["id"]: t["state"] for t in hb.view(out.run_id)["tasks"]}
+    assert states == {
+        "a": "failed",
+        "b": "skipped",
+        "b2": "skipped",
+        "c": "succeeded",
+        "d": "succeeded",
+    }
+    assert (hb.workspace / "c").exists() and (hb.workspace / "d").exists()
+    assert not (hb.workspace / "b").exists()
+    a = hb.task(out.run_id, "a")
+    assert a["attempts"][0]["exit_code"] == 3
+    assert hb.task(out.run_id, "b")["blocked_by"] == "a"
+
+
+def test_non_critical_failure_keeps_the_run_green(h: Harness) -> None:
+    plan = one_phase(
+        {"id": "lint", "run": "false", "on_failure": "continue"}, {"id": "ok", "run": "true"}
+    )
+    out = h.run(plan)
+    assert out.state == "succeeded"
+    assert h.task(out.run_id, "lint")["state"] == "failed"
+
+
+def test_retry_backoff_delays_grow(h: Harness) -> None:
+    script = 'echo x >> count; test "$(wc -l < count)" -ge 4'
+    plan = one_phase(
+        {
+            "id": "flaky",
+            "run": script,
+            "retry": {"attempts": 4, "initial": 0.2, "factor": 2, "jitter": 0},
+        }
+    )
+    out = h.run(plan)
+    assert out.state == "succeeded"
+    _, state = load_state(h.store, out.run_id)
+    attempts = state.tasks["flaky"].attempts
+    assert [a.state for a in attempts] == ["failed", "failed", "failed", "succeeded"]
+    gaps = [
+        b.started_at - a.ended_at for a, b in itertools.pairwise(attempts) if a.ended_at is not None
+    ]
+    for gap, expected in zip(gaps, [0.2, 0.4, 0.8], strict=True):
+        assert gap >= expected - 0.01, (gaps, expected)
+    assert gaps[0] < gaps[1] < gaps[2]
+    report = build_report(h.view(out.run_id))
+    assert any("flaky" in r and "Flaky" in r for r in report["recommendations"])
+
+
+def test_retry_only_on_listed_exit_codes(h: Harness) -> None:
+    plan = one_phase(
+        {"id": "t", "run": "exit 7", "retry": {"attempts": 3, "initial": 0, "on": [75]}},
+        {
+            "id": "u",
+            "run": "echo >> n; test $(wc -l < n) -ge 2",
+            "retry": {"attempts": 3, "initial": 0, "on": [1]},
+        },
+    )
+    out = h.run(plan)
+    assert len(h.task(out.run_id, "t")["attempts"]) == 1
+    assert len(h.task(out.run_id, "u")["attempts"]) == 2
+
+
+def test_fallback_marks_degraded(hb: Harness) -> None:
+    plan = one_phase(
+        {
+            "id": "deploy",
+            "run": "false",
+            "fallback": "echo fallback > used",
+            "retry": {"attempts": 2, "initial": 0},
+        }
+    )
+    out = hb.run(plan)
+    assert out.state == "succeeded"
+    t = hb.task(out.run_id, "deploy")
+    assert t["degraded"] is True
+    assert [a["command"] for a in t["attempts"]] == ["main", "main", "fallback"]
+    assert (hb.workspace / "used").read_text() == "fallback\n"
+    report = build_report(hb.view(out.run_id))
+    assert report["summary"]["degraded"] == 1
+
+
+def test_timeout_ends_the_whole_process_tree(h: Harness) -> None:
+    script = "(sleep 300 & echo $! > grandchild.pid; wait) & sleep 300"
+    plan = one_phase({"id": "hang", "run": script, "timeout": "1s"})
+    out = h.run(plan)
+    assert out.state == "failed"
+    t = h.task(out.run_id, "hang")
+    assert t["attempts"][0]["state"] == "timed_out"
+    pid = int((h.workspace / "grandchild.pid").read_text())
+    deadline = time.time() + 5
+    while time.time() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid), "a process of the timed-out task outlived it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_validation_decides_success(h: Harness) -> None:
+    plan = one_phase(
+        {"id": "gen", "run": "echo hi > out.txt", "validate": ["grep -q hi out.txt"]},
+        {"id": "bad", "run": "echo bye > other.txt", "validate": ["grep -q hi other.txt"]},
+    )
+    out = h.run(plan)
+    assert h.task(out.run_id, "gen")["state"] == "succeeded"
+    bad = h.task(out.run_id, "bad")
+    assert bad["state"] == "failed"
+    assert "validation" in bad["attempts"][0]["reason"]
+
+
+def test_phase_validation_blocks_the_next_phase(hb: Harness) -> None:
+    plan = make_plan(
+        [
+            {
+                "id": "build",
+                "tasks": [{"id": "b", "run": "true"}],
+                "validate": ["test -f artifact"],
+            },
+            {"id": "deploy", "tasks": [{"id": "d", "run": "touch deployed"}]},
+        ]
+    )
+    out = hb.run(plan)
+    assert out.state == "failed"
+    view = hb.view(out.run_id)
+    assert [p["state"] for p in view["phases"]] == ["failed", "failed"]
+    assert hb.task(out.run_id, "d")["state"] == "skipped"
+    assert not (hb.workspace / "deployed").exists()
+
+
+def test_phase_validation_passes_then_next_phase_runs(h: Harness) -> None:
+    plan = make_plan(
+        [
+            {
+                "id": "build",
+                "tasks": [{"id": "b", "run": "touch artifact"}],
+                "validate": "test -f artifact",
+            },
+            {"id": "deploy", "tasks": [{"id": "d", "run": "test -f artifact && touch deployed"}]},
+        ]
+    )
+    out = h.run(plan)
+    assert out.state == "succeeded"
+    assert (h.workspace / "deployed").exists()
+
+
+def test_critical_failure_stops_later_phases_but_not_its_own(h: Harness) -> None:
+    plan = make_plan(
+        [
+            {"id": "build", "tasks": [{"id": "x", "run": "false"}, {"id": "y", "run": "touch y"}]},
+            {"id": "deploy", "tasks": [{"id": "d", "run": "touch deployed"}]},
+        ]
+    )
+    out = h.run(plan)
+    assert out.state == "failed"
+    assert (h.workspace / "y").exists()
+    assert not (h.workspace / "deployed").exists()
+
+
+def test_run_id_is_idempotent(hb: Harness) -> None:
+    plan = one_phase({"id": "once", "run": "echo ran >> ran.txt"})
+    first = hb.run(plan, run_id="nightly-1")
+    second = hb.run(plan, run_id="nightly-1")
+    assert first.state == second.state == "succeeded"
+    assert second.resumed
+    assert (hb.workspace / "ran.txt").read_text() == "ran\n"
+
+
+def test_steps_get_vigil_variables_and_plan_env(h: Harness) -> None:
+    plan = make_plan(
+        [
+            {
+                "id": "p",
+                "tasks": [
+                    {
+                        "id": "env",
+                        "run": "env | grep -E '^(VIGIL_|GREETING|LOCAL)' | sort > env.txt",
+                        "env": {"LOCAL": "yes"},
+                    }
+                ],
+            }
+        ],
+        env={"GREETING": "hello"},
+    )
+    out = h.run(plan, run_id="envrun")
+    lines = (h.workspace / "env.txt").read_text().splitlines()
+    assert "VIGIL_RUN_ID=envrun" in lines
+    assert "VIGIL_TASK_ID=env" in lines
+    assert "VIGIL_ATTEMPT=1" in lines
+    assert "GREETING=hello" in lines and "LOCAL=yes" in lines
+    assert out.state == "succeeded"
+
+
+def test_parallel_tasks_really_overlap(h: Harness) -> None:
+    plan = one_phase(*[{"id": f"t{i}", "run": "sleep 0.5"} for i in range(4)])
+    out = h.run(plan, max_parallel=4)
+    _, state = load_state(h.store, out.run_id)
+    starts = sorted(ts.attempts[0].started_at for ts in state.tasks.values())
+    ends = sorted(ts.attempts[0].ended_at or 0 for ts in state.tasks.values())
+    assert starts[-1] < ends[0], "independent tasks did not run at the same time"
+
+
+def test_max_parallel_limits_concurrency(h: Harness) -> None:
+    plan = one_phase(*[{"id": f"t{i}", "run": "sleep 0.2"} for i in range(4)])
+    out = h.run(plan, max_parallel=1)
+    _, state = load_state(h.store, out.run_id)
+    spans = sorted(
+        (ts.attempts[0].started_at, ts.attempts[0].ended_at or 0) for ts in state.tasks.values()
+    )
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end
+
+
+def test_logs_are_captured_and_capped(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIGIL_LOG_MAX_BYTES", str(64 * 1024))
+    script = "for i in $(seq 1 20000); do echo line-$i; done; echo THE-END"
+    plan = one_phase({"id": "noisy", "run": script})
+    out = h.run(plan)
+    log = h.config.state_dir / "logs" / out.run_id / "noisy" / "1.log"
+    text = log.read_text()
+    assert "line-1\n" in text
+    assert "THE-END" in text
+    assert log.stat().st_size < 200_000
+
+
+def test_bad_workdir_fails_the_task_not_the_run_engine(h: Harness) -> None:
+    plan = one_phase({"id": "w", "run": "true", "workdir": "missing"}, {"id": "ok", "run": "true"})
+    out = h.run(plan)
+    assert h.task(out.run_id, "w")["state"] == "failed"
+    assert h.task(out.run_id, "ok")["state"] == "succeeded"
