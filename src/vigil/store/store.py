@@ -1,0 +1,353 @@
+"""The run store: one summary row per run and its append-only journal of events.
+
+A :class:`Store` keeps two long-lived connections: a writer whose transactions take the
+database's write lock up front (``BEGIN IMMEDIATE`` on SQLite) and a reader for queries.
+It is safe to share between threads of one process (calls are serialised); each process
+opens its own.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from vigil.errors import RunNotFound, StoreError
+from vigil.store import migrate
+from vigil.store.connect import (
+    WRITE_OPTION,
+    Target,
+    create_engine,
+    parse_target,
+    sqlite_synchronous_from_env,
+    store_errors,
+)
+from vigil.store.locks import AdvisoryRunLock, FileRunLock, RunLock
+from vigil.store.records import RUN_STATES, Halt, NewRun, RunRecord, StoredEvent
+from vigil.store.schema import events as events_table
+from vigil.store.schema import halts, runs
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    # Strict JSON (no NaN) so every reader, in any language, can parse the journal.
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not text.isascii() and not _encodes(text):
+        # Lone surrogates (undecodable file names) cannot go to the database as UTF-8;
+        # \u escapes carry them and still load back to the same str.
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return text
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_state(state: str) -> None:
+    if state not in RUN_STATES:
+        raise ValueError(f"unknown run state {state!r}")
+
+
+def _check_text(name: str, value: str, max_length: int | None = None) -> None:
+    # Checked here because the backends differ: PostgreSQL refuses NUL and over-long
+    # VARCHARs, SQLite stores both. Refusing them up front keeps the two identical.
+    if "\x00" in value:
+        raise ValueError(f"{name} contains a NUL character")
+    if not value.isascii() and not _encodes(value):
+        raise ValueError(f"{name} is not valid Unicode text")
+    if max_length is not None and not 0 < len(value) <= max_length:
+        raise ValueError(f"{name} must be 1 to {max_length} characters, got {len(value)}")
+
+
+def _record(row: sa.Row[Any]) -> RunRecord:
+    m = row._mapping
+    return RunRecord(
+        id=m["id"],
+        plan_name=m["plan_name"],
+        project=m["project"],
+        plan_hash=m["plan_hash"],
+        plan_json=m["plan_json"],
+        plan_path=m["plan_path"],
+        workspace=m["workspace"],
+        options=json.loads(m["options"]),
+        state=m["state"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        ended_at=m["ended_at"],
+        updated_at=m["updated_at"],
+        last_seq=m["last_seq"],
+    )
+
+
+_ID_LIMIT = 200
+_KIND_LIMIT = 100
+_RUN_TEXT_LIMITS: dict[str, int | None] = {
+    "id": _ID_LIMIT,
+    "plan_name": None,
+    "project": None,
+    "plan_hash": 128,
+    "plan_json": None,
+    "plan_path": None,
+    "workspace": None,
+}
+
+
+class Store:
+    """Runs, their journals, and halts, in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str, target: Target, engine: sa.Engine) -> None:
+        self.url = url
+        self._target = target
+        self._engine = engine
+        self._mutex = threading.RLock()
+        self._reader: sa.Connection | None = None
+        self._writer: sa.Connection | None = None
+        with self._errors():
+            self._reader = engine.connect()
+            self._writer = engine.connect().execution_options(**{WRITE_OPTION: True})
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._target.backend
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, for messages and reports."""
+        return self._target.display
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        with self._mutex, store_errors(self._target):
+            yield
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._errors():
+            conn = self._open(self._reader)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._errors():
+            conn = self._open(self._writer)
+            with conn.begin():
+                yield conn
+
+    @staticmethod
+    def _open(conn: sa.Connection | None) -> sa.Connection:
+        if conn is None:
+            raise StoreError("the store is closed", "Open it again with open_store().")
+        return conn
+
+    def _upsert_dialect(self) -> Any:
+        # INSERT .. ON CONFLICT is dialect-specific in SQLAlchemy; both backends have it.
+        return postgresql if self._target.backend == "postgresql" else sqlite
+
+    def _migrate(self) -> None:
+        with self._errors():
+            migrate.upgrade(self._open(self._reader), self._open(self._writer))
+
+    def create_run(self, run: NewRun) -> bool:
+        """Record a new run in state ``pending``; False (and no change) if the id exists."""
+        for name, limit in _RUN_TEXT_LIMITS.items():
+            _check_text(name, getattr(run, name), limit)
+        options = _dumps(run.options)
+        values = {
+            "id": run.id,
+            "plan_name": run.plan_name,
+            "project": run.project,
+            "plan_hash": run.plan_hash,
+            "plan_json": run.plan_json,
+            "plan_path": run.plan_path,
+            "workspace": run.workspace,
+            "options": options,
+            "state": "pending",
+            "created_at": run.created_at,
+            "started_at": None,
+            "ended_at": None,
+            "updated_at": run.created_at,
+            "last_seq": 0,
+        }
+        stmt = (
+            self._upsert_dialect()
+            .insert(runs)
+            .values(values)
+            .on_conflict_do_nothing()
+            .returning(runs.c.id)
+        )
+        with self._write() as conn:
+            # RETURNING, not rowcount: drivers disagree on rowcount for INSERT .. ON CONFLICT.
+            return conn.execute(stmt).first() is not None
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's summary row, or None."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return None if row is None else _record(row)
+
+    def list_runs(
+        self,
+        *,
+        project: str | None = None,
+        states: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Runs newest first, optionally of one project and in some states."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        if project is not None:
+            query = query.where(runs.c.project == project)
+        if states is not None:
+            query = query.where(runs.c.state.in_(list(states)))
+        with self._read() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def append(
+        self,
+        run_id: str,
+        events: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        at: float,
+        state: str | None = None,
+        started_at: float | None = None,
+        ended_at: float | None = None,
+    ) -> int:
+        """Append events (all or none) and update the run's summary; returns the last seq.
+
+        Seq numbers are allocated by bumping ``runs.last_seq`` in the same transaction, so
+        concurrent appenders from several processes get consecutive, gap-free ranges. The
+        events are durable when this returns.
+        """
+        for kind, _ in events:
+            _check_text("event kind", kind, _KIND_LIMIT)
+        rows = [{"kind": kind, "data": _dumps(data), "at": at} for kind, data in events]
+        summary: dict[str, Any] = {"updated_at": at, "last_seq": runs.c.last_seq + len(rows)}
+        if state is not None:
+            _check_state(state)
+            summary["state"] = state
+        if started_at is not None:
+            summary["started_at"] = started_at
+        if ended_at is not None:
+            summary["ended_at"] = ended_at
+        bump = runs.update().where(runs.c.id == run_id).values(summary).returning(runs.c.last_seq)
+        with self._write() as conn:
+            last = conn.execute(bump).scalar()
+            if last is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.display_url}")
+            first = last - len(rows) + 1
+            for offset, row in enumerate(rows):
+                row["run_id"] = run_id
+                row["seq"] = first + offset
+            if rows:
+                conn.execute(events_table.insert(), rows)
+        return int(last)
+
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
+        """The run's events with seq greater than ``after``, in seq order."""
+        query = (
+            sa.select(events_table)
+            .where(events_table.c.run_id == run_id, events_table.c.seq > after)
+            .order_by(events_table.c.seq)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [
+                StoredEvent(
+                    run_id=row.run_id,
+                    seq=row.seq,
+                    kind=row.kind,
+                    data=json.loads(row.data),
+                    at=row.at,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def lock_run(self, run_id: str) -> RunLock:
+        """Take the run's lock; raises RunLocked (naming the holder) if another has it."""
+        with self._errors():
+            if self._target.lock_dir is not None:
+                return FileRunLock.acquire(self._target.lock_dir, run_id)
+            return AdvisoryRunLock.acquire(self._engine, run_id)
+
+    def set_halt(self, project: str, reason: str, actor: str, at: float) -> None:
+        """Halt ``project`` (``"*"`` for all), replacing any earlier halt of it."""
+        _check_text("project", project, _ID_LIMIT)
+        _check_text("reason", reason)
+        _check_text("actor", actor)
+        values = {"project": project, "reason": reason, "actor": actor, "at": at}
+        stmt = self._upsert_dialect().insert(halts).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[halts.c.project],
+            set_={"reason": reason, "actor": actor, "at": at},
+        )
+        with self._write() as conn:
+            conn.execute(stmt)
+
+    def clear_halt(self, project: str) -> bool:
+        """Lift the halt of ``project``; False if there was none."""
+        with self._write() as conn:
+            stmt = halts.delete().where(halts.c.project == project).returning(halts.c.project)
+            return conn.execute(stmt).first() is not None
+
+    def halts(self) -> list[Halt]:
+        """Every halt in force, by project name."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(halts).order_by(halts.c.project))
+            return [Halt(row.project, row.reason, row.actor, row.at) for row in rows]
+
+    def close(self) -> None:
+        """Close the connections; locks taken from this store stay as they are."""
+        with self._mutex:
+            for conn in (self._reader, self._writer):
+                if conn is not None:
+                    conn.close()
+            self._reader = self._writer = None
+            self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
+
+
+def open_store(url: str, *, sqlite_synchronous: str | None = None) -> Store:
+    """Open the store at ``url``, creating the SQLite directory and migrating to head.
+
+    ``sqlite_synchronous`` overrides ``VIGIL_SQLITE_SYNCHRONOUS`` (FULL or NORMAL).
+    """
+    target = parse_target(url)
+    sync = sqlite_synchronous or sqlite_synchronous_from_env()
+    engine = create_engine(target, sqlite_synchronous=sync.upper())
+    try:
+        store = Store(url, target, engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    try:
+        store._migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -1,0 +1,81 @@
+"""Shared fixtures.
+
+Store fixtures run every store test against SQLite and PostgreSQL. PostgreSQL gets a
+fresh database per test session and a fresh schema per test; if the server cannot be
+reached the PostgreSQL tests fail rather than skip, so a green run means both backends
+were exercised. ``VIGIL_TEST_PG_URL`` points at the server (any database on it).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from vigil.store import Store, open_store
+
+PG_BASE_URL = os.environ.get(
+    "VIGIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _render(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """URL of a PostgreSQL database created for this test session and dropped after it."""
+    name = f"vigil_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_BASE_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield _render(sa.make_url(PG_BASE_URL).set(database=name))
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_store_url(pg_database_url: str) -> Iterator[str]:
+    """URL of an empty PostgreSQL schema (via search_path) private to one test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        url = sa.make_url(pg_database_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield _render(url)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_store_url(tmp_path: Path) -> str:
+    """URL of a SQLite store where vigil puts it: ``<workspace>/.vigil/vigil.db``."""
+    return f"sqlite:///{tmp_path / 'workspace' / '.vigil' / 'vigil.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """URL of an empty store, once per backend."""
+    name = "sqlite_store_url" if request.param == "sqlite" else "pg_store_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """An open, migrated, empty store, once per backend."""
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
