@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -18,6 +19,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise DurationSyntaxError("a duration is a number of seconds or a string like '90s'")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise DurationSyntaxError("a duration must be a finite number of seconds")
         if value < 0:
             raise DurationSyntaxError("a duration cannot be negative")
         return float(value)
@@ -40,7 +43,7 @@ def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
     if seconds < 3600:
-        m, s = divmod(int(round(seconds)), 60)
+        m, s = divmod(round(seconds), 60)
         return f"{m}m{s:02d}s"
-    h, rest = divmod(int(round(seconds)), 3600)
+    h, rest = divmod(round(seconds), 3600)
     return f"{h}h{rest // 60:02d}m"

@@ -13,7 +13,14 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from vigil.plan.duration import parse_duration
 
@@ -103,6 +110,24 @@ def _str_list(value: object) -> object:
 
 IdList = Annotated[tuple[Id, ...], BeforeValidator(_str_list)]
 
+NameList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
+"""A list of names (capabilities, secrets); a single string is a list of one."""
+
+
+class SecretSource(Model):
+    """Where a secret's value comes from: exactly one of ``env``, ``file`` or ``command``."""
+
+    env: str | None = Field(None, description="environment variable of the vigil process")
+    file: str | None = Field(None, description="file holding the value (trailing newline dropped)")
+    command: str | None = Field(None, description="command whose stdout is the value")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretSource:
+        given = [k for k in ("env", "file", "command") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a secret has exactly one of 'env', 'file' or 'command'")
+        return self
+
 
 class Task(Model):
     """One unit of work. Its attempts run ``run``; ``validate`` decides whether it counts."""
@@ -123,6 +148,15 @@ class Task(Model):
         "stop", description="'stop': a failure fails the run; 'continue': it is reported only"
     )
     checks: Checks = Field(default=(), alias="validate")
+    requires: NameList = Field(
+        default=(), description="capabilities the task needs (network, deploy, push, ...)"
+    )
+    environment: str | None = Field(
+        None, description="environment the task acts on (dev, staging, prod, ...); overrides phase"
+    )
+    secrets: NameList = Field(
+        default=(), description="names of plan secrets the task receives as environment variables"
+    )
 
     @property
     def title(self) -> str:
@@ -138,6 +172,8 @@ class Phase(Model):
     description: str | None = None
     tasks: tuple[Task, ...] = Field(min_length=1)
     checks: Checks = Field(default=(), alias="validate")
+    requires: NameList = Field(default=(), description="capabilities every task of the phase needs")
+    environment: str | None = Field(None, description="environment of the phase's tasks")
 
     @property
     def title(self) -> str:
@@ -161,6 +197,10 @@ class Plan(Model):
     env: dict[str, str] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     phases: tuple[Phase, ...] = Field(min_length=1)
+    secrets: dict[str, SecretSource] = Field(
+        default_factory=dict,
+        description="secrets by name: {env: VAR}, {file: path} or {command: ...}",
+    )
 
     def tasks(self) -> Iterator[tuple[Phase, Task]]:
         """Every task with its phase, in plan order."""

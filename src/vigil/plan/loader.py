@@ -1,0 +1,125 @@
+"""Load a plan file (YAML, or a Markdown runbook) into a validated :class:`Plan`.
+
+Whatever the file holds, loading either returns a plan or raises :class:`PlanInvalid`
+listing every problem at its ``file:line:col``; a missing or unreadable file raises
+:class:`PlanNotFound`. No other exception escapes for bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Literal
+
+from vigil.plan.markdown import read_runbook
+from vigil.plan.models import Plan
+from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem
+from vigil.plan.validation import validate_plan
+from vigil.plan.yaml_source import read_yaml
+
+PlanKind = Literal["yaml", "markdown"]
+
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+EXTENSION_PREFIX = "x-"
+MAX_PLAN_BYTES = 8 * 1024 * 1024
+"""Far beyond any hand-written plan; refuses to parse a log file or an image by mistake."""
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    """A valid plan with the file it came from and that file's text."""
+
+    plan: Plan
+    path: str
+    source: str
+    kind: PlanKind
+
+
+def plan_kind(filename: str) -> PlanKind:
+    """``markdown`` for ``.md``/``.markdown`` files, else ``yaml``."""
+    suffix = PurePath(filename).suffix.lower()
+    return "markdown" if suffix in MARKDOWN_SUFFIXES else "yaml"
+
+
+def load_plan_text(text: str, filename: str) -> LoadedPlan:
+    """Validate plan ``text`` as if read from ``filename`` (its suffix picks the format)."""
+    kind = plan_kind(filename)
+    text = text.removeprefix("\ufeff")
+    data: object
+    if kind == "markdown":
+        runbook = read_runbook(text, filename)
+        data, source_map, problems = runbook.data, runbook.source_map, runbook.problems
+    else:
+        document = read_yaml(text, filename)
+        data, source_map, problems = document.data, document.source_map, document.problems
+        if data is None and problems:
+            raise PlanInvalid(problems)
+        if isinstance(data, dict):
+            # Top-level ``x-`` keys hold anchors to reuse (as in Compose files); their
+            # aliases are already expanded, so the plan itself does not keep them.
+            data = {k: v for k, v in data.items() if not k.startswith(EXTENSION_PREFIX)}
+    if data is not None:
+        plan, more = validate_plan(data, source_map, filename)
+        problems = [*problems, *more]
+        if plan is not None and not problems:
+            return LoadedPlan(plan, filename, text, kind)
+    raise PlanInvalid(problems or [_empty(filename)])
+
+
+def _empty(filename: str) -> PlanProblem:
+    return PlanProblem(
+        filename, 1, 1, "the plan is empty", "start with 'name:', 'project:' and 'phases:'"
+    )
+
+
+def _decode(raw: bytes, filename: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        raise PlanInvalid(
+            [
+                PlanProblem(
+                    filename,
+                    line,
+                    col,
+                    f"byte 0x{raw[exc.start]:02x} is not UTF-8 text",
+                    "save the file as UTF-8; a plan is a text file",
+                )
+            ]
+        ) from None
+
+
+def load_plan(path: Path) -> LoadedPlan:
+    """Read and validate the plan at ``path``."""
+    name = str(path)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_PLAN_BYTES + 1)
+    except FileNotFoundError:
+        raise PlanNotFound(f"no plan file at {name}") from None
+    except IsADirectoryError:
+        raise PlanNotFound(
+            f"{name} is a directory", "Name a plan file (.yaml or .md) inside it."
+        ) from None
+    except OSError as exc:
+        raise PlanNotFound(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_PLAN_BYTES:
+        raise PlanInvalid(
+            [
+                PlanProblem(
+                    name,
+                    1,
+                    1,
+                    f"the file is larger than {MAX_PLAN_BYTES // (1024 * 1024)} MiB",
+                    "split the plan; is this really a plan file?",
+                )
+            ]
+        )
+    if b"\x00" in raw[:8192]:
+        raise PlanInvalid(
+            [PlanProblem(name, 1, 1, "this is a binary file, not a plan", "name a .yaml or .md")]
+        )
+    return load_plan_text(_decode(raw, name), name)
