@@ -10,6 +10,7 @@ GROUPS = [
     "vigil.cli.run",
     "vigil.cli.inspect",
     "vigil.cli.plan",
+    "vigil.cli.safety",
 ]
 
 

@@ -1,0 +1,195 @@
+"""Which actions of a plan need a grant, and whether a grant allows them.
+
+The ``[policy]`` section of ``vigil.toml``::
+
+    [policy]
+    default_environment = "dev"       # for tasks and phases that name none
+    protected = ["prod"]              # every task here needs a grant, capability or not
+    free = { dev = ["network"] }      # capabilities that need no grant in an environment
+                                      # ("*" = every environment)
+
+The default is strict: every declared capability needs a grant in every environment, and
+every task in ``prod`` needs one. Editing the workspace is never a capability: the sandbox
+keeps those changes reversible.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.errors import VigilError
+from vigil.plan.models import Phase, Plan, Task
+from vigil.safety.errors import GrantRequired
+from vigil.safety.grants import Grant, check_grant
+from vigil.safety.revocation import Revocations
+from vigil.safety.tokens import RUN, Request
+
+
+class PolicyConfig(BaseModel):
+    """The ``[policy]`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_environment: str = Field("dev", min_length=1)
+    protected: tuple[str, ...] = ("prod",)
+    free: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    def needs_grant(self, environment: str, capability: str) -> bool:
+        """Whether using ``capability`` in ``environment`` needs a grant."""
+        if capability == RUN:
+            return environment in self.protected
+        exempt = {*self.free.get(environment, ()), *self.free.get("*", ())}
+        return capability not in exempt
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One thing a task does that needs a grant."""
+
+    task_id: str
+    environment: str
+    capability: str
+    project: str = ""
+
+    def request(self, plan_hash: str | None) -> Request:
+        """The request a grant is checked against."""
+        return Request(self.project, self.environment, self.capability, plan_hash)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether one requirement is allowed, and if not, the refusal code and why."""
+
+    allowed: bool
+    code: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Requirements of one environment the grant does not cover, and the command that would."""
+
+    environment: str
+    capabilities: tuple[str, ...]
+    tasks: tuple[str, ...]
+    code: str
+    reason: str
+    command: str
+
+
+def environment_of(phase: Phase, task: Task, policy: PolicyConfig) -> str:
+    """The environment a task acts on: its own, else its phase's, else the default."""
+    return task.environment or phase.environment or policy.default_environment
+
+
+def requirements(plan: Plan, policy: PolicyConfig) -> list[Requirement]:
+    """Every (task, environment, capability) of ``plan`` that needs a grant, in plan order."""
+    found: list[Requirement] = []
+    for phase, task in plan.tasks():
+        env = environment_of(phase, task, policy)
+        wanted = dict.fromkeys([RUN, *phase.requires, *task.requires])
+        for capability in wanted:
+            if policy.needs_grant(env, capability):
+                found.append(Requirement(task.id, env, capability, plan.project))
+    return found
+
+
+def authorize(
+    requirement: Requirement,
+    grant: Grant | None,
+    now: datetime,
+    plan_hash: str | None,
+    revocations: Revocations | None = None,
+) -> Decision:
+    """Decide one requirement right before its action; never raises for a refusal."""
+    if grant is None:
+        return Decision(
+            False,
+            GrantRequired.code,
+            f"task {requirement.task_id} needs a grant for '{requirement.capability}' "
+            f"in {requirement.environment}",
+        )
+    try:
+        check_grant(grant, requirement.request(plan_hash), now, revocations)
+    except VigilError as refusal:
+        return Decision(False, refusal.code, refusal.cause)
+    return Decision(True, None, f"allowed by grant {grant.id}")
+
+
+def grant_command(
+    project: str,
+    environment: str,
+    capabilities: Iterable[str],
+    *,
+    plan_path: str | None = None,
+    expires_in: str = "1h",
+) -> str:
+    """The ``vigil grant create`` command that covers these capabilities."""
+    parts = ["vigil", "grant", "create", "--project", project, "--env", environment]
+    allow = sorted({c for c in capabilities if c != RUN})
+    if allow:
+        parts += ["--allow", ",".join(allow)]
+    parts += ["--expires-in", expires_in]
+    if plan_path is not None:
+        parts += ["--plan", plan_path]
+    return shlex.join(parts)
+
+
+def check_plan(
+    plan: Plan,
+    policy: PolicyConfig,
+    grant: Grant | None,
+    now: datetime,
+    *,
+    plan_path: str | None = None,
+    revocations: Revocations | None = None,
+) -> list[Missing]:
+    """What ``grant`` leaves uncovered in ``plan``, grouped by environment, with a fix each."""
+    plan_hash = plan.content_hash()
+    denied: dict[str, list[tuple[Requirement, Decision]]] = {}
+    for req in requirements(plan, policy):
+        decision = authorize(req, grant, now, plan_hash, revocations)
+        if not decision.allowed:
+            denied.setdefault(req.environment, []).append((req, decision))
+    missing: list[Missing] = []
+    for env, items in denied.items():
+        caps = tuple(dict.fromkeys(r.capability for r, _ in items))
+        first = items[0][1]
+        missing.append(
+            Missing(
+                environment=env,
+                capabilities=caps,
+                tasks=tuple(dict.fromkeys(r.task_id for r, _ in items)),
+                code=first.code or GrantRequired.code,
+                reason=first.reason,
+                command=grant_command(plan.project, env, caps, plan_path=plan_path),
+            )
+        )
+    return missing
+
+
+def require_plan(
+    plan: Plan,
+    policy: PolicyConfig,
+    grant: Grant | None,
+    now: datetime,
+    *,
+    plan_path: str | None = None,
+) -> None:
+    """Raise VIGIL-GRANT-REQUIRED listing the commands to run unless ``grant`` covers ``plan``."""
+    missing = check_plan(plan, policy, grant, now, plan_path=plan_path)
+    if not missing:
+        return
+    details = []
+    for item in missing:
+        details.append(f"{item.environment}: {', '.join(item.capabilities)} ({item.reason})")
+        details.append(f"  {item.command}")
+    raise GrantRequired(
+        f"plan '{plan.name}' needs grants in {', '.join(m.environment for m in missing)}",
+        details=details,
+    )
