@@ -1,0 +1,133 @@
+"""Changesets rendered for people: unified diff text and a ``--stat`` summary."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+from vigil.workspace.changeset import ChangeEntry, Changeset, compose
+from vigil.workspace.objects import ObjectStore
+from vigil.workspace.state import FileState
+
+_SNIFF = 8192
+
+
+def _text(objects: ObjectStore, state: FileState | None) -> list[str] | None:
+    """The file's lines, [] if absent or not a file, None if it is binary."""
+    if state is None or state.kind != "file" or state.sha256 is None:
+        return []
+    data = objects.read(state.sha256)
+    if b"\0" in data[:_SNIFF]:
+        return None
+    try:
+        return data.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return None
+
+
+def _mode(state: FileState) -> str:
+    return "" if state.kind == "symlink" else f" mode {state.mode:o}"
+
+
+def _header(entry: ChangeEntry) -> list[str]:
+    a, b = f"a/{entry.path}", f"b/{entry.path}"
+    lines = [f"diff --vigil {a} {b}\n"]
+    before, after = entry.before, entry.after
+    if before is None and after is not None:
+        lines.append(f"new {after.kind}{_mode(after)}\n")
+    elif after is None and before is not None:
+        lines.append(f"deleted {before.kind}{_mode(before)}\n")
+    elif before is not None and after is not None:
+        if before.kind != after.kind:
+            lines.append(f"type change {before.kind} -> {after.kind}\n")
+        elif before.mode != after.mode and after.kind != "symlink":
+            lines.append(f"old mode {before.mode:o}\nnew mode {after.mode:o}\n")
+    return lines
+
+
+def _body(entry: ChangeEntry, objects: ObjectStore, context: int) -> list[str]:
+    before, after = entry.before, entry.after
+    if any(s is not None and s.kind == "symlink" for s in (before, after)):
+        old = before.target if before is not None and before.kind == "symlink" else None
+        new = after.target if after is not None and after.kind == "symlink" else None
+        return [f"symlink {old!r} -> {new!r}\n"]
+    old_lines, new_lines = _text(objects, before), _text(objects, after)
+    if old_lines is None or new_lines is None:
+        if before is not None and after is not None and before.sha256 == after.sha256:
+            return []
+        return [f"Binary files a/{entry.path} and b/{entry.path} differ\n"]
+    a = f"a/{entry.path}" if before is not None else "/dev/null"
+    b = f"b/{entry.path}" if after is not None else "/dev/null"
+    out = []
+    for line in difflib.unified_diff(old_lines, new_lines, a, b, n=context):
+        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return out
+
+
+def unified_diff(changeset: Changeset, objects: ObjectStore, *, context: int = 3) -> str:
+    """Diff text of every non-ignored change; ignored paths are counted at the end."""
+    out: list[str] = []
+    ignored: list[ChangeEntry] = []
+    for entry in changeset.entries:
+        if entry.ignored:
+            ignored.append(entry)
+            continue
+        if _is_plain_dir(entry):
+            continue
+        out.extend(_header(entry))
+        out.extend(_body(entry, objects, context))
+    if ignored:
+        shown = ", ".join(e.path for e in ignored[:3])
+        more = f" and {len(ignored) - 3} more" if len(ignored) > 3 else ""
+        out.append(f"# {len(ignored)} ignored path(s) changed (.gitignore): {shown}{more}\n")
+    return "".join(out)
+
+
+def _is_plain_dir(entry: ChangeEntry) -> bool:
+    """Directory creation or removal without a mode change says nothing a reader needs."""
+    kinds = {s.kind for s in (entry.before, entry.after) if s is not None}
+    return kinds == {"dir"} and entry.kind in ("added", "deleted")
+
+
+def _line_counts(entry: ChangeEntry, objects: ObjectStore | None) -> tuple[int, int] | None:
+    if objects is None:
+        return None
+    old, new = _text(objects, entry.before), _text(objects, entry.after)
+    if old is None or new is None:
+        return None
+    plus = minus = 0
+    for line in difflib.unified_diff(old, new, n=0):
+        if line.startswith("+") and not line.startswith("+++"):
+            plus += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            minus += 1
+    return plus, minus
+
+
+def stat_summary(changeset: Changeset, objects: ObjectStore | None = None) -> str:
+    """One line per changed path and a totals line, like ``git diff --stat``."""
+    rows: list[tuple[str, str]] = []
+    kinds: dict[str, int] = {}
+    ignored = 0
+    for entry in changeset.entries:
+        if entry.ignored:
+            ignored += 1
+            continue
+        if _is_plain_dir(entry):
+            continue
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+        counts = _line_counts(entry, objects)
+        detail = entry.kind if counts is None else f"{entry.kind} +{counts[0]} -{counts[1]}"
+        rows.append((entry.path, detail))
+    width = max((len(p) for p, _ in rows), default=0)
+    lines = [f" {p.ljust(width)} | {d}" for p, d in rows]
+    total = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no changes"
+    if ignored:
+        total += f"; {ignored} ignored path(s)"
+    lines.append(f" {len(rows)} path(s) changed: {total}")
+    return "\n".join(lines) + "\n"
+
+
+def combined_diff(changesets: Sequence[Changeset], objects: ObjectStore) -> str:
+    """The diff of several stacked changesets as if applied in order (dry-run review)."""
+    return unified_diff(compose(changesets), objects)

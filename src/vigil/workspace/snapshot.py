@@ -1,0 +1,118 @@
+"""The fallback where namespaces or overlayfs are unavailable: run in place, under a lock.
+
+Before the attempt the workspace is scanned and every file copied into the object store;
+after it, a second scan gives the same :class:`Changeset` overlay mode would. The
+workspace is then put back as it was, so commit and discard work exactly as in overlay
+mode. A manifest of the before-scan on disk lets :func:`restore_interrupted` undo an
+attempt that was running when vigil died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from vigil.workspace.apply import Applier, locked
+from vigil.workspace.capture import diff_states, store_images
+from vigil.workspace.changeset import Changeset, IgnoreRules, compose
+from vigil.workspace.errors import ProtectedPathChanged
+from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
+from vigil.workspace.spawn import SpawnSpec, reduced_env, resolve_cwd
+from vigil.workspace.state import FileState, scan
+
+
+class SnapshotSandbox:
+    """An attempt that runs directly in the workspace, isolated only by a lock."""
+
+    mode = "snapshot"
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        state_dir: Path,
+        key: str,
+        objects: ObjectStore,
+        applier: Applier,
+        exclude: Sequence[str],
+        protected: Sequence[str],
+        base_layers: Sequence[Changeset],
+    ) -> None:
+        self.root = root
+        self.objects = objects
+        self.applier = applier
+        self.exclude = exclude
+        self.protected = protected
+        self.base_layers = list(base_layers)
+        self.manifest = state_dir / "snapshots" / f"{key}.json"
+        self.lock_file = state_dir / "locks" / "snapshot.lock"
+        self._before: dict[str, FileState] | None = None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise writers: hold this around the whole attempt, capture and commit."""
+        with locked(self.lock_file):
+            yield
+
+    def _start(self) -> dict[str, FileState]:
+        if self._before is None:
+            before = scan(self.root, self.exclude)
+            store_images(self.root, before, self.objects)
+            sync_filesystem(self.objects.root)
+            self.manifest.parent.mkdir(parents=True, exist_ok=True)
+            body = {k: v.to_dict() for k, v in before.items()}
+            tmp = self.manifest.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"root": str(self.root), "before": body}))
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.manifest)
+            fsync_dir(self.manifest.parent)
+            if self.base_layers:
+                # A dry run stacks its dependencies' changes; the manifest undoes them.
+                with locked(self.applier.lock_file):
+                    self.applier.apply(compose(self.base_layers), purpose="stack")
+            self._before = scan(self.root, self.exclude)
+        return self._before
+
+    def command(
+        self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None
+    ) -> SpawnSpec:
+        """The Popen arguments that run ``argv`` in the workspace itself."""
+        self._start()
+        workdir = resolve_cwd(self.root, cwd)
+        return SpawnSpec(list(argv), reduced_env(env), str(workdir))
+
+    def capture(self) -> Changeset:
+        """The attempt's changes; the workspace is put back to how it was before."""
+        before = self._start()
+        after = scan(self.root, self.exclude)
+        store_images(self.root, after, self.objects)
+        changeset = diff_states(before, after, IgnoreRules.for_workspace(self.root))
+        self.discard()
+        touched = [p for p in changeset.paths if p in self.protected]
+        if touched:
+            raise ProtectedPathChanged(f"the step changed {', '.join(touched)}")
+        return changeset
+
+    def discard(self) -> None:
+        """Put the workspace back as it was before the attempt; idempotent."""
+        if self.manifest.exists():
+            restore_interrupted(self.applier, self.root, self.manifest, self.exclude)
+        self._before = None
+
+
+def restore_interrupted(
+    applier: Applier, root: Path, manifest: Path, exclude: Sequence[str]
+) -> list[str]:
+    """Undo a snapshot attempt recorded in ``manifest``; returns the paths put back."""
+    data = json.loads(manifest.read_text())
+    before = {k: FileState.from_dict(v) for k, v in data["before"].items()}
+    with locked(applier.lock_file):
+        now = scan(root, exclude)
+        back = diff_states(now, before, IgnoreRules())
+        applier.apply(back, purpose="restore")
+    manifest.unlink()
+    return back.paths

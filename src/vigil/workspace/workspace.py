@@ -1,0 +1,119 @@
+"""The user's project directory as vigil sees it: isolated attempts, commits, rollbacks."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Literal
+
+from vigil.config import PROJECT_FILE, user_config_dir
+from vigil.workspace.apply import Applier, locked, mismatches
+from vigil.workspace.changeset import Changeset, compose
+from vigil.workspace.errors import Conflict, SandboxUnavailable
+from vigil.workspace.isolation import IsolationReport, detect_isolation, find_tools
+from vigil.workspace.objects import ObjectStore
+from vigil.workspace.rollback import RollbackResult, rollback
+from vigil.workspace.sandbox import OverlaySandbox
+from vigil.workspace.snapshot import SnapshotSandbox, restore_interrupted
+from vigil.workspace.spawn import remove_tree
+from vigil.workspace.view import StackedView
+
+AttemptSandbox = OverlaySandbox | SnapshotSandbox
+
+
+def _dir_name(key: str) -> str:
+    """A filesystem-safe, collision-free directory name for an attempt key."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:80]
+    return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+class Workspace:
+    """One project directory: prepares sandboxes, commits, recovers and rolls back."""
+
+    def __init__(
+        self,
+        root: Path,
+        state_dir: Path,
+        *,
+        mode: Literal["auto", "overlay", "snapshot"] = "auto",
+        hidden_paths: Sequence[Path] = (),
+    ) -> None:
+        self.root = root.resolve()
+        self.state_dir = state_dir.resolve()
+        self.objects = ObjectStore(self.state_dir / "objects")
+        self.applier = Applier(self.root, self.state_dir, self.objects)
+        self.hidden = [self.state_dir, user_config_dir().expanduser().resolve()]
+        self.hidden += [p.resolve() for p in hidden_paths]
+        self.protected = [PROJECT_FILE]
+        # Paths inside the workspace that belong to vigil or the user, never to a step.
+        self.exclude = sorted(
+            {str(p.relative_to(self.root)) for p in self.hidden if self.root in p.parents}
+        )
+        self.isolation: IsolationReport = detect_isolation(mode)
+        if mode == "overlay" and self.isolation.mode != "overlay":
+            raise SandboxUnavailable(f"overlay isolation was required: {self.isolation.reason}")
+
+    def prepare(
+        self, key: str, *, base_layers: Sequence[Changeset] = (), network: bool = False
+    ) -> AttemptSandbox:
+        """A fresh sandbox for one attempt (``key`` unique per attempt), over ``base_layers``."""
+        attempt_dir = self.state_dir / "attempts" / _dir_name(key)
+        remove_tree(attempt_dir)
+        if self.isolation.mode == "snapshot":
+            return SnapshotSandbox(
+                root=self.root,
+                state_dir=self.state_dir,
+                key=_dir_name(key),
+                objects=self.objects,
+                applier=self.applier,
+                exclude=self.exclude,
+                protected=self.protected,
+                base_layers=base_layers,
+            )
+        tools = find_tools()
+        if tools is None:
+            raise SandboxUnavailable("util-linux unshare and mount are not installed")
+        return OverlaySandbox(
+            root=self.root,
+            attempt_dir=attempt_dir,
+            view=StackedView(self.root, base_layers, self.exclude),
+            base=compose(base_layers),
+            objects=self.objects,
+            hidden=self.hidden,
+            protected=self.protected,
+            network=network,
+            tools=tools,
+        )
+
+    def commit(self, changeset: Changeset) -> None:
+        """Apply ``changeset`` if every path still holds its pre-image; else VIGIL-CONFLICT."""
+        with locked(self.applier.lock_file):
+            conflicts = mismatches(self.root, changeset, expect="before")
+            if conflicts:
+                shown = ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
+                raise Conflict(
+                    f"{len(conflicts)} path(s) changed since the attempt started: {shown}",
+                    details=conflicts,
+                )
+            self.applier.apply(changeset, purpose="commit")
+
+    def recover(self) -> list[str]:
+        """Finish half-applied commits and undo interrupted snapshot attempts."""
+        with locked(self.applier.lock_file):
+            done = self.applier.recover()
+        for manifest in sorted((self.state_dir / "snapshots").glob("*.json")):
+            paths = restore_interrupted(self.applier, self.root, manifest, self.exclude)
+            done.append(f"restored {len(paths)} path(s) changed by an interrupted attempt")
+        return done
+
+    def rollback(
+        self,
+        changesets: Sequence[Changeset],
+        *,
+        paths: Collection[str] | None = None,
+        force: bool = False,
+    ) -> RollbackResult:
+        """Restore the pre-images of ``changesets`` (oldest first); VIGIL-DRIFT on drift."""
+        return rollback(self.applier, self.root, changesets, paths=paths, force=force)

@@ -1,0 +1,189 @@
+"""Commit is all-or-nothing even under kill -9; conflicts and drift are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_workspace_support import EDIT_SCRIPT, attempt, make_project, overlay_available
+from vigil.workspace import ChangeEntry, Changeset, Conflict, Drift, FileState, Workspace
+from vigil.workspace.apply import FAULT_ENV
+from vigil.workspace.state import file_sha256, tree_hash
+
+MODE = "overlay" if overlay_available() else "snapshot"
+
+
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    monkeypatch.setenv("VIGIL_CONFIG_DIR", str(tmp_path / "config"))
+    root = make_project(tmp_path / "project")
+    return Workspace(root, root / ".vigil", mode=MODE)
+
+
+def test_parallel_commits_to_one_path_conflict(ws: Workspace) -> None:
+    first = attempt(ws, "a", ["echo from-a > README.md && echo a > only-a"])
+    second = attempt(ws, "b", ["echo from-b > README.md && echo b > only-b"])
+    errors: list[BaseException] = []
+
+    def commit(cs: Changeset) -> None:
+        try:
+            ws.commit(cs)
+        except Conflict as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=commit, args=(cs,)) for cs in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1
+    assert errors[0].code == "VIGIL-CONFLICT"
+    assert "README.md" in errors[0].details
+    winner = "a" if (ws.root / "only-a").exists() else "b"
+    loser = "b" if winner == "a" else "a"
+    assert (ws.root / "README.md").read_text() == f"from-{winner}\n"
+    # The losing changeset applied nothing at all, not even its non-conflicting file.
+    assert not (ws.root / f"only-{loser}").exists()
+
+
+def test_conflict_when_user_edits_meanwhile(ws: Workspace) -> None:
+    cs = attempt(ws, "k", [EDIT_SCRIPT])
+    (ws.root / "src" / "lib" / "util.py").write_text("X = 2  # edited by a person\n")
+    (ws.root / "old" / "sub" / "new-by-person.txt").write_text("keep me\n")
+    before = tree_hash(ws.root)
+    with pytest.raises(Conflict) as err:
+        ws.commit(cs)
+    assert "src/lib/util.py" in err.value.details
+    assert "old/sub/new-by-person.txt" in err.value.details
+    assert tree_hash(ws.root) == before
+
+
+def test_rollback_restores_exactly_and_refuses_drift(ws: Workspace) -> None:
+    before = tree_hash(ws.root)
+    first = attempt(ws, "1", [EDIT_SCRIPT])
+    ws.commit(first)
+    second = attempt(ws, "2", ["echo again >> README.md && rm added.txt && chmod 600 blob.bin"])
+    ws.commit(second)
+    after = tree_hash(ws.root)
+    (ws.root / "README.md").write_text("a person changed this\n")
+    (ws.root / "src" / "lib" / "fresh.py").write_text("and this\n")
+    drifted = tree_hash(ws.root)
+    with pytest.raises(Drift) as err:
+        ws.rollback([first, second])
+    assert err.value.code == "VIGIL-DRIFT"
+    assert set(err.value.details) == {"README.md", "src/lib/fresh.py"}
+    assert tree_hash(ws.root) == drifted
+    # Rolling back only the undrifted paths works without force.
+    partial = ws.rollback([first, second], paths=["blob.bin"])
+    assert partial.restored == ["blob.bin"] and not (ws.root / "blob.bin").exists()
+    result = ws.rollback([first, second], force=True)
+    assert set(result.overwritten) == {"README.md", "src/lib/fresh.py"}
+    assert tree_hash(ws.root) == before
+    assert after != before
+
+
+def test_rollback_of_one_file(ws: Workspace) -> None:
+    cs = attempt(ws, "1", ["echo x >> README.md && echo y >> src/app.py"])
+    ws.commit(cs)
+    result = ws.rollback([cs], paths=["README.md"])
+    assert result.restored == ["README.md"]
+    assert (ws.root / "README.md").read_text() == "hello\n"
+    assert (ws.root / "src" / "app.py").read_text() == "print('app')\ny\n"
+
+
+def _big_changeset(ws: Workspace) -> Changeset:
+    script = (
+        "for i in $(seq 1 120); do mkdir -p gen/d$((i % 7)); echo file $i > gen/d$((i % 7))/f$i;"
+        " done; for i in $(seq 1 40); do echo mod $i >> README.md; done;"
+        " rm -r old src/lib; chmod 700 script.sh; ln -sfn gen link;"
+        " for i in $(seq 1 30); do echo m$i > src/m$i.txt; done"
+    )
+    cs = attempt(ws, "big", [script])
+    assert len(cs.entries) >= 150
+    return cs
+
+
+CHILD = """
+import json, sys
+from pathlib import Path
+from vigil.workspace import Changeset, Workspace
+root = Path(sys.argv[1])
+cs = Changeset.from_dict(json.loads(Path(sys.argv[2]).read_text()))
+Workspace(root, root / ".vigil", mode="snapshot").commit(cs)
+"""
+
+
+def _commit_in_child(ws: Workspace, manifest: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ws.root), str(manifest)], env={**os.environ, **env}
+    )
+
+
+def test_kill_during_commit_then_recover_is_all_or_nothing(ws: Workspace, tmp_path: Path) -> None:
+    cs = _big_changeset(ws)
+    manifest = tmp_path / "cs.json"
+    manifest.write_text(json.dumps(cs.to_dict()))
+    empty = tree_hash(ws.root)
+    ws.commit(cs)
+    full = tree_hash(ws.root)
+    ws.rollback([cs])
+    assert tree_hash(ws.root) == empty
+    rng = random.Random(1234)
+    outcomes = {"none": 0, "all": 0}
+    for budget in [0, 1, 2, 50, 149, *rng.sample(range(3, 260), 12)]:
+        child = _commit_in_child(ws, manifest, {FAULT_ENV: str(budget)})
+        child.wait(timeout=60)
+        done = Workspace(ws.root, ws.root / ".vigil", mode="snapshot").recover()
+        now = tree_hash(ws.root)
+        assert now in (empty, full), f"half-applied after kill at op {budget}"
+        outcomes["all" if now == full else "none"] += 1
+        if child.returncode == -signal.SIGKILL:
+            assert done, "a killed commit left no intent to recover"
+        if now == full:
+            ws.rollback([cs])
+        assert tree_hash(ws.root) == empty
+    assert outcomes["all"] >= 10
+
+
+def test_random_time_kills_during_commit(ws: Workspace, tmp_path: Path) -> None:
+    cs = _big_changeset(ws)
+    manifest = tmp_path / "cs.json"
+    manifest.write_text(json.dumps(cs.to_dict()))
+    empty = tree_hash(ws.root)
+    ws.commit(cs)
+    full = tree_hash(ws.root)
+    ws.rollback([cs])
+    rng = random.Random(99)
+    for _ in range(12):
+        child = _commit_in_child(ws, manifest, {})
+        time.sleep(rng.uniform(0.0, 0.6))
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        Workspace(ws.root, ws.root / ".vigil", mode="snapshot").recover()
+        now = tree_hash(ws.root)
+        assert now in (empty, full)
+        if now == full:
+            ws.rollback([cs])
+        assert tree_hash(ws.root) == empty
+
+
+def test_commit_uses_only_stored_objects(ws: Workspace, tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"stored content\n")
+    sha = ws.objects.put_file(blob)
+    blob.unlink()
+    state = FileState("file", 0o640, sha, 15)
+    folder = FileState("dir", 0o755)
+    entries = [ChangeEntry(p, None, folder) for p in ("deep", "deep/new")]
+    ws.commit(Changeset((*entries, ChangeEntry("deep/new/file.txt", None, state))))
+    target = ws.root / "deep" / "new" / "file.txt"
+    assert file_sha256(target) == sha and target.stat().st_mode & 0o777 == 0o640
