@@ -20,7 +20,7 @@ console = Console(highlight=False, soft_wrap=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     """Output format of commands a person or a program reads."""
 
     text = "text"

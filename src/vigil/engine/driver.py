@@ -98,6 +98,7 @@ class Driver:
         self.results: queue.Queue[AttemptResult | PhaseCheckResult] = queue.Queue()
         self.state = RunState(run_id, plan)
         self._cursor = 0
+        self._staged: list[ev.Event] = []
         self._base_env = host_environment()
 
     # ------------------------------------------------------------------ public
@@ -150,18 +151,31 @@ class Driver:
 
     def _commit(self, batch: list[tuple[str, dict[str, Any]]], *, now: float | None = None) -> None:
         """Apply ``batch`` to the state and append it to the journal in one transaction."""
-        if not batch:
-            return
+        self._stage(batch, now=now)
+        self._flush()
+
+    def _stage(self, batch: list[tuple[str, dict[str, Any]]], *, now: float | None = None) -> None:
+        """Apply ``batch`` to the state now; it reaches the journal with the next flush.
+
+        Staging lets one loop iteration settle results, decide and start attempts with a
+        single transaction. Nothing staged has an effect before :meth:`_flush` returns.
+        """
         at = time.time() if now is None else now
-        events = [ev.Event(kind, data, at) for kind, data in batch]
-        for event in events:
+        for kind, data in batch:
+            event = ev.Event(kind, data, at)
             self.state.apply(event)
-        state = self.state.finished or "running"
+            self._staged.append(event)
+
+    def _flush(self) -> None:
+        """Append everything staged to the journal (durable on return)."""
+        if not self._staged:
+            return
+        events, self._staged = self._staged, []
         self._cursor = self.store.append(
             self.run_id,
-            batch,
-            at=at,
-            state=state,
+            [(e.kind, e.data) for e in events],
+            at=events[-1].at,
+            state=self.state.finished or "running",
             started_at=self.state.started_at,
             ended_at=self.state.ended_at,
         )
@@ -186,7 +200,6 @@ class Driver:
         ]
         while True:
             now = time.time()
-            batch: list[tuple[str, dict[str, Any]]] = []
             if now - last_poll >= POLL_INTERVAL:
                 self._poll_external()
                 last_poll = now
@@ -196,30 +209,31 @@ class Driver:
                 except queue.Empty:
                     break
                 in_flight -= 1
-                batch.extend(self._result_events(result))
-            if batch:
-                self._commit(batch, now=now)
-                batch = []
+                self._stage(self._result_events(result), now=now)
             if self.stop.event.is_set() and self.stop.reason == "interrupt":
                 if in_flight == 0:
                     self._commit([(ev.DRIVER_STOPPED, {"reason": "interrupted"})])
                     return "interrupted"
+                self._flush()
                 self._wait(0.05)
                 continue
             while True:
                 decision = decide(self.state, now, self.max_parallel)
                 if not decision.events:
                     break
-                self._commit(decision.events, now=now)
+                self._stage(decision.events, now=now)
             if decision.done or self.state.finished is not None:
+                self._flush()
                 return self.state.finished or "running"
             checks = pending_checks + decision.checks
             pending_checks = []
-            starts: list[tuple[str, dict[str, Any]]] = [
-                ev.attempt_started(s.task, s.attempt, s.command) for s in decision.starts
-            ]
-            starts += [(ev.PHASE_CHECK_STARTED, {"phase": c.phase}) for c in decision.checks]
-            self._commit(starts, now=now)
+            self._stage(
+                [ev.attempt_started(s.task, s.attempt, s.command) for s in decision.starts]
+                + [(ev.PHASE_CHECK_STARTED, {"phase": c.phase}) for c in decision.checks],
+                now=now,
+            )
+            # Durable before any effect: the attempts are in the journal before they run.
+            self._flush()
             for start in decision.starts:
                 pool.submit(self._run_attempt, self._spec(start))
                 in_flight += 1

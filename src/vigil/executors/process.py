@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,9 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+# Prefix that makes the direct child die with vigil (SIGKILL when its parent goes away).
+_DIE_WITH_PARENT: list[str] = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -150,14 +154,16 @@ def run_process(
     full_env[TAG_VARIABLE] = tag
     try:
         proc = subprocess.Popen(
-            list(argv),
+            [*_DIE_WITH_PARENT, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=full_env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _LIBC is not None else None,
+            # Without setpriv, ask for the parent-death signal between fork and exec; this
+            # costs a full fork instead of vfork, so it is only the fallback.
+            preexec_fn=None if _DIE_WITH_PARENT or _LIBC is None else _die_with_parent,
         )
     except OSError as exc:
         sink.note(f"could not start {argv[0]!r}: {exc.strerror or exc}")
@@ -165,39 +171,15 @@ def run_process(
     if on_spawn is not None:
         on_spawn(proc.pid)
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    deadline = None if timeout is None else started + timeout
-    timed_out = stopped = False
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while True:
-        wait_ms = 200
-        if deadline is not None:
-            wait_ms = max(0, min(wait_ms, int((deadline - time.monotonic()) * 1000) + 1))
-        if poller.poll(wait_ms):
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            sink.write(chunk)
-            continue
-        if stop.is_set():
-            stopped = True
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            timed_out = True
-            sink.note(f"timed out after {timeout:g}s; stopping the process tree")
-            break
-        if proc.poll() is not None:
-            # The command exited but something it left behind holds the pipe open.
-            break
-    if not (timed_out or stopped):
-        timed_out, stopped = _await_exit(proc, deadline, stop, sink, timeout)
+    timed_out, stopped = _pump(proc, sink, stop, started, timeout)
     if timed_out or stopped:
         end_tree(proc.pid, tag, grace=grace)
-    elif _group_exists(proc.pid):
-        # The command is done; whatever it left running in its group must not outlive it.
-        end_tree(proc.pid, None, grace=0.0)
-    _drain(fd, sink)
+    else:
+        proc.wait()
+        if _group_exists(proc.pid):
+            # The command is done; whatever it left running in its group must not outlive it.
+            end_tree(proc.pid, None, grace=0.0)
+    _drain(proc.stdout.fileno(), sink)
     proc.stdout.close()
     code = proc.wait()
     return ProcessOutcome(
@@ -205,25 +187,69 @@ def run_process(
     )
 
 
-def _await_exit(
+def _pump(
     proc: subprocess.Popen[bytes],
-    deadline: float | None,
-    stop: threading.Event,
     sink: LogSink,
+    stop: threading.Event,
+    started: float,
     timeout: float | None,
 ) -> tuple[bool, bool]:
-    """Wait for the direct child after its output closed; report (timed_out, stopped)."""
-    while True:
-        try:
-            proc.wait(timeout=0.05)
-            return False, False
-        except subprocess.TimeoutExpired:
-            pass
-        if stop.is_set():
-            return False, True
-        if deadline is not None and time.monotonic() >= deadline:
-            sink.note(f"timed out after {timeout:g}s; stopping the process tree")
-            return True, False
+    """Copy output to ``sink`` until the command exits, times out or is stopped.
+
+    Waits on the pipe and, where the kernel has them, on a pidfd of the child, so an exit
+    is noticed at once without polling. Returns (timed_out, stopped).
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = None if timeout is None else started + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    pidfd = _pidfd(proc.pid)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    pipe_open = True
+    try:
+        while True:
+            wait_ms = 200 if pidfd is not None or not pipe_open else 50
+            if deadline is not None:
+                wait_ms = max(0, min(wait_ms, int((deadline - time.monotonic()) * 1000) + 1))
+            for ready, _ in poller.poll(wait_ms):
+                if ready == fd:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        sink.write(chunk)
+                    else:
+                        pipe_open = False
+                        poller.unregister(fd)
+            exited = proc.poll() is not None
+            if exited and not pipe_open:
+                return False, False
+            if exited and not _readable(fd):
+                # It exited; something it left behind holds the pipe open. The caller
+                # ends the group; the pipe is drained then.
+                return False, False
+            if stop.is_set():
+                return False, True
+            if deadline is not None and time.monotonic() >= deadline:
+                sink.note(f"timed out after {timeout:g}s; stopping the process tree")
+                return True, False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _pidfd(pid: int) -> int | None:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
 
 
 def _group_exists(pgid: int) -> bool:
