@@ -1,126 +1,26 @@
-"""One attempt of one task, end to end: run the command, run its checks, judge the result.
+"""One attempt of one task, end to end: sandbox, action, checks, changes, verdict.
 
 This is the activity side of the engine: it performs effects and reports a typed
-:class:`AttemptResult`; it never decides what happens next.
+:class:`AttemptResult`; it never decides what happens next. Committing the changes is
+not done here either: the driver journals the result first, then commits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import re
-import shlex
-import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vigil.actions.base import Action, ActionResult, PriorRound
+from vigil.actions.run import shell_argv
 from vigil.engine import events as ev
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
-from vigil.plan.models import Check
-
-# Commands made only of these characters need no shell: they are exec'd directly, which
-# saves a shell start per attempt (the way make does it).
-_SIMPLE = re.compile(r"[A-Za-z0-9_./=:,+@%-]+( +[A-Za-z0-9_./=:,+@%-]+)*")
-_BASH = shutil.which("bash")
-# Words the shell gives its own meaning; such commands always go through the shell.
-_SHELL_WORDS = frozenset(
-    [
-        "alias",
-        "bg",
-        "bind",
-        "break",
-        "builtin",
-        "caller",
-        "case",
-        "cd",
-        "command",
-        "compgen",
-        "complete",
-        "continue",
-        "declare",
-        "dirs",
-        "disown",
-        "do",
-        "done",
-        "echo",
-        "elif",
-        "else",
-        "enable",
-        "esac",
-        "eval",
-        "exec",
-        "exit",
-        "export",
-        "fc",
-        "fg",
-        "fi",
-        "for",
-        "function",
-        "getopts",
-        "hash",
-        "help",
-        "history",
-        "if",
-        "in",
-        "jobs",
-        "kill",
-        "let",
-        "local",
-        "logout",
-        "mapfile",
-        "popd",
-        "printf",
-        "pushd",
-        "pwd",
-        "read",
-        "readarray",
-        "readonly",
-        "return",
-        "select",
-        "set",
-        "shift",
-        "shopt",
-        "source",
-        "suspend",
-        "test",
-        "then",
-        "time",
-        "times",
-        "trap",
-        "type",
-        "typeset",
-        "ulimit",
-        "umask",
-        "unalias",
-        "unset",
-        "until",
-        "wait",
-        "while",
-        ".",
-        ":",
-        "[",
-        "[[",
-        "]]",
-        "{",
-        "}",
-        "!",
-    ]
-)
-
-
-def shell_argv(script: str, path: str | None = None) -> list[str]:
-    """The argv that runs ``script``: bash with errexit and pipefail, like CI runners."""
-    text = script.strip()
-    if "\n" not in text and _SIMPLE.fullmatch(text):
-        words = text.split()
-        head = words[0]
-        if "=" not in head and head not in _SHELL_WORDS and shutil.which(head, path=path):
-            return words
-    if _BASH:
-        return [_BASH, "-e", "-o", "pipefail", "-c", script]
-    return ["/bin/sh", "-e", "-c", script]
+from vigil.plan.models import Check, Plan, Task
+from vigil.workspace import AttemptSandbox, Changeset, Workspace
 
 
 @dataclass(frozen=True)
@@ -128,15 +28,28 @@ class AttemptSpec:
     """Everything needed to run one attempt, resolved from the plan."""
 
     run_id: str
-    task_id: str
+    plan: Plan
+    task: Task
     attempt: int
     command: str
-    script: str
+    action: Action
     env: Mapping[str, str]
-    cwd: Path
+    workdir: str | None
     timeout: float | None
     checks: Sequence[Check]
     log_path: Path
+    network: bool = False
+    base_layers: tuple[Changeset, ...] = ()
+    capture: bool = True
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    prior: PriorRound | None = None
+    redactor: Callable[[], Any] | None = None
+
+    @property
+    def task_id(self) -> str:
+        """The task this attempt belongs to."""
+        return self.task.id
 
 
 @dataclass(frozen=True)
@@ -187,71 +100,150 @@ class StopSignal:
         self.event.set()
 
 
-def execute_attempt(spec: AttemptSpec, stop: StopSignal) -> AttemptResult:
-    """Run the attempt's command and, if it succeeds, its validation checks."""
-    sink = LogSink(spec.log_path)
-    tag = process_tag(spec.run_id, spec.task_id, spec.attempt)
-    try:
-        if not spec.cwd.is_dir():
-            sink.note(f"working directory {spec.cwd} does not exist")
-            return AttemptResult(
-                spec.task_id,
-                spec.attempt,
-                ev.FAILED,
-                None,
-                f"working directory {spec.cwd.name!r} does not exist",
-                0.0,
-            )
+class Attempt:
+    """The attempt as an action sees it (:class:`vigil.actions.base.AttemptContext`)."""
+
+    def __init__(
+        self, spec: AttemptSpec, stop: StopSignal, sandbox: AttemptSandbox, sink: LogSink
+    ) -> None:
+        self.spec = spec
+        self.run_id = spec.run_id
+        self.plan = spec.plan
+        self.task = spec.task
+        self.attempt = spec.attempt
+        self.stop = stop.event
+        self.secrets = spec.secrets
+        self.inputs = spec.inputs
+        self.prior = spec.prior
+        self.path = spec.env.get("PATH") or os.environ.get("PATH")
+        self._sandbox = sandbox
+        self._sink = sink
+        self._tag = process_tag(spec.run_id, spec.task.id, spec.attempt)
+        self.elapsed = 0.0
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ProcessOutcome:
+        """Run ``argv`` inside the attempt's sandbox, output to the attempt's log."""
+        merged = dict(self.spec.env)
+        merged.update(env or {})
+        spawn = self._sandbox.command(list(argv), env=merged, cwd=self.spec.workdir)
         out = run_process(
-            shell_argv(spec.script, spec.env.get("PATH")),
-            env=spec.env,
-            cwd=spec.cwd,
-            sink=sink,
-            timeout=spec.timeout,
-            stop=stop.event,
-            tag=tag,
+            spawn.argv,
+            env=spawn.env,
+            cwd=spawn.cwd,
+            sink=self._sink,
+            timeout=timeout if timeout is not None else self.spec.timeout,
+            stop=self.stop,
+            tag=self._tag,
+            stdin=stdin,
         )
-        total = out.duration
-        failure = _judge(out, stop, what="command")
-        if failure is not None:
-            outcome, reason = failure
-            return AttemptResult(spec.task_id, spec.attempt, outcome, out.exit_code, reason, total)
-        for index, check in enumerate(spec.checks, 1):
-            sink.note(f"validate {index}/{len(spec.checks)}: {check.name or check.run}")
-            out = run_process(
-                shell_argv(check.run, spec.env.get("PATH")),
-                env=spec.env,
-                cwd=spec.cwd,
-                sink=sink,
-                timeout=check.timeout or spec.timeout,
-                stop=stop.event,
-                tag=tag,
-            )
-            total += out.duration
-            failure = _judge(out, stop, what=f"validation {check.name or _short(check.run)!r}")
-            if failure is not None:
-                outcome, reason = failure
-                return AttemptResult(
-                    spec.task_id,
-                    spec.attempt,
-                    outcome,
-                    out.exit_code,
-                    reason,
-                    total,
-                    {"validation_failed": index},
-                )
-        return AttemptResult(spec.task_id, spec.attempt, ev.SUCCEEDED, 0, "", total)
+        self.elapsed += out.duration
+        return out
+
+    def log(self, text: str) -> None:
+        """Add a line from vigil to the attempt's log."""
+        self._sink.note(text)
+
+    def fingerprint(self) -> str:
+        """Content fingerprint of the workspace view this attempt started on."""
+        digest = hashlib.sha256()
+        for layer in self.spec.base_layers:
+            digest.update(layer.id.encode())
+        return digest.hexdigest()
+
+
+def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -> AttemptResult:
+    """Run the attempt's action and, if it succeeds, its checks; capture its changes."""
+    sink = _sink(spec)
+    key = process_tag(spec.run_id, spec.task.id, spec.attempt)
+    try:
+        sandbox = workspace.prepare(key, base_layers=spec.base_layers, network=spec.network)
+    except Exception as exc:
+        sink.note(f"the sandbox could not be prepared: {exc}")
+        sink.close()
+        return AttemptResult(spec.task.id, spec.attempt, ev.FAILED, None, f"sandbox: {exc}", 0.0)
+    try:
+        with sandbox.lock():
+            return _execute_in(spec, stop, sandbox, sink)
     finally:
+        sandbox.discard()
         sink.close()
 
 
-def _judge(out: ProcessOutcome, stop: StopSignal, *, what: str) -> tuple[str, str] | None:
-    if out.stopped:
-        return _stopped_outcome(stop.reason), f"{what} stopped: {stop.reason or 'stopped'}"
-    if out.timed_out:
-        return ev.TIMED_OUT, f"{what} timed out after {out.duration:.1f}s"
-    if out.exit_code != 0:
-        return ev.FAILED, f"{what} exited with code {out.exit_code}"
+def _sink(spec: AttemptSpec) -> LogSink:
+    """The attempt's log; with secrets in play, masked before anything reaches the disk."""
+    if spec.redactor is None:
+        return LogSink(spec.log_path)
+    stream = spec.redactor()
+    return LogSink(
+        spec.log_path,
+        transform=lambda chunk: stream.feed(chunk).encode(),
+        flush_transform=lambda: stream.close().encode(),
+    )
+
+
+def _execute_in(
+    spec: AttemptSpec, stop: StopSignal, sandbox: AttemptSandbox, sink: LogSink
+) -> AttemptResult:
+    ctx = Attempt(spec, stop, sandbox, sink)
+    tid, n = spec.task.id, spec.attempt
+    result = spec.action.execute(ctx)
+    extra: dict[str, Any] = {}
+    if result.usage:
+        extra["usage"] = dict(result.usage)
+    if result.output is not None:
+        extra["output"] = result.output
+    verdict = _verdict(result, stop, "")
+    if verdict is not None:
+        outcome, reason = verdict
+        return AttemptResult(tid, n, outcome, result.exit_code, reason, ctx.elapsed, extra)
+    for index, check in enumerate(spec.checks, 1):
+        label = check.name or _short(check.run)
+        sink.note(f"validate {index}/{len(spec.checks)}: {label}")
+        out = ctx.run(shell_argv(check.run, ctx.path), timeout=check.timeout or spec.timeout)
+        verdict = _verdict(_as_result(out), stop, f"validation {label!r} ")
+        if verdict is not None:
+            outcome, reason = verdict
+            extra["validation_failed"] = index
+            extra["failed_command"] = check.run
+            return AttemptResult(tid, n, outcome, out.exit_code, reason, ctx.elapsed, extra)
+    if spec.capture:
+        try:
+            changeset = sandbox.capture()
+        except Exception as exc:  # e.g. VIGIL-PROTECTED-PATH: the step touched vigil.toml
+            code = getattr(exc, "code", "VIGIL-CAPTURE")
+            sink.note(f"{code}: {exc}")
+            return AttemptResult(tid, n, ev.FAILED, None, f"{code}: {exc}", ctx.elapsed, extra)
+        if not changeset.is_empty:
+            extra["changeset"] = changeset.to_dict()
+    return AttemptResult(tid, n, ev.SUCCEEDED, 0, "", ctx.elapsed, extra)
+
+
+def _as_result(out: ProcessOutcome) -> ActionResult:
+    return ActionResult(
+        out.ok,
+        out.exit_code,
+        f"exited with code {out.exit_code}",
+        None,
+        {},
+        out.timed_out,
+        out.stopped,
+    )
+
+
+def _verdict(result: ActionResult, stop: StopSignal, what: str) -> tuple[str, str] | None:
+    if result.stopped or (stop.event.is_set() and not result.ok):
+        return _stopped_outcome(stop.reason), f"{what}stopped: {stop.reason or 'stopped'}".strip()
+    if result.timed_out:
+        return ev.TIMED_OUT, (what + "timed out").strip() if what else result.reason
+    if not result.ok:
+        return ev.FAILED, (what + result.reason).strip() if what else result.reason
     return None
 
 
@@ -276,8 +268,3 @@ def step_environment(
 def host_environment() -> dict[str, str]:
     """The environment vigil itself was started with, minus its own variables."""
     return {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-
-
-def quote(argv: Sequence[str]) -> str:
-    """``argv`` as a shell would show it."""
-    return shlex.join(argv)

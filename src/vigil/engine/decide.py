@@ -8,6 +8,7 @@ the events, applies them, and asks again until nothing is left to settle.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,14 @@ class RunPhaseChecks:
     phase: str
 
 
+@dataclass(frozen=True)
+class CommitChangeset:
+    """Apply the changeset of ``task``'s attempt ``attempt`` to the workspace."""
+
+    task: str
+    attempt: int
+
+
 @dataclass
 class Decision:
     """The outcome of one call of :func:`decide`."""
@@ -41,8 +50,10 @@ class Decision:
     events: Journal = field(default_factory=list)
     starts: list[StartAttempt] = field(default_factory=list)
     checks: list[RunPhaseChecks] = field(default_factory=list)
+    commits: list[CommitChangeset] = field(default_factory=list)
     wake_at: float | None = None
     done: bool = False
+    waiting: bool = False
 
 
 def decide(state: st.RunState, now: float, capacity: int) -> Decision:
@@ -55,14 +66,37 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
         d.done = True
         return d
     retries: list[StartAttempt] = []
+    _expire_questions(state, now, d)
     for task_id in list(state.unsettled):
         ts = state.tasks[task_id]
+        if ts.task.approval is not None:
+            _settle_approval(ts, d, state)
+            continue
+        if ts.answer is not None and not _approved_answer(ts.answer) and ts.attempts:
+            who = ts.answer.get("by") or "a person"
+            d.events.append(
+                (
+                    ev.TASK_FINISHED,
+                    {
+                        "task": task_id,
+                        "state": st.FAILED,
+                        "reason": f"{who} chose to give up: {ts.attempts[-1].reason}",
+                    },
+                )
+            )
+            _skip_dependents(state, task_id, d)
+            continue
         if state.cancel_requested:
             if ts.attempts[-1].state == ev.SUCCEEDED:
                 _settle_attempt(state, ts, now, d, retries)
             continue
         _settle_attempt(state, ts, now, d, retries)
     if d.events:
+        return d
+    if d.commits:
+        d.events.extend(
+            (ev.CHANGESET_COMMITTING, {"task": c.task, "attempt": c.attempt}) for c in d.commits
+        )
         return d
     if state.cancel_requested:
         _cancel(state, d)
@@ -77,11 +111,25 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     for start in retries[: max(0, free)]:
         d.starts.append(start)
     free -= len(d.starts)
+    questions = [tid for tid in state.ready if state.tasks[tid].task.approval is not None]
+    for task_id in questions:
+        d.events.append(_open_question(state, state.tasks[task_id], "approval", {}))
+    if d.events:
+        d.starts = []
+        return d
     for task_id in state.ready:
         if free <= 0:
             break
         d.starts.append(StartAttempt(task_id, _next_number(state.tasks[task_id]), "main"))
         free -= 1
+    if (
+        not d.starts
+        and d.wake_at is None
+        and not state.running
+        and state.waiting
+        and not any(a.committing for ts in state.tasks.values() for a in ts.attempts[-1:])
+    ):
+        d.waiting = True
     return d
 
 
@@ -107,6 +155,9 @@ def _settle_attempt(
     last = ts.attempts[-1]
     tid = ts.task.id
     if last.state == ev.SUCCEEDED:
+        if last.changeset is not None and not last.committed and not state.dry_run:
+            _settle_changes(state, ts, last, d)
+            return
         degraded = last.command == "fallback"
         reason = "succeeded with its fallback command" if degraded else ""
         d.events.append(
@@ -116,8 +167,21 @@ def _settle_attempt(
             )
         )
         return
+    if _refused(last.data.get("code")):
+        escalate_on = ts.task.escalate.on_security_concern if ts.task.escalate else "stop"
+        if escalate_on == "defer" and ts.answer is None:
+            d.events.append(_open_question(state, ts, "security", {"error": last.reason}))
+            return
+        if escalate_on == "defer" and ts.answer is not None and _approved_answer(ts.answer):
+            retries.append(StartAttempt(tid, _next_number(ts), "main"))
+            return
+        d.events.append(
+            (ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": last.reason})
+        )
+        _skip_dependents(state, tid, d)
+        return
     policy = state.plan.retry_for(ts.task)
-    failures = ts.counted_failures()
+    failures = ts.counted_failures() - ts.extra_attempts
     if last.state == ev.INTERRUPTED and ts.interruption_is_free():
         # vigil itself was stopped mid-attempt: try again at once, same command.
         retries.append(StartAttempt(tid, _next_number(ts), last.command))
@@ -141,7 +205,142 @@ def _settle_attempt(
         retries.append(StartAttempt(tid, _next_number(ts), "fallback"))
         return
     reason = last.reason or f"attempt {last.number} {last.state.replace('_', ' ')}"
+    escalate = ts.task.escalate
+    if escalate is not None and escalate.on_failure == "defer" and ts.answer is None:
+        context = {
+            "error": reason,
+            "attempts": [
+                {"number": a.number, "state": a.state, "exit_code": a.exit_code, "reason": a.reason}
+                for a in ts.attempts
+            ],
+        }
+        d.events.append(_open_question(state, ts, "failure", context))
+        return
     d.events.append((ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": reason}))
+    _skip_dependents(state, tid, d)
+
+
+def _settle_changes(
+    state: st.RunState, ts: st.TaskState, last: st.AttemptState, d: Decision
+) -> None:
+    """A successful attempt's changes: hold them for review, commit them, or drop them."""
+    tid = ts.task.id
+    if last.committing:
+        return  # the commit is in flight (or resumes after a crash; see the driver)
+    if state.needs_review(ts) and ts.review is None:
+        d.events.append((ev.CHANGESET_HELD, {"task": tid, "attempt": last.number}))
+        return
+    if ts.review == "reject":
+        why = "changes rejected in review" + (f": {ts.review_comment}" if ts.review_comment else "")
+        d.events.append((ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": why}))
+        _skip_dependents(state, tid, d)
+        return
+    d.commits.append(CommitChangeset(tid, last.number))
+
+
+# Refusals by grant, policy, halt or protection: no retry or fallback can fix them.
+SECURITY_CODES = ("VIGIL-GRANT", "VIGIL-HALTED", "VIGIL-PROTECTED-PATH")
+
+
+def _refused(code: object) -> bool:
+    return isinstance(code, str) and code.startswith(SECURITY_CODES)
+
+
+def question_id(run_id: str, task_id: str, number: int) -> str:
+    """The stable id of a task's ``number``-th escalation."""
+    digest = hashlib.sha256(f"{run_id}/{task_id}/{number}".encode()).hexdigest()
+    return f"esc-{digest[:10]}"
+
+
+def _open_question(
+    state: st.RunState, ts: st.TaskState, kind: str, context: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    spec = ts.task.approval
+    data: dict[str, Any] = {
+        "id": question_id(state.run_id, ts.task.id, len(ts.escalations) + 1),
+        "task": ts.task.id,
+        "kind": kind,
+        "context": context,
+    }
+    if kind == "approval" and spec is not None:
+        data.update(
+            question=spec.question,
+            choices=list(spec.choices) if spec.choices else None,
+            timeout=spec.timeout,
+            on_timeout=spec.on_timeout,
+            default=spec.default,
+        )
+    elif kind == "security":
+        data["question"] = (
+            f"Task {ts.task.id} was refused: {context.get('error', '')}. Approve to try it "
+            "again (after fixing the grant or halt), reject to give up."
+        )
+    else:
+        data["question"] = (
+            f"Task {ts.task.id} failed after {len(ts.attempts)} attempt(s): "
+            f"{context.get('error', '')}. Approve to retry it, reject to give up."
+        )
+    return ev.ESCALATION_OPENED, data
+
+
+def _expire_questions(state: st.RunState, now: float, d: Decision) -> None:
+    """Questions past their timeout resolve to what the plan says."""
+    for task_id in state.waiting:
+        ts = state.tasks[task_id]
+        q = ts.escalation
+        if q is None or q.get("timeout") is None:
+            continue
+        due = float(q["opened_at"]) + float(q["timeout"])
+        if due <= now:
+            d.events.append(
+                (
+                    ev.ESCALATION_ANSWERED,
+                    {
+                        "id": q["id"],
+                        "task": task_id,
+                        "decision": "timeout",
+                        "resolved": q.get("on_timeout") or "reject",
+                        "value": q.get("default"),
+                        "by": "timeout",
+                    },
+                )
+            )
+        else:
+            d.wake_at = due if d.wake_at is None else min(d.wake_at, due)
+
+
+def _approved_answer(answer: dict[str, Any]) -> bool:
+    return answer.get("decision") in ("approve", "value") or answer.get("resolved") in (
+        "approve",
+        "default",
+    )
+
+
+def _settle_approval(ts: st.TaskState, d: Decision, state: st.RunState) -> None:
+    answer = ts.answer or {}
+    tid = ts.task.id
+    who = answer.get("by") or "a person"
+    if _approved_answer(answer):
+        value = answer.get("value")
+        if answer.get("decision") == "approve" and value is None:
+            value = "approve"
+        how = (
+            "timed out; took its default"
+            if answer.get("decision") == "timeout"
+            else (f"approved by {who}")
+        )
+        d.events.append(
+            (ev.TASK_FINISHED, {"task": tid, "state": st.SUCCEEDED, "reason": how, "output": value})
+        )
+        return
+    why = "timed out" if answer.get("decision") == "timeout" else f"rejected by {who}"
+    comment = answer.get("comment")
+    d.events.append(
+        (
+            ev.TASK_FINISHED,
+            {"task": tid, "state": st.FAILED, "reason": why + (f": {comment}" if comment else "")},
+        )
+    )
     _skip_dependents(state, tid, d)
 
 

@@ -22,16 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vigil.actions.run import RunAction
+from vigil.actions.select import action_for
+from vigil.config import Config
 from vigil.engine import events as ev
 from vigil.engine.attempt import (
     AttemptResult,
     AttemptSpec,
     StopSignal,
     execute_attempt,
-    host_environment,
     step_environment,
 )
+from vigil.engine.audit import Auditor
+from vigil.engine.authority import Authority
 from vigil.engine.decide import (
+    CommitChangeset,
     RunPhaseChecks,
     StartAttempt,
     blocked_by_failed_checks,
@@ -39,13 +44,29 @@ from vigil.engine.decide import (
 )
 from vigil.engine.state import PHASE_CHECKING, RunState
 from vigil.executors.process import end_tagged
-from vigil.plan.models import Check, Plan
+from vigil.plan.models import Plan
+from vigil.safety.halt import halt_of
+from vigil.workspace import Changeset, Conflict, Workspace
+from vigil.workspace.apply import mismatches
 
 Observer = Callable[[list[ev.Event], RunState], None]
 
 # External processes may append only these kinds while a driver holds the run.
-EXTERNAL_KINDS = frozenset({ev.CANCEL_REQUESTED})
+EXTERNAL_KINDS = frozenset(
+    {ev.CANCEL_REQUESTED, ev.ESCALATION_ANSWERED, ev.REVIEW_DECIDED, ev.ROLLBACK_DONE}
+)
 POLL_INTERVAL = 0.2
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """How applying an attempt's changeset to the workspace ended."""
+
+    task: str
+    attempt: int
+    ok: bool
+    code: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,28 +99,35 @@ class Driver:
 
     def __init__(
         self,
+        config: Config,
         store: Any,
         run_id: str,
         plan: Plan,
         *,
-        workspace: Path,
-        state_dir: Path,
         max_parallel: int,
         observer: Observer | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
+        self.config = config
         self.store = store
         self.run_id = run_id
         self.plan = plan
-        self.workspace = workspace
-        self.state_dir = state_dir
+        self.workspace = config.workspace
+        self.state_dir = config.state_dir
         self.max_parallel = max(1, max_parallel)
         self.observer = observer
+        self.options = dict(options or {})
         self.stop = StopSignal()
-        self.results: queue.Queue[AttemptResult | PhaseCheckResult] = queue.Queue()
-        self.state = RunState(run_id, plan)
+        self.results: queue.Queue[AttemptResult | PhaseCheckResult | CommitResult] = queue.Queue()
+        self.state = RunState(run_id, plan, self.options)
         self._cursor = 0
         self._staged: list[ev.Event] = []
-        self._base_env = host_environment()
+        isolation = str(config.data.get("workspace", {}).get("isolation", "auto"))
+        self.ws = Workspace(self.workspace, self.state_dir, mode=_isolation_mode(isolation))
+        self.auditor = Auditor(config)
+        self.authority = Authority(
+            config, store, plan, run_id, grant_id=self.options.get("grant"), auditor=self.auditor
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -111,16 +139,29 @@ class Driver:
         """Run until the run ends (returns its state) or is interrupted (``interrupted``)."""
         with self.store.lock_run(self.run_id):
             journal = self._load()
-            self.state = RunState.replay(self.run_id, self.plan, journal)
+            self.state = RunState.replay(self.run_id, self.plan, journal, self.options)
             if self.state.finished is not None:
                 return self.state.finished
             self._recover()
+            # A commit cut short by a crash is finished before anything else runs.
+            self.ws.recover()
+            self.authority.load_secrets()
+            self.auditor.log.redact = self.authority.redact
             self._commit([(ev.DRIVER_STARTED, {"pid": os.getpid(), "host": socket.gethostname()})])
             with ThreadPoolExecutor(self.max_parallel, thread_name_prefix="vigil-attempt") as pool:
                 try:
-                    return self._loop(pool)
+                    outcome = self._loop(pool)
                 finally:
                     self.stop.set(self.stop.reason or "interrupt")
+            if self.state.finished is not None:
+                self.auditor.record(
+                    action="run.end",
+                    decision="allow",
+                    run=self.run_id,
+                    reason=f"run {self.state.finished}",
+                )
+                self.auditor.seal()
+            return outcome
 
     # ------------------------------------------------------------------ internals
 
@@ -166,16 +207,16 @@ class Driver:
             self.state.apply(event)
             self._staged.append(event)
 
-    def _flush(self) -> None:
+    def _flush(self, run_state: str | None = None) -> None:
         """Append everything staged to the journal (durable on return)."""
-        if not self._staged:
+        if not self._staged and run_state is None:
             return
         events, self._staged = self._staged, []
         self._cursor = self.store.append(
             self.run_id,
             [(e.kind, e.data) for e in events],
-            at=events[-1].at,
-            state=self.state.finished or "running",
+            at=events[-1].at if events else time.time(),
+            state=self.state.finished or run_state or "running",
             started_at=self.state.started_at,
             ended_at=self.state.ended_at,
         )
@@ -183,6 +224,12 @@ class Driver:
             self.observer(events, self.state)
 
     def _poll_external(self) -> None:
+        halted = halt_of(self.store, self.plan.project)
+        if halted is not None and not self.state.cancel_requested:
+            # A halt stops the run at this safe point: running attempts end and are discarded.
+            reason = f"halted by {halted.actor}: {halted.reason}"
+            self._commit([(ev.CANCEL_REQUESTED, {"reason": reason, "by": halted.actor})])
+            self.stop.set("cancel")
         fresh = self.store.events(self.run_id, after=self._cursor)
         for stored in fresh:
             self._cursor = max(self._cursor, stored.seq)
@@ -197,6 +244,13 @@ class Driver:
         # Checks of a phase that was being validated when vigil died run again.
         pending_checks = [
             RunPhaseChecks(p.id) for p in self.state.phases if p.state == PHASE_CHECKING
+        ]
+        # Commits journalled as started but not finished run again (they are idempotent).
+        pending_commits = [
+            CommitChangeset(ts.task.id, a.number)
+            for ts in self.state.tasks.values()
+            for a in ts.attempts[-1:]
+            if a.committing and not a.committed
         ]
         while True:
             now = time.time()
@@ -219,12 +273,16 @@ class Driver:
                 continue
             while True:
                 decision = decide(self.state, now, self.max_parallel)
+                pending_commits += decision.commits
                 if not decision.events:
                     break
                 self._stage(decision.events, now=now)
             if decision.done or self.state.finished is not None:
                 self._flush()
                 return self.state.finished or "running"
+            if decision.waiting and in_flight == 0 and not pending_commits:
+                self._flush(run_state="waiting")
+                return "waiting"
             checks = pending_checks + decision.checks
             pending_checks = []
             self._stage(
@@ -240,6 +298,10 @@ class Driver:
             for check in checks:
                 pool.submit(self._run_checks, check.phase)
                 in_flight += 1
+            for commit in pending_commits:
+                pool.submit(self._run_commit, commit)
+                in_flight += 1
+            pending_commits = []
             timeout = POLL_INTERVAL
             if decision.wake_at is not None:
                 timeout = max(0.0, min(timeout, decision.wake_at - time.time()))
@@ -254,10 +316,26 @@ class Driver:
         self.results.put(item)
 
     def _result_events(
-        self, result: AttemptResult | PhaseCheckResult
+        self, result: AttemptResult | PhaseCheckResult | CommitResult
     ) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(result, AttemptResult):
-            return [result.event()]
+            kind, finished = result.event()
+            finished["reason"] = self.authority.redact(str(finished.get("reason") or ""))
+            if finished.get("output") is not None:
+                finished["output"] = self.authority.redact(str(finished["output"]))
+            return [(kind, finished)]
+        if isinstance(result, CommitResult):
+            data: dict[str, Any] = {"task": result.task, "attempt": result.attempt}
+            if result.ok:
+                self.auditor.record(
+                    action="changeset.commit",
+                    decision="allow",
+                    run=self.run_id,
+                    task=result.task,
+                    reason=f"attempt {result.attempt} committed",
+                )
+                return [(ev.CHANGESET_COMMITTED, data)]
+            return [(ev.CHANGESET_FAILED, {**data, "code": result.code, "reason": result.reason})]
         if result.stopped:
             return []  # checks run again on resume
         if result.passed:
@@ -266,60 +344,133 @@ class Driver:
 
     def _spec(self, start: StartAttempt) -> AttemptSpec:
         task = self.plan.task(start.task)
-        script = task.run if start.command == "main" else (task.fallback or task.run)
         env = step_environment(
-            self._base_env,
+            {},
             self.plan.env,
             task.env,
+            self.authority.env_for(task),
             run_id=self.run_id,
             task_id=task.id,
             attempt=start.attempt,
         )
-        cwd = self.workspace / task.workdir if task.workdir else self.workspace
         return AttemptSpec(
             run_id=self.run_id,
-            task_id=task.id,
+            plan=self.plan,
+            task=task,
             attempt=start.attempt,
             command=start.command,
-            script=script,
+            action=action_for(task, start.command),
             env=env,
-            cwd=cwd,
+            workdir=task.workdir,
             timeout=self.plan.timeout_for(task),
             checks=task.checks,
             log_path=attempt_log(self.state_dir, self.run_id, task.id, start.attempt),
+            network=self.authority.network_allowed(task, self._phase_of(task.id).requires)
+            and not self.state.dry_run,
+            redactor=self.authority.stream,
+            base_layers=self._base_layers(task.id),
         )
 
+    def _base_layers(self, task_id: str | None) -> tuple[Changeset, ...]:
+        """In a dry run, what an attempt stacks on: its dependencies' uncommitted changes
+        and those of every earlier phase, in the order they were made."""
+        if not self.state.dry_run:
+            return ()
+        state = self.state
+        wanted: set[str] = set()
+        if task_id is None:
+            wanted = set(state.tasks)
+        else:
+            ts = state.tasks[task_id]
+            stack = list(ts.task.needs)
+            while stack:
+                need = stack.pop()
+                if need not in wanted:
+                    wanted.add(need)
+                    stack.extend(state.tasks[need].task.needs)
+            wanted |= {t for t, o in state.tasks.items() if o.phase_index < ts.phase_index}
+        layers = []
+        for tid in wanted:
+            done = state.tasks[tid]
+            last = done.attempts[-1] if done.attempts else None
+            if done.state == "succeeded" and last is not None and last.changeset:
+                layers.append((last.ended_at or 0.0, Changeset.from_dict(last.changeset)))
+        return tuple(cs for _, cs in sorted(layers, key=lambda item: item[0]))
+
+    def _phase_of(self, task_id: str) -> Any:
+        return self.plan.phases[self.state.tasks[task_id].phase_index]
+
     def _run_attempt(self, spec: AttemptSpec) -> None:
+        # Authority is checked right before the action, not when the run started.
+        decision = self.authority.authorize(spec.task)
+        if not decision.allowed:
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            spec.log_path.write_text(f"[vigil] refused: {decision.code}: {decision.reason}\n")
+            self.results.put(
+                AttemptResult(
+                    spec.task_id,
+                    spec.attempt,
+                    ev.FAILED,
+                    None,
+                    f"{decision.code}: {decision.reason}",
+                    0.0,
+                    {"code": decision.code},
+                )
+            )
+            return
         try:
-            result = execute_attempt(spec, self.stop)
+            result = execute_attempt(spec, self.stop, self.ws)
         except Exception as exc:  # an attempt must always report back
             result = AttemptResult(
                 spec.task_id, spec.attempt, ev.FAILED, None, f"vigil error: {exc}", 0.0
             )
         self.results.put(result)
 
+    def _run_commit(self, commit: CommitChangeset) -> None:
+        attempt = next(
+            a for a in self.state.tasks[commit.task].attempts if a.number == commit.attempt
+        )
+        assert attempt.changeset is not None
+        changeset = Changeset.from_dict(attempt.changeset)
+        try:
+            self.ws.commit(changeset)
+            result = CommitResult(commit.task, commit.attempt, True)
+        except Conflict as exc:
+            if not mismatches(self.ws.root, changeset, expect="after"):
+                # Already in place: the commit finished before a crash cut its journal short.
+                result = CommitResult(commit.task, commit.attempt, True)
+            else:
+                result = CommitResult(commit.task, commit.attempt, False, exc.code, str(exc))
+        except Exception as exc:
+            code = getattr(exc, "code", "VIGIL-COMMIT")
+            result = CommitResult(commit.task, commit.attempt, False, code, f"{code}: {exc}")
+        self.results.put(result)
+
     def _run_checks(self, phase_id: str) -> None:
         phase = next(p for p in self.plan.phases if p.id == phase_id)
+        # The phase's checks run as a pseudo-task with no action of its own.
+        pseudo = phase.tasks[0].model_copy(
+            update={"id": f"_phase.{phase_id}", "run": "true", "needs": (), "checks": ()}
+        )
         spec = AttemptSpec(
             run_id=self.run_id,
-            task_id=f"_phase.{phase_id}",
+            plan=self.plan,
+            task=pseudo,
             attempt=0,
             command="validate",
-            script="true",
+            action=RunAction("true"),
             env=step_environment(
-                self._base_env,
-                self.plan.env,
-                run_id=self.run_id,
-                task_id=f"_phase.{phase_id}",
-                attempt=0,
+                {}, self.plan.env, run_id=self.run_id, task_id=f"_phase.{phase_id}", attempt=0
             ),
-            cwd=self.workspace,
+            workdir=None,
             timeout=None,
-            checks=tuple(Check.model_validate(c.model_dump()) for c in phase.checks),
+            checks=phase.checks,
             log_path=phase_log(self.state_dir, self.run_id, phase_id),
+            base_layers=self._base_layers(None),
+            capture=False,
         )
         try:
-            result = execute_attempt(spec, self.stop)
+            result = execute_attempt(spec, self.stop, self.ws)
         except Exception as exc:
             self.results.put(PhaseCheckResult(phase_id, False, f"vigil error: {exc}", False))
             return
@@ -328,6 +479,14 @@ class Driver:
         self.results.put(
             PhaseCheckResult(phase_id, result.outcome == ev.SUCCEEDED, reason, stopped)
         )
+
+
+def _isolation_mode(name: str) -> Any:
+    if name not in ("auto", "overlay", "snapshot", "off"):
+        from vigil.errors import ConfigError
+
+        raise ConfigError(f"unknown isolation mode {name!r}", "Use auto, overlay, snapshot or off.")
+    return name
 
 
 @contextmanager

@@ -20,6 +20,16 @@ PHASE_CHECK_STARTED = "phase.check.started"
 PHASE_FINISHED = "phase.finished"
 CANCEL_REQUESTED = "run.cancel_requested"
 RUN_FINISHED = "run.finished"
+# Changesets: an attempt's file changes on their way to the workspace.
+CHANGESET_COMMITTING = "changeset.committing"
+CHANGESET_COMMITTED = "changeset.committed"
+CHANGESET_FAILED = "changeset.failed"
+CHANGESET_HELD = "changeset.held"
+REVIEW_DECIDED = "review.decided"
+ROLLBACK_DONE = "rollback.done"
+# Escalations: a question for a person that blocks one task and nothing else.
+ESCALATION_OPENED = "escalation.opened"
+ESCALATION_ANSWERED = "escalation.answered"
 
 # Outcomes of one attempt.
 SUCCEEDED = "succeeded"

@@ -52,8 +52,15 @@ def start_run(
     run_id: str | None = None,
     max_parallel: int | None = None,
     observer: Observer | None = None,
+    dry_run: bool = False,
+    review: bool = False,
+    grant: str | None = None,
 ) -> RunOutcome:
-    """Start a new run of ``plan``; with an existing ``run_id``, resume that run instead."""
+    """Start a new run of ``plan``; with an existing ``run_id``, resume that run instead.
+
+    ``dry_run`` executes every command in throwaway sandboxes with the network off and
+    commits nothing; ``review`` holds every task's changes for a person to approve.
+    """
     from vigil.store import NewRun
 
     run_id = run_id or new_run_id()
@@ -65,6 +72,14 @@ def start_run(
                 f"run {run_id} was started from a different version of {plan_path}",
             )
         return resume_run(config, store, run_id, max_parallel=max_parallel, observer=observer)
+    if not dry_run:
+        # Refuse before anything exists: halted, or the grant does not cover the plan.
+        from vigil.engine.audit import Auditor
+        from vigil.engine.authority import Authority
+
+        Authority(config, store, plan, run_id, grant_id=grant, auditor=Auditor(config)).preflight(
+            plan_path
+        )
     created = store.create_run(
         NewRun(
             id=run_id,
@@ -75,7 +90,12 @@ def start_run(
             plan_path=plan_path,
             workspace=str(config.workspace),
             created_at=time.time(),
-            options={"max_parallel": parallel},
+            options={
+                "max_parallel": parallel,
+                "dry_run": dry_run,
+                "review": review,
+                "grant": grant,
+            },
         )
     )
     if not created:  # lost a race with another process starting the same id
@@ -86,7 +106,16 @@ def start_run(
         at=time.time(),
         state="running",
     )
-    return _drive(config, store, run_id, plan, parallel, observer, resumed=False)
+    return _drive(
+        config,
+        store,
+        run_id,
+        plan,
+        parallel,
+        observer,
+        resumed=False,
+        options=record_options(store, run_id),
+    )
 
 
 def resume_run(
@@ -102,7 +131,22 @@ def resume_run(
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
     parallel = max_parallel or int(record.options.get("max_parallel") or default_parallelism())
-    return _drive(config, store, run_id, recorded_plan(record), parallel, observer, resumed=True)
+    return _drive(
+        config,
+        store,
+        run_id,
+        recorded_plan(record),
+        parallel,
+        observer,
+        resumed=True,
+        options=dict(record.options),
+    )
+
+
+def record_options(store: Any, run_id: str) -> dict[str, Any]:
+    """The options a run was started with."""
+    record = store.get_run(run_id)
+    return dict(record.options) if record is not None else {}
 
 
 def resumable_runs(store: Any) -> list[str]:
@@ -119,15 +163,10 @@ def _drive(
     observer: Observer | None,
     *,
     resumed: bool,
+    options: dict[str, Any],
 ) -> RunOutcome:
     driver = Driver(
-        store,
-        run_id,
-        plan,
-        workspace=config.workspace,
-        state_dir=config.state_dir,
-        max_parallel=parallel,
-        observer=observer,
+        config, store, run_id, plan, max_parallel=parallel, observer=observer, options=options
     )
     with graceful_interrupts(driver):
         state = driver.drive()

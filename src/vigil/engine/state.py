@@ -22,6 +22,7 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
 CANCELLED = "cancelled"
+WAITING = "waiting"
 TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
 
 # Phase states.
@@ -49,6 +50,9 @@ class AttemptState:
     ended_at: float | None = None
     reason: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    changeset: dict[str, Any] | None = None
+    committing: bool = False
+    committed: bool = False
 
 
 @dataclass
@@ -64,6 +68,14 @@ class TaskState:
     reason: str = ""
     blocked_by: str | None = None
     ended_at: float | None = None
+    review: str | None = None
+    review_by: str = ""
+    review_comment: str = ""
+    escalation: dict[str, Any] | None = None
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+    answer: dict[str, Any] | None = None
+    extra_attempts: int = 0
+    output: str | None = None
 
     @property
     def running(self) -> AttemptState | None:
@@ -103,9 +115,13 @@ class PhaseState:
 class RunState:
     """Everything the scheduler needs to know about a run, folded from its journal."""
 
-    def __init__(self, run_id: str, plan: Plan) -> None:
+    def __init__(self, run_id: str, plan: Plan, options: dict[str, Any] | None = None) -> None:
         self.run_id = run_id
         self.plan = plan
+        self.options = dict(options or {})
+        self.dry_run = bool(self.options.get("dry_run"))
+        self.review_all = bool(self.options.get("review"))
+        self.waiting: dict[str, None] = {}
         self.tasks: dict[str, TaskState] = {}
         self.phases: list[PhaseState] = []
         self.dependents: dict[str, list[str]] = {}
@@ -136,9 +152,15 @@ class RunState:
     # ----------------------------------------------------------------- folding
 
     @classmethod
-    def replay(cls, run_id: str, plan: Plan, journal: list[ev.Event]) -> RunState:
+    def replay(
+        cls,
+        run_id: str,
+        plan: Plan,
+        journal: list[ev.Event],
+        options: dict[str, Any] | None = None,
+    ) -> RunState:
         """The state after ``journal``, from scratch."""
-        state = cls(run_id, plan)
+        state = cls(run_id, plan, options)
         for event in journal:
             state.apply(event)
         return state
@@ -160,6 +182,7 @@ class RunState:
             AttemptState(int(event.data["attempt"]), str(event.data["command"]), event.at)
         )
         ts.state = RUNNING
+        ts.answer = None
         self.ready.pop(ts.task.id, None)
         self.retry_at.pop(ts.task.id, None)
         self.running.add(ts.task.id)
@@ -176,6 +199,11 @@ class RunState:
         attempt.reason = str(data.get("reason") or "")
         attempt.ended_at = event.at
         attempt.data = {k: v for k, v in data.items() if k not in _ATTEMPT_KEYS}
+        changeset = attempt.data.pop("changeset", None)
+        if attempt.state == ev.SUCCEEDED and changeset and changeset.get("entries"):
+            attempt.changeset = changeset
+        else:
+            attempt.committed = attempt.state == ev.SUCCEEDED
         if attempt.state == ev.INTERRUPTED:
             self.interruptions += 1
         self.running.discard(ts.task.id)
@@ -189,6 +217,10 @@ class RunState:
         self._settle(ts, str(event.data["state"]), event.at)
         ts.degraded = bool(event.data.get("degraded", False))
         ts.reason = str(event.data.get("reason") or "")
+        if event.data.get("output") is not None:
+            ts.output = str(event.data["output"])
+        elif ts.attempts and "output" in ts.attempts[-1].data:
+            ts.output = str(ts.attempts[-1].data["output"])
         if ts.state == SUCCEEDED:
             for dep in self.dependents.get(ts.task.id, ()):
                 self.unmet[dep] -= 1
@@ -214,6 +246,79 @@ class RunState:
         if phase.state == PHASE_PASSED and phase.index + 1 < len(self.phases):
             self._open_phase(phase.index + 1)
 
+    def _attempt(self, event: ev.Event) -> tuple[TaskState, AttemptState | None]:
+        ts = self.tasks[event.data["task"]]
+        number = event.data["attempt"]
+        return ts, next((a for a in ts.attempts if a.number == number), None)
+
+    def _on_changeset_committing(self, event: ev.Event) -> None:
+        _, attempt = self._attempt(event)
+        if attempt is not None:
+            attempt.committing = True
+
+    def _on_changeset_committed(self, event: ev.Event) -> None:
+        _, attempt = self._attempt(event)
+        if attempt is not None:
+            attempt.committed = True
+            attempt.committing = False
+
+    def _on_changeset_failed(self, event: ev.Event) -> None:
+        ts, attempt = self._attempt(event)
+        if attempt is None or ts.state in TERMINAL:
+            return
+        attempt.state = ev.FAILED
+        attempt.committing = False
+        attempt.reason = str(event.data.get("reason") or "the changes could not be committed")
+        attempt.data["code"] = event.data.get("code")
+        self.waiting.pop(ts.task.id, None)
+        ts.state = PENDING
+        self.unsettled[ts.task.id] = None
+
+    def _on_changeset_held(self, event: ev.Event) -> None:
+        ts, _ = self._attempt(event)
+        if ts.state in TERMINAL:
+            return
+        ts.state = WAITING
+        self.unsettled.pop(ts.task.id, None)
+        self.waiting[ts.task.id] = None
+
+    def _on_review_decided(self, event: ev.Event) -> None:
+        ts = self.tasks.get(event.data.get("task", ""))
+        if ts is None or ts.state != WAITING or ts.review is not None:
+            return
+        ts.review = "approve" if event.data.get("approve") else "reject"
+        ts.review_by = str(event.data.get("by") or "")
+        ts.review_comment = str(event.data.get("comment") or "")
+        ts.state = PENDING
+        self.waiting.pop(ts.task.id, None)
+        self.unsettled[ts.task.id] = None
+
+    def _on_escalation_opened(self, event: ev.Event) -> None:
+        ts = self.tasks[event.data["task"]]
+        if ts.state in TERMINAL:
+            return
+        opened = {**event.data, "opened_at": event.at}
+        ts.escalation = opened
+        ts.escalations.append(opened)
+        ts.state = WAITING
+        self.ready.pop(ts.task.id, None)
+        self.unsettled.pop(ts.task.id, None)
+        self.waiting[ts.task.id] = None
+
+    def _on_escalation_answered(self, event: ev.Event) -> None:
+        ts = self.tasks.get(event.data.get("task", ""))
+        if ts is None or ts.escalation is None or ts.escalation["id"] != event.data.get("id"):
+            return  # unknown, or already answered: the first answer wins
+        answer = {**event.data, "answered_at": event.at}
+        ts.escalation["answer"] = answer
+        ts.escalation = None
+        ts.answer = answer
+        self.waiting.pop(ts.task.id, None)
+        ts.state = PENDING
+        if ts.escalations[-1].get("kind") == "failure" and _approved(answer):
+            ts.extra_attempts += self.plan.retry_for(ts.task).attempts
+        self.unsettled[ts.task.id] = None
+
     def _on_cancel_requested(self, event: ev.Event) -> None:
         self.cancel_requested = True
         self.cancel_reason = str(event.data.get("reason") or "cancelled")
@@ -237,6 +342,7 @@ class RunState:
         self.retry_at.pop(ts.task.id, None)
         self.running.discard(ts.task.id)
         self.unsettled.pop(ts.task.id, None)
+        self.waiting.pop(ts.task.id, None)
         self.phases[ts.phase_index].open_tasks -= 1
 
     def _open_phase(self, index: int) -> None:
@@ -260,12 +366,20 @@ class RunState:
         """Task id to state, in plan order."""
         return {tid: ts.state for tid, ts in self.tasks.items()}
 
+    def needs_review(self, ts: TaskState) -> bool:
+        """Whether the task's changes wait for a person before they are committed."""
+        return not self.dry_run and (ts.task.review == "required" or self.review_all)
+
     def frontier(self) -> PhaseState | None:
         """The first phase that has not finished, or None when all have."""
         for phase in self.phases:
             if phase.state not in (PHASE_PASSED, PHASE_FAILED):
                 return phase
         return None
+
+
+def _approved(answer: dict[str, Any]) -> bool:
+    return answer.get("decision") in ("approve", "value") or answer.get("resolved") == "approve"
 
 
 _ATTEMPT_KEYS = frozenset({"task", "attempt", "outcome", "exit_code", "reason"})
@@ -280,4 +394,11 @@ _HANDLERS = {
     ev.PHASE_FINISHED: RunState._on_phase_finished,
     ev.CANCEL_REQUESTED: RunState._on_cancel_requested,
     ev.RUN_FINISHED: RunState._on_run_finished,
+    ev.CHANGESET_COMMITTING: RunState._on_changeset_committing,
+    ev.CHANGESET_COMMITTED: RunState._on_changeset_committed,
+    ev.CHANGESET_FAILED: RunState._on_changeset_failed,
+    ev.CHANGESET_HELD: RunState._on_changeset_held,
+    ev.REVIEW_DECIDED: RunState._on_review_decided,
+    ev.ESCALATION_OPENED: RunState._on_escalation_opened,
+    ev.ESCALATION_ANSWERED: RunState._on_escalation_answered,
 }

@@ -19,11 +19,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TAG_VARIABLE = "VIGIL_PROCESS_TAG"
 DEFAULT_GRACE = 5.0
@@ -115,6 +117,13 @@ class LogSink:
                 self._omitted += len(self._tail) - keep
                 del self._tail[: len(self._tail) - keep]
 
+    def idle(self) -> None:
+        """The command has been quiet for a while: emit what redaction was holding back,
+        so a live view is never behind by more than one idle interval."""
+        if self._flush_transform is not None:
+            with self._lock:
+                self._write_locked(self._flush_transform())
+
     def note(self, text: str) -> None:
         """Add a line from vigil itself (not the command) to the log."""
         self.write(f"[vigil] {text}\n".encode())
@@ -143,6 +152,7 @@ def run_process(
     tag: str,
     grace: float = DEFAULT_GRACE,
     on_spawn: Callable[[int], None] | None = None,
+    stdin: bytes | None = None,
 ) -> ProcessOutcome:
     """Run ``argv`` to completion, its timeout, or ``stop``; whichever comes first.
 
@@ -152,10 +162,16 @@ def run_process(
     started = time.monotonic()
     full_env = dict(env)
     full_env[TAG_VARIABLE] = tag
+    source: Any = subprocess.DEVNULL
+    if stdin is not None:
+        # A file, not a pipe: no writer thread, no deadlock on a child that reads late.
+        source = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, after the spawn
+        source.write(stdin)
+        source.seek(0)
     try:
         proc = subprocess.Popen(
             [*_DIE_WITH_PARENT, *argv],
-            stdin=subprocess.DEVNULL,
+            stdin=source,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -168,6 +184,9 @@ def run_process(
     except OSError as exc:
         sink.note(f"could not start {argv[0]!r}: {exc.strerror or exc}")
         return ProcessOutcome(127, False, False, time.monotonic() - started)
+    finally:
+        if stdin is not None:
+            source.close()
     if on_spawn is not None:
         on_spawn(proc.pid)
     assert proc.stdout is not None
@@ -213,7 +232,10 @@ def _pump(
             wait_ms = 200 if pidfd is not None or not pipe_open else 50
             if deadline is not None:
                 wait_ms = max(0, min(wait_ms, int((deadline - time.monotonic()) * 1000) + 1))
-            for ready, _ in poller.poll(wait_ms):
+            events = poller.poll(wait_ms)
+            if not events:
+                sink.idle()
+            for ready, _ in events:
                 if ready == fd:
                     chunk = os.read(fd, 65536)
                     if chunk:

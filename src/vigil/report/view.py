@@ -25,7 +25,7 @@ def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
     plan = Plan.model_validate_json(record.plan_json)
     journal = [ev.Event(s.kind, s.data, s.at, s.seq) for s in store.events(run_id)]
-    return record, RunState.replay(run_id, plan, journal)
+    return record, RunState.replay(run_id, plan, journal, dict(record.options))
 
 
 def run_view(record: Any, state: RunState) -> dict[str, Any]:
@@ -54,6 +54,8 @@ def run_view(record: Any, state: RunState) -> dict[str, Any]:
                             round(a.ended_at - a.started_at, 3) if a.ended_at is not None else None
                         ),
                         "reason": a.reason or None,
+                        "changes": len(a.changeset["entries"]) if a.changeset else 0,
+                        "committed": a.committed,
                         **a.data,
                     }
                     for a in ts.attempts
@@ -69,6 +71,7 @@ def run_view(record: Any, state: RunState) -> dict[str, Any]:
         "plan_hash": record.plan_hash,
         "workspace": record.workspace,
         "state": state_name,
+        "dry_run": state.dry_run,
         "created_at": iso(record.created_at),
         "started_at": iso(state.started_at or record.started_at),
         "ended_at": iso(state.ended_at),

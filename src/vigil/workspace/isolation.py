@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Mode = Literal["overlay", "snapshot"]
+Mode = Literal["overlay", "snapshot", "off"]
 MODE_ENV = "VIGIL_ISOLATION"
 
+OFF_WEAKER = (
+    "isolation off: steps write straight into the workspace; a failed or interrupted "
+    "attempt can leave partial changes, and nothing can be reviewed or rolled back"
+)
 SNAPSHOT_WEAKER = (
     "snapshot isolation: the step runs directly in the workspace under a lock; "
     "there is no network isolation, no read-only root, no private /tmp, "
@@ -42,6 +46,8 @@ class IsolationReport:
     @property
     def warning(self) -> str | None:
         """What is weaker than promised, or None when attempts are fully isolated."""
+        if self.mode == "off":
+            return OFF_WEAKER
         return SNAPSHOT_WEAKER if self.mode == "snapshot" else None
 
 
@@ -117,4 +123,6 @@ def detect_isolation(requested: str = "auto") -> IsolationReport:
         choice = os.environ.get(MODE_ENV, "").strip().lower() or "auto"
     if choice == "snapshot":
         return IsolationReport("snapshot", f"requested ({MODE_ENV} or mode=snapshot)", [])
+    if choice == "off":
+        return IsolationReport("off", f"requested ({MODE_ENV}=off): trusted commands only", [])
     return _probe()

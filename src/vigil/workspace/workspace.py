@@ -11,6 +11,7 @@ from typing import Literal
 from vigil.config import PROJECT_FILE, user_config_dir
 from vigil.workspace.apply import Applier, locked, mismatches
 from vigil.workspace.changeset import Changeset, compose
+from vigil.workspace.direct import DirectSandbox
 from vigil.workspace.errors import Conflict, SandboxUnavailable
 from vigil.workspace.isolation import IsolationReport, detect_isolation, find_tools
 from vigil.workspace.objects import ObjectStore
@@ -20,7 +21,7 @@ from vigil.workspace.snapshot import SnapshotSandbox, restore_interrupted
 from vigil.workspace.spawn import remove_tree
 from vigil.workspace.view import StackedView
 
-AttemptSandbox = OverlaySandbox | SnapshotSandbox
+AttemptSandbox = OverlaySandbox | SnapshotSandbox | DirectSandbox
 
 
 def _dir_name(key: str) -> str:
@@ -37,7 +38,7 @@ class Workspace:
         root: Path,
         state_dir: Path,
         *,
-        mode: Literal["auto", "overlay", "snapshot"] = "auto",
+        mode: Literal["auto", "overlay", "snapshot", "off"] = "auto",
         hidden_paths: Sequence[Path] = (),
     ) -> None:
         self.root = root.resolve()
@@ -59,6 +60,8 @@ class Workspace:
         self, key: str, *, base_layers: Sequence[Changeset] = (), network: bool = False
     ) -> AttemptSandbox:
         """A fresh sandbox for one attempt (``key`` unique per attempt), over ``base_layers``."""
+        if self.isolation.mode == "off":
+            return DirectSandbox(self.root)
         attempt_dir = self.state_dir / "attempts" / _dir_name(key)
         remove_tree(attempt_dir)
         if self.isolation.mode == "snapshot":
@@ -91,6 +94,13 @@ class Workspace:
         """Apply ``changeset`` if every path still holds its pre-image; else VIGIL-CONFLICT."""
         with locked(self.applier.lock_file):
             conflicts = mismatches(self.root, changeset, expect="before")
+            if conflicts:
+                # A path already in the state the attempt wanted (two tasks both ran
+                # `mkdir -p build`, or wrote identical bytes) converged; it is no conflict.
+                entry_paths = {e.path for e in changeset.entries}
+                at_target = set(mismatches(self.root, changeset, expect="after"))
+                converged = {p for p in conflicts if p in entry_paths and p not in at_target}
+                conflicts = [p for p in conflicts if p not in converged]
             if conflicts:
                 shown = ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
                 raise Conflict(
