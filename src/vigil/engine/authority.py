@@ -1,0 +1,128 @@
+"""What a run may do: its grant, the policy, halts and secrets, checked where they matter.
+
+The policy is read once when the driver starts, so a step that edits ``vigil.toml``
+(which the sandbox makes read-only anyway) cannot change the rules of the run it is in.
+The grant is verified once, and every privileged action is authorized again right
+before it runs (expiry, revocation, halt) with the decision written to the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from vigil.config import Config
+from vigil.engine.audit import Auditor
+from vigil.plan.models import Plan, Task
+from vigil.safety import (
+    Grant,
+    PolicyConfig,
+    Redactor,
+    StreamRedactor,
+    check_not_halted,
+    load_grant,
+    redactor_for,
+    require_plan,
+    resolve_secrets,
+    secrets_for,
+)
+from vigil.safety.policy import Decision, Requirement, authorize, requirements
+from vigil.safety.tokens import RUN
+
+
+class Authority:
+    """The run's authority and secrets, fixed when the driver starts."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Any,
+        plan: Plan,
+        run_id: str,
+        *,
+        grant_id: str | None,
+        auditor: Auditor,
+    ) -> None:
+        self.store = store
+        self.plan = plan
+        self.run_id = run_id
+        self.auditor = auditor
+        self.policy = config.section("policy", PolicyConfig)
+        self.grant: Grant | None = load_grant(grant_id) if grant_id else None
+        self.plan_hash = plan.content_hash()
+        self._by_task: dict[str, list[Requirement]] = {}
+        for req in requirements(plan, self.policy):
+            self._by_task.setdefault(req.task_id, []).append(req)
+        self.workspace = config.workspace
+        self.secrets: dict[str, str] = {}
+        self.redactor: Redactor = redactor_for({})
+
+    def load_secrets(self) -> None:
+        """Resolve the plan's secrets (env, file, command) for this driver's lifetime."""
+        self.secrets = resolve_secrets(self.plan, self.workspace)
+        self.redactor = redactor_for(self.secrets)
+
+    # ------------------------------------------------------------------ checks
+
+    def preflight(self, plan_path: str | None) -> None:
+        """Before a run starts: refuse if halted or if the grant does not cover the plan."""
+        check_not_halted(self.store, self.plan.project)
+        require_plan(self.plan, self.policy, self.grant, _now(), plan_path=plan_path)
+
+    def privileged(self, task: Task) -> bool:
+        """Whether the task does anything the policy reserves for grants."""
+        return bool(self._by_task.get(task.id))
+
+    def authorize(self, task: Task) -> Decision:
+        """Right before the task's attempt: every requirement allowed, and not halted."""
+        reqs = self._by_task.get(task.id, [])
+        if not reqs:
+            return Decision(True, None, "nothing privileged")
+        try:
+            check_not_halted(self.store, self.plan.project)
+        except Exception as exc:
+            code = getattr(exc, "code", "VIGIL-HALTED")
+            decision = Decision(False, code, str(getattr(exc, "cause", exc)))
+            self._audit(task, reqs[0], decision)
+            return decision
+        now = _now()
+        for req in reqs:
+            decision = authorize(req, self.grant, now, self.plan_hash)
+            self._audit(task, req, decision)
+            if not decision.allowed:
+                return decision
+        return Decision(True, None, f"allowed by grant {self.grant.id if self.grant else '-'}")
+
+    def network_allowed(self, task: Task, phase_requires: tuple[str, ...] = ()) -> bool:
+        """Network inside the sandbox: only if declared, and granted where policy says so."""
+        return "network" in (*task.requires, *phase_requires)
+
+    def _audit(self, task: Task, req: Requirement, decision: Decision) -> None:
+        self.auditor.record(
+            action="capability.use" if req.capability != RUN else "task.run",
+            decision="allow" if decision.allowed else "deny",
+            reason=decision.reason if decision.allowed else f"{decision.code}: {decision.reason}",
+            run=self.run_id,
+            task=task.id,
+            capability=req.capability,
+            grant=self.grant.id if self.grant else None,
+        )
+
+    # ------------------------------------------------------------------ secrets
+
+    def env_for(self, task: Task) -> Mapping[str, str]:
+        """The secrets ``task`` receives, as environment variables."""
+        return secrets_for(task, self.secrets)
+
+    def stream(self) -> StreamRedactor:
+        """A redactor for one attempt's output."""
+        return StreamRedactor(self.redactor)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret (in every common encoding) and known token masked."""
+        return self.redactor.redact(text)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
