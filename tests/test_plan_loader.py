@@ -100,8 +100,8 @@ phases:
 def test_missing_required_keys_point_at_their_mapping() -> None:
     text = "name: Demo\nproject: demo\nphases:\n  - id: a\n    tasks:\n      - id: t\n"
     found = at(text)
-    assert "task 't' is missing 'run'" in found[(6, 9)].cause
-    assert "add 'run:'" in found[(6, 9)].fix
+    assert "task 't' is missing an action" in found[(6, 9)].cause
+    assert "run:" in found[(6, 9)].fix
     assert {p.cause for p in problems("name: Demo\n")} == {
         "the plan is missing 'project'",
         "the plan is missing 'phases'",

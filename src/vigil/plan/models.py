@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from vigil.actions.specs import AgentSpec, LlmSpec
 from vigil.plan.duration import parse_duration
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -129,13 +130,47 @@ class SecretSource(Model):
         return self
 
 
+ACTION_KINDS = ("run", "agent", "llm", "approval")
+"""The keys that say what a task does; a task has exactly one."""
+
+
+class ApprovalSpec(Model):
+    """A question for a person; the task waits (durably) for the answer."""
+
+    question: str = Field(min_length=1)
+    choices: tuple[str, ...] | None = Field(
+        None, description="allowed answers for --value (approve/reject are always allowed)"
+    )
+    timeout: Duration | None = Field(None, description="how long to wait for an answer")
+    on_timeout: Literal["approve", "reject", "default"] = Field(
+        "reject", description="what a question that times out resolves to"
+    )
+    default: str | None = Field(None, description="the value used when on_timeout is 'default'")
+
+
+class EscalateSpec(Model):
+    """What happens when a task is blocked: ask a person (``defer``) or fail (``stop``)."""
+
+    on_failure: Literal["defer", "stop"] = Field(
+        "stop", description="'defer': when retries are spent, ask a person to retry or give up"
+    )
+    on_security_concern: Literal["defer", "stop"] = Field(
+        "stop",
+        description="a denied grant or a protected path touched: 'stop' the run, or 'defer'",
+    )
+
+
 class Task(Model):
     """One unit of work. Its attempts run ``run``; ``validate`` decides whether it counts."""
 
     id: Id
     name: str | None = None
     description: str | None = None
-    run: str = Field(min_length=1, description="shell command or multi-line script")
+    run: str | None = Field(None, min_length=1, description="shell command or multi-line script")
+    agent: AgentSpec | None = Field(None, description="run a coding agent CLI with a prompt")
+    llm: LlmSpec | None = Field(None, description="ask an OpenAI-compatible model")
+    approval: ApprovalSpec | None = Field(None, description="ask a person and wait for the answer")
+    escalate: EscalateSpec | None = Field(None, description="when to ask a person for help")
     needs: IdList = Field(default=(), description="ids of tasks that must succeed first")
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = Field(None, description="directory relative to the workspace")
@@ -157,6 +192,25 @@ class Task(Model):
     secrets: NameList = Field(
         default=(), description="names of plan secrets the task receives as environment variables"
     )
+    review: Literal["required", "none"] = Field(
+        "none", description="'required': hold the task's changes until a person approves them"
+    )
+    rollback: str | None = Field(
+        None,
+        description="compensation for effects outside the workspace, run by `vigil rollback "
+        "--all` in reverse order of completion",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_action(self) -> Task:
+        given = [k for k in ACTION_KINDS if getattr(self, k) is not None]
+        kinds = ", ".join(f"'{k}'" for k in ACTION_KINDS)
+        if not given:
+            raise ValueError(f"is missing an action: give one of {kinds}")
+        if len(given) > 1:
+            both = " and ".join(f"'{k}'" for k in given)
+            raise ValueError(f"has {both}: give exactly one action of {kinds}")
+        return self
 
     @property
     def title(self) -> str:

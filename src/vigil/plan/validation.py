@@ -45,7 +45,8 @@ FIELD_FIXES = {
     "description": "write the description as text",
     "project": "write the project name, e.g. 'shop-api'",
     "phases": "list the phases under 'phases:' as '- id: ...' items, each with tasks",
-    "tasks": "list the tasks under 'tasks:' as '- id: ...' items, each with 'run'",
+    "tasks": "list the tasks under 'tasks:' as '- id: ...' items, each with an action "
+    "(run:, agent:, llm: or approval:)",
     "defaults": "write e.g. defaults: {timeout: 10m, retry: {attempts: 2}}",
 }
 
@@ -254,6 +255,20 @@ def _problems_from(
             problems.append(PlanProblem(filename, line, col, cause, _fix_for(field, kind, value)))
             continue
         message = _message(error, value if not beyond else None, field)
+        if kind == "value_error" and path and isinstance(path[-1], int):
+            # A whole item failed its own rule (a task without an action): say it of the item.
+            problems.append(
+                PlanProblem(
+                    filename,
+                    line,
+                    col,
+                    f"{owner} {message}",
+                    "give the task exactly one of run:, agent:, llm: or approval:"
+                    if field == "tasks"
+                    else _fix_for(field, kind, value),
+                )
+            )
+            continue
         if beyond and kind in ("string_too_short", "too_short"):
             message = "must not be empty"
         cause = f"{owner}: {where} {message}" if where else f"{owner}: {message}"

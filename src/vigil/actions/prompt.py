@@ -1,0 +1,193 @@
+"""Prompts for agents and models: Jinja2 templates rendered as data, never as code.
+
+Templates come from the plan, so they are treated like any other untrusted text: they are
+rendered in Jinja2's :class:`~jinja2.sandbox.SandboxedEnvironment` (no attribute access to
+Python internals, bounded ``range``) with ``StrictUndefined`` (a misspelt variable is an
+error, not an empty string), and the rendered text is capped. A template sees:
+
+- ``task``: ``id``, ``name``, ``description``
+- ``plan``: ``name``, ``project``, ``env``
+- ``inputs``: outputs of the tasks this one needs, by task id
+- ``env``: the plan's ``env`` with the task's ``env`` over it (never secrets)
+- ``prior``: the previous failed round (``attempt``, ``failed_command``, ``output``,
+  ``reason``), or none on the first round
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from vigil.actions.base import AttemptContext, PriorRound
+from vigil.errors import ExitCode, VigilError
+
+MAX_PROMPT_CHARS = 1_000_000
+"""A rendered prompt larger than this is refused: no agent or model takes it usefully."""
+MAX_CONTEXT_FILE_BYTES = 200_000
+
+FIX_ROUND_HEADER = "## The previous attempt failed"
+
+
+class PromptError(VigilError):
+    code = "VIGIL-PROMPT"
+    title = "a task's prompt could not be built"
+    remedy = "Fix the template or the file named in the message (see docs/agents.md)."
+    exit_code = ExitCode.RUN_FAILED
+
+
+@runtime_checkable
+class ReadsWorkspace(Protocol):
+    """An attempt context that can read files of the attempt's view of the workspace."""
+
+    def read_text(self, path: str) -> str:
+        """Text of ``path`` (relative to the workspace) as the attempt sees it."""
+        ...
+
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def check_template(text: str) -> str | None:
+    """Why ``text`` is not a valid template, or None; for plan checks before a run."""
+    try:
+        _ENV.parse(text)
+    except TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        return f"line {line}: {exc.message}" if line else str(exc.message)
+    return None
+
+
+def render(text: str, variables: Mapping[str, Any], *, what: str = "prompt") -> str:
+    """``text`` rendered with ``variables``; PromptError on any template problem."""
+    try:
+        template = _ENV.from_string(text)
+        parts: list[str] = []
+        size = 0
+        # Stream so that a runaway loop in a template is stopped at the cap, not at OOM.
+        for chunk in template.generate(**variables):
+            size += len(chunk)
+            if size > MAX_PROMPT_CHARS:
+                raise PromptError(f"the {what} grows beyond {MAX_PROMPT_CHARS} characters")
+            parts.append(chunk)
+    except TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" (line {line})" if line else ""
+        raise PromptError(f"the {what} template failed{where}: {exc.message}") from None
+    return "".join(parts)
+
+
+def prior_variables(prior: PriorRound | None) -> dict[str, Any] | None:
+    """``prior`` as a template sees it."""
+    if prior is None:
+        return None
+    return {
+        "attempt": prior.attempt,
+        "failed_command": prior.failed_command,
+        "output": prior.output,
+        "reason": prior.reason,
+    }
+
+
+def template_variables(ctx: AttemptContext) -> dict[str, Any]:
+    """The variables a task's templates see in this attempt."""
+    task, plan = ctx.task, ctx.plan
+    return {
+        "task": {"id": task.id, "name": task.title, "description": task.description or ""},
+        "plan": {"name": plan.name, "project": plan.project, "env": dict(plan.env)},
+        "inputs": dict(ctx.inputs),
+        "env": {**plan.env, **task.env},
+        "prior": prior_variables(ctx.prior),
+    }
+
+
+def fix_round_section(prior: PriorRound) -> str:
+    """What an agent is told in a fix round: which check failed and what it printed."""
+    return (
+        f"{FIX_ROUND_HEADER}\n\n"
+        f"Attempt {prior.attempt} did not pass: {prior.reason or 'a check failed'}.\n"
+        f"The failing command was:\n\n    {prior.failed_command}\n\n"
+        "Its output (secrets masked, long output shortened):\n\n"
+        f"```\n{prior.output.rstrip()}\n```\n\n"
+        "Fix the problem so that this command passes, keeping the task's goal.\n"
+    )
+
+
+def with_fix_round(prompt: str, prior: PriorRound | None) -> str:
+    """``prompt``, followed by the fix-round section when there was a failed round."""
+    if prior is None:
+        return prompt
+    return prompt.rstrip("\n") + "\n\n" + fix_round_section(prior)
+
+
+def with_context(prompt: str, files: Mapping[str, str]) -> str:
+    """``prompt`` followed by the named workspace files, each in a fenced block."""
+    if not files:
+        return prompt
+    parts = [prompt.rstrip("\n"), "", "## Context files"]
+    for path, text in files.items():
+        fence = "````" if "```" in text else "```"
+        parts += ["", f"### {path}", fence, text.rstrip("\n"), fence]
+    return "\n".join(parts) + "\n"
+
+
+def prompt_hash(*parts: str) -> str:
+    """A stable key for a prompt (and system message): sha256 over the parts."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def read_workspace_file(root: Path, path: str, *, limit: int = MAX_CONTEXT_FILE_BYTES) -> str:
+    """Text of ``path`` under ``root``; refuses paths that leave it (also through symlinks).
+
+    A prompt may be sent to a remote model, so a plan must not be able to pull in
+    ``/etc/shadow`` or the user's keys through ``../`` or a link.
+    """
+    base = root.resolve()
+    candidate = Path(path)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise PromptError(f"{path!r} leads outside the workspace")
+    target = (base / candidate).resolve()
+    if base not in target.parents:
+        raise PromptError(f"{path!r} leads outside the workspace")
+    if ".vigil" in target.relative_to(base).parts:
+        raise PromptError(f"{path!r} is vigil's own state, not part of the project")
+    try:
+        with target.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise PromptError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise PromptError(f"{path!r} is larger than {limit} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
+def read_text(ctx: AttemptContext, path: str) -> str:
+    """``path`` as ``ctx``'s attempt sees it; PromptError if the context cannot read files."""
+    if not isinstance(ctx, ReadsWorkspace):
+        raise PromptError(
+            f"cannot read {path!r}: this engine does not give actions workspace files",
+            "Put the prompt inline with `prompt:` and drop `context:`.",
+        )
+    return ctx.read_text(path)
+
+
+def build_prompt(
+    ctx: AttemptContext,
+    *,
+    prompt: str | None,
+    prompt_file: str | None,
+    context: tuple[str, ...] = (),
+) -> str:
+    """The rendered prompt of a task in this attempt, with context files and fix round."""
+    text = prompt if prompt is not None else read_text(ctx, prompt_file or "")
+    rendered = render(text, template_variables(ctx))
+    files = {path: read_text(ctx, path) for path in context}
+    return with_fix_round(with_context(rendered, files), ctx.prior)

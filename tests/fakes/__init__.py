@@ -1,0 +1,1 @@
+"""Faithful local stand-ins for external services the tests cannot reach."""
