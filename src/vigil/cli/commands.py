@@ -11,6 +11,8 @@ GROUPS = [
     "vigil.cli.inspect",
     "vigil.cli.plan",
     "vigil.cli.safety",
+    "vigil.cli.humans",
+    "vigil.cli.serve",
 ]
 
 
