@@ -10,6 +10,8 @@ GROUPS = [
     "vigil.cli.run",
     "vigil.cli.inspect",
     "vigil.cli.plan",
+    "vigil.cli.changes",
+    "vigil.cli.escalations",
     "vigil.cli.safety",
     "vigil.cli.humans",
     "vigil.cli.serve",

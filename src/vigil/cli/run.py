@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,61 @@ EXIT_FOR_STATE = {
     "waiting": ExitCode.WAITING,
     "running": ExitCode.CANCELLED,
 }
+
+
+def _dry_run_summary(
+    config: Config,
+    store: object,
+    outcome: RunOutcome,
+    plan: object,
+    plan_path: str,
+    grant: str | None,
+    fmt: Format,
+) -> None:
+    """What the run would change, and what it would need authorized."""
+    from datetime import UTC, datetime
+
+    from vigil.engine.changes import run_diff, task_changes, workspace_for
+    from vigil.report import load_state
+    from vigil.safety import PolicyConfig, load_grant
+    from vigil.safety.policy import check_plan
+
+    _, state = load_state(store, outcome.run_id)
+    changes = task_changes(state)
+    diff_text = run_diff(config, store, outcome.run_id)
+    policy = config.section("policy", PolicyConfig)
+    held = load_grant(grant) if grant else None
+    missing = check_plan(plan, policy, held, datetime.now(UTC), plan_path=plan_path)  # type: ignore[arg-type]
+    if fmt is Format.json:
+        emit_json(
+            {
+                "run": outcome.run_id,
+                "state": outcome.state,
+                "dry_run": True,
+                "diff": diff_text,
+                "tasks": [c.to_dict(workspace_for(config), with_diff=False) for c in changes],
+                "grants_needed": [
+                    {
+                        "environment": m.environment,
+                        "capabilities": list(m.capabilities),
+                        "tasks": list(m.tasks),
+                        "command": m.command,
+                    }
+                    for m in missing
+                ],
+            }
+        )
+        raise typer.Exit(int(EXIT_FOR_STATE.get(outcome.state, ExitCode.RUN_FAILED)))
+    console.rule("dry run: nothing was changed")
+    for c in changes:
+        console.print(f"[bold]{c.task}[/]: {c.changeset.stat().splitlines()[-1]}")
+    sys.stdout.write(diff_text if diff_text.endswith("\n") or not diff_text else diff_text + "\n")
+    for m in missing:
+        console.print(
+            f"[yellow]needs a grant[/] in {m.environment} for {', '.join(m.capabilities)} "
+            f"(tasks {', '.join(m.tasks)}):"
+        )
+        console.print(f"  {m.command}", markup=False)
 
 
 def _finish(config: Config, store: object, outcome: RunOutcome, fmt: Format) -> None:
@@ -72,6 +128,20 @@ def run(
     max_parallel: Annotated[
         int | None, typer.Option("--max-parallel", "-j", min=1, help="Attempts at once (CPUs).")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Really run every command in throwaway sandboxes, network off; "
+            "show the combined diff; change nothing.",
+        ),
+    ] = False,
+    review: Annotated[
+        bool, typer.Option("--review", help="Hold every task's changes for `vigil review`.")
+    ] = False,
+    grant: Annotated[
+        str | None, typer.Option("--grant", "-g", help="The grant that authorizes this run.")
+    ] = None,
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
@@ -91,10 +161,15 @@ def run(
                 run_id=run_id,
                 max_parallel=max_parallel,
                 observer=progress,
+                dry_run=dry_run,
+                review=review,
+                grant=grant,
             )
         finally:
             if progress is not None:
                 progress.close()
+        if dry_run:
+            _dry_run_summary(config, store, outcome, loaded.plan, str(plan), grant, fmt)
         _finish(config, store, outcome, fmt)
 
 

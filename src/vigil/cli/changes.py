@@ -1,0 +1,185 @@
+"""``vigil review``, ``vigil diff``, ``vigil rollback``, ``vigil doctor``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.syntax import Syntax
+
+from vigil.cli.common import (
+    Format,
+    FormatOpt,
+    WorkspaceOpt,
+    config_for,
+    console,
+    emit_json,
+    opened_store,
+)
+from vigil.engine.changes import (
+    decide_review,
+    rollback_run,
+    run_diff,
+    task_changes,
+    workspace_for,
+)
+from vigil.errors import UsageError
+from vigil.report import load_state
+
+
+def _show_diff(text: str) -> None:
+    if not text.strip():
+        console.print("no changes")
+        return
+    if console.is_terminal:
+        console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def review(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
+    stat: Annotated[bool, typer.Option("--stat", help="Summary per file, no diff.")] = False,
+    approve: Annotated[bool, typer.Option("--approve", help="Commit the held changes.")] = False,
+    reject: Annotated[bool, typer.Option("--reject", help="Discard the held changes.")] = False,
+    comment: Annotated[str, typer.Option("--comment", "-m", help="Recorded with it.")] = "",
+    workspace: WorkspaceOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Show a run's changes; approve or reject the ones held for review."""
+    if approve and reject:
+        raise UsageError("--approve and --reject exclude each other", "Choose one.")
+    config = config_for(workspace)
+    with opened_store(config) as store:
+        if approve or reject:
+            decided = decide_review(
+                config, store, run_id, approve=approve, task=task, comment=comment
+            )
+            record = store.get_run(run_id)
+            now = record.state if record is not None else "unknown"
+            verdict = "approved" if approve else "rejected"
+            if fmt is Format.json:
+                emit_json({"run": run_id, verdict: decided, "state": now})
+            else:
+                console.print(f"{verdict}: {', '.join(decided)}")
+                console.print(f"run {run_id}: {now}")
+            return
+        _, state = load_state(store, run_id)
+    changes = task_changes(state, task=task)
+    ws = workspace_for(config)
+    if fmt is Format.json:
+        emit_json([c.to_dict(ws, with_diff=not stat) for c in changes])
+        return
+    if not changes:
+        console.print("no changes")
+        return
+    for c in changes:
+        status = "held for review" if c.held else ("committed" if c.committed else "not committed")
+        console.print(f"[bold]{c.task}[/] (attempt {c.attempt}, {status})")
+        if stat:
+            console.print(c.changeset.stat(), markup=False)
+        else:
+            _show_diff(c.changeset.diff(ws.objects))
+
+
+def diff(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The combined diff of everything a run changed (or, for a dry run, would change)."""
+    config = config_for(workspace)
+    with opened_store(config) as store:
+        text = run_diff(config, store, run_id)
+    _show_diff(text)
+
+
+def rollback(
+    run_id: Annotated[str, typer.Argument(help="The run to undo.")],
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
+    file: Annotated[str | None, typer.Option("--file", help="Only this path.")] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also run the tasks' rollback: commands.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files changed since (drift).")
+    ] = False,
+    grant: Annotated[
+        str | None, typer.Option("--grant", help="Grant for privileged rollback commands.")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> None:
+    """Restore the files a run changed, newest first; refuses drifted files unless --force."""
+    if file and all_:
+        raise UsageError("--file and --all exclude each other", "Choose one.")
+    config = config_for(workspace)
+    with opened_store(config) as store:
+        outcome = rollback_run(
+            config, store, run_id, task=task, file=file, compensate=all_, force=force, grant=grant
+        )
+    if fmt is Format.json:
+        emit_json(
+            {
+                "run": run_id,
+                "restored": outcome.restored,
+                "overwritten": outcome.overwritten,
+                "compensations": outcome.compensations,
+            }
+        )
+        return
+    console.print(f"restored {len(outcome.restored)} path(s)")
+    for path in outcome.restored:
+        console.print(f"  {path}", markup=False)
+    for path in outcome.overwritten:
+        console.print(f"  [yellow]overwrote drifted[/] {path}")
+    for comp in outcome.compensations:
+        mark = "ok" if comp.get("ok") else comp.get("refused") or f"exit {comp.get('exit_code')}"
+        console.print(f"  rollback command of {comp['task']}: {mark}")
+
+
+def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """What vigil will use here: isolation mode and why, store, keys, configuration."""
+    from vigil.config import user_config_dir
+    from vigil.workspace import detect_isolation
+
+    config = config_for(workspace)
+    isolation = detect_isolation(str(config.data.get("workspace", {}).get("isolation", "auto")))
+    keys = user_config_dir() / "keys"
+    report = {
+        "workspace": str(config.workspace),
+        "state_dir": str(config.state_dir),
+        "store": config.database_url.split("@")[-1],
+        "config_files": [str(p) for p in config.sources],
+        "isolation": {
+            "mode": isolation.mode,
+            "reason": isolation.reason,
+            "warning": isolation.warning,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in isolation.checks],
+        },
+        "signing_key": (keys / "signing.key").exists(),
+    }
+    if fmt is Format.json:
+        emit_json(report)
+        return
+    colour = "green" if isolation.mode == "overlay" else "yellow"
+    console.print(f"isolation: [bold {colour}]{isolation.mode}[/] ({isolation.reason})")
+    for c in isolation.checks:
+        console.print(f"  {'✓' if c.ok else '✗'} {c.name}: {c.detail}", markup=False)
+    if isolation.warning:
+        console.print(f"[yellow]warning:[/] {isolation.warning}")
+    console.print(f"store: {report['store']}")
+    console.print(f"workspace: {config.workspace} (state in {config.state_dir})")
+    files = ", ".join(report["config_files"]) or "none (defaults)"  # type: ignore[arg-type]
+    console.print(f"config: {files}")
+    if not report["signing_key"]:
+        console.print("keys: none yet; `vigil keys init` to sign grants and audit checkpoints")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands of this module to ``app``."""
+    app.command()(review)
+    app.command()(diff)
+    app.command()(rollback)
+    app.command()(doctor)
