@@ -45,6 +45,8 @@ class AttemptSpec:
     inputs: Mapping[str, str] = field(default_factory=dict)
     prior: PriorRound | None = None
     redactor: Callable[[], Any] | None = None
+    workspace: Path = Path(".")
+    allowed_paths: Sequence[str] = ()
 
     @property
     def task_id(self) -> str:
@@ -150,6 +152,12 @@ class Attempt:
         """Add a line from vigil to the attempt's log."""
         self._sink.note(text)
 
+    def read_text(self, path: str) -> str:
+        """A workspace file (for prompts and their context); never outside the workspace."""
+        from vigil.actions.prompt import read_workspace_file
+
+        return read_workspace_file(self.spec.workspace, path)
+
     def fingerprint(self) -> str:
         """Content fingerprint of the workspace view this attempt started on."""
         digest = hashlib.sha256()
@@ -202,16 +210,20 @@ def _execute_in(
     verdict = _verdict(result, stop, "")
     if verdict is not None:
         outcome, reason = verdict
+        if reason.startswith("VIGIL-"):
+            extra["code"] = reason.split(":", 1)[0]
         return AttemptResult(tid, n, outcome, result.exit_code, reason, ctx.elapsed, extra)
     for index, check in enumerate(spec.checks, 1):
         label = check.name or _short(check.run)
         sink.note(f"validate {index}/{len(spec.checks)}: {label}")
+        start = sink.position()
         out = ctx.run(shell_argv(check.run, ctx.path), timeout=check.timeout or spec.timeout)
         verdict = _verdict(_as_result(out), stop, f"validation {label!r} ")
         if verdict is not None:
             outcome, reason = verdict
             extra["validation_failed"] = index
             extra["failed_command"] = check.run
+            extra["failed_output"] = sink.read_since(start, limit=8000)
             return AttemptResult(tid, n, outcome, out.exit_code, reason, ctx.elapsed, extra)
     if spec.capture:
         try:
@@ -220,6 +232,18 @@ def _execute_in(
             code = getattr(exc, "code", "VIGIL-CAPTURE")
             sink.note(f"{code}: {exc}")
             return AttemptResult(tid, n, ev.FAILED, None, f"{code}: {exc}", ctx.elapsed, extra)
+        if spec.allowed_paths:
+            from vigil.actions.agent import outside_allowed
+
+            outside = outside_allowed(changeset.paths, spec.allowed_paths)
+            if outside:
+                shown = ", ".join(outside[:10]) + (" ..." if len(outside) > 10 else "")
+                reason = f"spec gate: changed paths outside allowed_paths: {shown}"
+                sink.note(reason)
+                extra.update(
+                    validation_failed="spec", failed_command="allowed_paths", failed_output=reason
+                )
+                return AttemptResult(tid, n, ev.FAILED, None, reason, ctx.elapsed, extra)
         if not changeset.is_empty:
             extra["changeset"] = changeset.to_dict()
     return AttemptResult(tid, n, ev.SUCCEEDED, 0, "", ctx.elapsed, extra)

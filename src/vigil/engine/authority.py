@@ -14,6 +14,7 @@ from typing import Any
 
 from vigil.config import Config
 from vigil.engine.audit import Auditor
+from vigil.errors import VigilError
 from vigil.plan.models import Plan, Task
 from vigil.safety import (
     Grant,
@@ -25,9 +26,8 @@ from vigil.safety import (
     redactor_for,
     require_plan,
     resolve_secrets,
-    secrets_for,
 )
-from vigil.safety.policy import Decision, Requirement, authorize, requirements
+from vigil.safety.policy import Decision, Requirement, authorize, environment_of, requirements
 from vigil.safety.tokens import RUN
 
 
@@ -54,7 +54,21 @@ class Authority:
         self._by_task: dict[str, list[Requirement]] = {}
         for req in requirements(plan, self.policy):
             self._by_task.setdefault(req.task_id, []).append(req)
+        # Agents and model calls bring capabilities of their own (a model call is network).
+        for phase, task in plan.tasks():
+            extra = action_capabilities(task, config)
+            env = environment_of(phase, task, self.policy)
+            have = {r.capability for r in self._by_task.get(task.id, [])}
+            for cap in extra:
+                if cap not in have and self.policy.needs_grant(env, cap):
+                    self._by_task.setdefault(task.id, []).append(
+                        Requirement(task.id, env, cap, plan.project)
+                    )
         self.workspace = config.workspace
+        from vigil.actions.specs import AgentsConfig, LlmConfig
+
+        self.agents = dict(config.section("agents", AgentsConfig).root)
+        self.llm_config = config.section("llm", LlmConfig)
         self.secrets: dict[str, str] = {}
         self.redactor: Redactor = redactor_for({})
 
@@ -67,8 +81,19 @@ class Authority:
 
     def preflight(self, plan_path: str | None) -> None:
         """Before a run starts: refuse if halted or if the grant does not cover the plan."""
-        check_not_halted(self.store, self.plan.project)
-        require_plan(self.plan, self.policy, self.grant, _now(), plan_path=plan_path)
+        try:
+            check_not_halted(self.store, self.plan.project)
+            require_plan(self.plan, self.policy, self.grant, _now(), plan_path=plan_path)
+        except VigilError as refusal:
+            # A refused start is a privileged decision too: it goes on the record.
+            self.auditor.record(
+                action="run.start",
+                decision="deny",
+                reason=f"{refusal.code}: {refusal.cause}",
+                run=self.run_id,
+                grant=self.grant.id if self.grant else None,
+            )
+            raise
 
     def privileged(self, task: Task) -> bool:
         """Whether the task does anything the policy reserves for grants."""
@@ -95,8 +120,13 @@ class Authority:
         return Decision(True, None, f"allowed by grant {self.grant.id if self.grant else '-'}")
 
     def network_allowed(self, task: Task, phase_requires: tuple[str, ...] = ()) -> bool:
-        """Network inside the sandbox: only if declared, and granted where policy says so."""
-        return "network" in (*task.requires, *phase_requires)
+        """Network inside the sandbox: only if declared (and granted: see :meth:`authorize`)."""
+        declared = (*task.requires, *phase_requires)
+        if task.agent is not None:
+            from vigil.actions.agent import agent_capabilities
+
+            declared += tuple(agent_capabilities(task.agent, self.agents))
+        return "network" in declared
 
     def _audit(self, task: Task, req: Requirement, decision: Decision) -> None:
         self.auditor.record(
@@ -112,8 +142,18 @@ class Authority:
     # ------------------------------------------------------------------ secrets
 
     def env_for(self, task: Task) -> Mapping[str, str]:
-        """The secrets ``task`` receives, as environment variables."""
-        return secrets_for(task, self.secrets)
+        """The secrets ``task`` receives, as environment variables (its agent's and model
+        key included)."""
+        names = set(task.secrets)
+        if task.agent is not None:
+            from vigil.actions.agent import agent_secret_names
+
+            names |= set(agent_secret_names(task.agent, self.agents))
+        if task.llm is not None:
+            from vigil.actions.llm import llm_secret_names
+
+            names |= set(llm_secret_names(task, self.llm_config))
+        return {n: self.secrets[n] for n in sorted(names) if n in self.secrets}
 
     def stream(self) -> StreamRedactor:
         """A redactor for one attempt's output."""
@@ -122,6 +162,19 @@ class Authority:
     def redact(self, text: str) -> str:
         """``text`` with every secret (in every common encoding) and known token masked."""
         return self.redactor.redact(text)
+
+
+def action_capabilities(task: Task, config: Config) -> tuple[str, ...]:
+    """Capabilities a task's action needs beyond its own ``requires``."""
+    if task.llm is not None:
+        return ("network",)
+    if task.agent is not None:
+        from vigil.actions.agent import agent_capabilities
+        from vigil.actions.specs import AgentsConfig
+
+        agents = dict(config.section("agents", AgentsConfig).root)
+        return tuple(agent_capabilities(task.agent, agents))
+    return ()
 
 
 def _now() -> datetime:

@@ -180,6 +180,20 @@ def _settle_attempt(
         )
         _skip_dependents(state, tid, d)
         return
+    code = last.data.get("code")
+    if isinstance(code, str) and code.startswith(FINAL_CODES):
+        d.events.append(
+            (ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": last.reason})
+        )
+        _skip_dependents(state, tid, d)
+        return
+    agent = ts.task.agent
+    if agent is not None and last.command == "main" and last.data.get("validation_failed"):
+        rounds = sum(1 for a in ts.attempts if a.data.get("validation_failed"))
+        if rounds <= agent.max_fix_rounds:
+            # A fix round: the same prompt plus what failed, at once, as a new attempt.
+            retries.append(StartAttempt(tid, _next_number(ts), "main"))
+            return
     policy = state.plan.retry_for(ts.task)
     failures = ts.counted_failures() - ts.extra_attempts
     if last.state == ev.INTERRUPTED and ts.interruption_is_free():
@@ -240,6 +254,8 @@ def _settle_changes(
 
 # Refusals by grant, policy, halt or protection: no retry or fallback can fix them.
 SECURITY_CODES = ("VIGIL-GRANT", "VIGIL-HALTED", "VIGIL-PROTECTED-PATH")
+# Failures no retry can fix that are not refusals: the task fails at once.
+FINAL_CODES = ("VIGIL-BUDGET-EXCEEDED",)
 
 
 def _refused(code: object) -> bool:

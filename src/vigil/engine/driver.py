@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil.actions.run import RunAction
-from vigil.actions.select import action_for
+from vigil.actions.select import ActionResources, action_for
 from vigil.config import Config
 from vigil.engine import events as ev
 from vigil.engine.attempt import (
@@ -44,7 +44,7 @@ from vigil.engine.decide import (
 )
 from vigil.engine.state import PHASE_CHECKING, RunState
 from vigil.executors.process import end_tagged
-from vigil.plan.models import Plan
+from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.workspace import Changeset, Conflict, Workspace
 from vigil.workspace.apply import mismatches
@@ -125,6 +125,9 @@ class Driver:
         isolation = str(config.data.get("workspace", {}).get("isolation", "auto"))
         self.ws = Workspace(self.workspace, self.state_dir, mode=_isolation_mode(isolation))
         self.auditor = Auditor(config)
+        self.resources = ActionResources.from_config(
+            config, allow_stale=bool(self.options.get("allow_stale_prompts"))
+        )
         self.authority = Authority(
             config, store, plan, run_id, grant_id=self.options.get("grant"), auditor=self.auditor
         )
@@ -145,6 +148,7 @@ class Driver:
             self._recover()
             # A commit cut short by a crash is finished before anything else runs.
             self.ws.recover()
+            self._charge_budget()
             self.authority.load_secrets()
             self.auditor.log.redact = self.authority.redact
             self._commit([(ev.DRIVER_STARTED, {"pid": os.getpid(), "host": socket.gethostname()})])
@@ -164,6 +168,22 @@ class Driver:
             return outcome
 
     # ------------------------------------------------------------------ internals
+
+    def _charge_budget(self) -> None:
+        """A resumed run's model budget starts from what its journal says was spent."""
+        tokens, cost = 0, 0.0
+        for ts in self.state.tasks.values():
+            for a in ts.attempts:
+                usage = a.data.get("usage") or {}
+                tokens += int(usage.get("total_tokens", 0))
+                cost += float(usage.get("cost", 0.0))
+        if tokens or cost:
+            self.resources = ActionResources.from_config(
+                self.config,
+                spent_tokens=tokens,
+                spent_cost=cost,
+                allow_stale=self.resources.allow_stale,
+            )
 
     def _load(self) -> list[ev.Event]:
         stored = self.store.events(self.run_id)
@@ -321,6 +341,8 @@ class Driver:
         if isinstance(result, AttemptResult):
             kind, finished = result.event()
             finished["reason"] = self.authority.redact(str(finished.get("reason") or ""))
+            if finished.get("failed_output") is not None:
+                finished["failed_output"] = self.authority.redact(str(finished["failed_output"]))
             if finished.get("output") is not None:
                 finished["output"] = self.authority.redact(str(finished["output"]))
             return [(kind, finished)]
@@ -353,22 +375,51 @@ class Driver:
             task_id=task.id,
             attempt=start.attempt,
         )
+        checks = tuple(task.checks)
+        allowed: tuple[str, ...] = ()
+        prior = None
+        ts = self.state.tasks[task.id]
+        if task.agent is not None:
+            from vigil.actions.agent import build_prior, gate_commands
+
+            checks += tuple(Check(run=g.run, name=g.kind) for g in gate_commands(task.agent))
+            allowed = tuple(task.agent.allowed_paths)
+            failed = [a for a in ts.attempts if a.data.get("validation_failed")]
+            if failed:
+                last = failed[-1]
+                prior = build_prior(
+                    last.number,
+                    str(last.data.get("failed_command", "")),
+                    str(last.data.get("failed_output", "")),
+                    self.authority.redactor,
+                    reason=last.reason,
+                )
+        inputs = {
+            need: self.state.tasks[need].output or ""
+            for need in task.needs
+            if self.state.tasks[need].output is not None
+        }
         return AttemptSpec(
             run_id=self.run_id,
             plan=self.plan,
             task=task,
             attempt=start.attempt,
             command=start.command,
-            action=action_for(task, start.command),
+            action=action_for(task, start.command, self.resources),
             env=env,
             workdir=task.workdir,
             timeout=self.plan.timeout_for(task),
-            checks=task.checks,
+            checks=checks,
             log_path=attempt_log(self.state_dir, self.run_id, task.id, start.attempt),
             network=self.authority.network_allowed(task, self._phase_of(task.id).requires)
             and not self.state.dry_run,
             redactor=self.authority.stream,
             base_layers=self._base_layers(task.id),
+            secrets=self.authority.env_for(task),
+            inputs=inputs,
+            prior=prior,
+            workspace=self.workspace,
+            allowed_paths=allowed,
         )
 
     def _base_layers(self, task_id: str | None) -> tuple[Changeset, ...]:

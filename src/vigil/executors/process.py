@@ -117,6 +117,21 @@ class LogSink:
                 self._omitted += len(self._tail) - keep
                 del self._tail[: len(self._tail) - keep]
 
+    def position(self) -> int:
+        """How many bytes are on disk so far (to read one command's output back)."""
+        return self._written
+
+    def read_since(self, start: int, *, limit: int) -> str:
+        """What was written after ``start``: the head and tail of it, at most ``limit``."""
+        with self._lock:
+            with self.path.open("rb") as fh:
+                fh.seek(start)
+                data = fh.read()
+            data += bytes(self._tail)
+        if len(data) > limit:
+            data = data[: limit // 3] + b"\n...\n" + data[-(limit - limit // 3) :]
+        return data.decode("utf-8", errors="replace")
+
     def idle(self) -> None:
         """The command has been quiet for a while: emit what redaction was holding back,
         so a live view is never behind by more than one idle interval."""

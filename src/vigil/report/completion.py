@@ -104,7 +104,24 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
             + ", ".join(f"{s['task']} ({format_duration(s['seconds'])})" for s in slowest)
             + "."
         )
+    usage = {
+        t["id"]: {
+            "tokens": sum(
+                int((a.get("usage") or {}).get("total_tokens", 0)) for a in t["attempts"]
+            ),
+            "cost": round(
+                sum(float((a.get("usage") or {}).get("cost", 0.0)) for a in t["attempts"]), 6
+            ),
+        }
+        for t in tasks
+        if any(a.get("usage") for a in t["attempts"])
+    }
     return {
+        "usage": {
+            "tasks": usage,
+            "tokens": sum(u["tokens"] for u in usage.values()),
+            "cost": round(sum(u["cost"] for u in usage.values()), 6),
+        },
         "run": view["id"],
         "plan": view["plan"],
         "project": view["project"],
@@ -153,6 +170,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{s['attempts']} attempts, {s['retries']} retries.",
         "",
     ]
+    used = report.get("usage") or {}
+    if used.get("tasks"):
+        lines += ["## Model usage", ""]
+        for tid, u in used["tasks"].items():
+            lines.append(f"- `{tid}`: {u['tokens']} tokens, cost {u['cost']:.4f}")
+        lines += [f"- total: {used['tokens']} tokens, cost {used['cost']:.4f}", ""]
     if report["recommendations"]:
         lines += ["## What to do", ""]
         lines += [f"- {r}" for r in report["recommendations"]]
