@@ -185,3 +185,11 @@ def test_plan_errors_are_reported_not_raised(ws: Path) -> None:
     assert out.returncode == ExitCode.USAGE
     assert "bad.yaml:8:" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("example", ["examples/release.yaml", "examples/runbook.md"])
+def test_the_examples_run_as_the_readme_says(ws: Path, example: str) -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = vigil("run", str(root / example), "--workspace", str(ws), cwd=root)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "succeeded" in out.stdout

@@ -178,9 +178,13 @@ def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -
         return AttemptResult(spec.task.id, spec.attempt, ev.FAILED, None, f"sandbox: {exc}", 0.0)
     try:
         with sandbox.lock():
-            return _execute_in(spec, stop, sandbox, sink)
+            try:
+                return _execute_in(spec, stop, sandbox, sink)
+            finally:
+                # Inside the lock: in snapshot mode this puts the workspace back before
+                # the next attempt takes its own snapshot.
+                sandbox.discard()
     finally:
-        sandbox.discard()
         sink.close()
 
 

@@ -73,6 +73,8 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 def sync_filesystem(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (one call, not one per file)."""
+    # A changeset of directories only stores no object: the store may not exist yet.
+    path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDONLY)
     try:
         syncfs = getattr(_libc, "syncfs", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Collection, Sequence
@@ -92,7 +93,7 @@ class Workspace:
 
     def commit(self, changeset: Changeset) -> None:
         """Apply ``changeset`` if every path still holds its pre-image; else VIGIL-CONFLICT."""
-        with locked(self.applier.lock_file):
+        with self._writers(), locked(self.applier.lock_file):
             conflicts = mismatches(self.root, changeset, expect="before")
             if conflicts:
                 # A path already in the state the attempt wanted (two tasks both ran
@@ -108,6 +109,12 @@ class Workspace:
                     details=conflicts,
                 )
             self.applier.apply(changeset, purpose="commit")
+
+    def _writers(self) -> contextlib.AbstractContextManager[None]:
+        """In snapshot mode steps write the real workspace: commits wait for them."""
+        if self.isolation.mode == "snapshot":
+            return locked(self.state_dir / "locks" / "snapshot.lock")
+        return contextlib.nullcontext()
 
     def recover(self) -> list[str]:
         """Finish half-applied commits and undo interrupted snapshot attempts."""
