@@ -17,7 +17,8 @@ from rich.console import Console
 from vigil.config import Config, load_config
 
 console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a remedy line (often a command to copy) is never broken at 80 columns.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Format(enum.StrEnum):

@@ -48,7 +48,7 @@ def _dry_run_summary(
     from vigil.engine.changes import run_diff, task_changes, workspace_for
     from vigil.report import load_state
     from vigil.safety import PolicyConfig, load_grant
-    from vigil.safety.policy import check_plan
+    from vigil.safety.policy import check_plan, run_grant_command
 
     _, state = load_state(store, outcome.run_id)
     changes = task_changes(state)
@@ -83,9 +83,11 @@ def _dry_run_summary(
     for m in missing:
         console.print(
             f"[yellow]needs a grant[/] in {m.environment} for {', '.join(m.capabilities)} "
-            f"(tasks {', '.join(m.tasks)}):"
+            f"(tasks {', '.join(m.tasks)})"
         )
-        console.print(f"  {m.command}", markup=False)
+    if missing:
+        console.print("one grant covering the whole run:")
+        console.print(f"  {run_grant_command(plan, policy, plan_path=plan_path)}", markup=False)  # type: ignore[arg-type]
 
 
 def _finish(config: Config, store: object, outcome: RunOutcome, fmt: Format) -> None:

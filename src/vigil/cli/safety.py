@@ -315,10 +315,15 @@ def halt_cmd(
 ) -> None:
     """Stop every privileged action of a project (default: all) until `vigil unhalt`."""
     from vigil.cli.common import opened_store
+    from vigil.engine.audit import audit_event
     from vigil.safety.halt import halt
 
-    with opened_store(config_for(workspace)) as store:
+    config = config_for(workspace)
+    with opened_store(config) as store:
         halt(store, project, reason, _actor())
+    audit_event(
+        config, action="halt", decision="allow", actor=_actor(), reason=f"{project}: {reason}"
+    )
     console.print(f"halted {'every project' if project == '*' else project}", markup=False)
 
 
@@ -328,10 +333,14 @@ def unhalt_cmd(
 ) -> None:
     """Lift a halt."""
     from vigil.cli.common import opened_store
+    from vigil.engine.audit import audit_event
     from vigil.safety.halt import unhalt
 
-    with opened_store(config_for(workspace)) as store:
+    config = config_for(workspace)
+    with opened_store(config) as store:
         lifted = unhalt(store, project)
+    if lifted:
+        audit_event(config, action="unhalt", decision="allow", actor=_actor(), reason=project)
     console.print(f"unhalted {project}" if lifted else f"{project} was not halted", markup=False)
 
 

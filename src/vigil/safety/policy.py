@@ -22,7 +22,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vigil.errors import VigilError
+from vigil.errors import CATALOG, VigilError
 from vigil.plan.models import Phase, Plan, Task
 from vigil.safety.errors import GrantRequired
 from vigil.safety.grants import Grant, check_grant
@@ -123,14 +123,15 @@ def authorize(
 
 def grant_command(
     project: str,
-    environment: str,
+    environment: str | Iterable[str],
     capabilities: Iterable[str],
     *,
     plan_path: str | None = None,
     expires_in: str = "1h",
 ) -> str:
     """The ``vigil grant create`` command that covers these capabilities."""
-    parts = ["vigil", "grant", "create", "--project", project, "--env", environment]
+    envs = [environment] if isinstance(environment, str) else list(environment)
+    parts = ["vigil", "grant", "create", "--project", project, "--env", ",".join(envs)]
     allow = sorted({c for c in capabilities if c != RUN})
     if allow:
         parts += ["--allow", ",".join(allow)]
@@ -173,6 +174,17 @@ def check_plan(
     return missing
 
 
+def run_grant_command(plan: Plan, policy: PolicyConfig, *, plan_path: str | None = None) -> str:
+    """The one ``vigil grant create`` command covering every requirement of ``plan``.
+
+    A run takes a single ``--grant``, so a plan acting in several environments needs one
+    grant naming all of them (with the union of their capabilities).
+    """
+    reqs = requirements(plan, policy)
+    envs = sorted({r.environment for r in reqs})
+    return grant_command(plan.project, envs, (r.capability for r in reqs), plan_path=plan_path)
+
+
 def require_plan(
     plan: Plan,
     policy: PolicyConfig,
@@ -181,15 +193,20 @@ def require_plan(
     *,
     plan_path: str | None = None,
 ) -> None:
-    """Raise VIGIL-GRANT-REQUIRED listing the commands to run unless ``grant`` covers ``plan``."""
+    """Raise unless ``grant`` covers ``plan``: VIGIL-GRANT-REQUIRED without a grant, else the
+    refusal's own code (SCOPE, PLAN, EXPIRED, ...), with the command that would cover it."""
     missing = check_plan(plan, policy, grant, now, plan_path=plan_path)
     if not missing:
         return
     details = []
     for item in missing:
-        details.append(f"{item.environment}: {', '.join(item.capabilities)} ({item.reason})")
-        details.append(f"  {item.command}")
-    raise GrantRequired(
-        f"plan '{plan.name}' needs grants in {', '.join(m.environment for m in missing)}",
-        details=details,
-    )
+        details.append(
+            f"{item.environment}: {', '.join(item.capabilities)} "
+            f"for {', '.join(item.tasks)} ({item.reason})"
+        )
+    details.append("one grant for this run:")
+    details.append(f"  {run_grant_command(plan, policy, plan_path=plan_path)}")
+    # With a grant, say why it does not fit (SCOPE, PLAN, EXPIRED...), not just "required".
+    refusal = CATALOG.get(missing[0].code, GrantRequired) if grant is not None else GrantRequired
+    envs = ", ".join(m.environment for m in missing)
+    raise refusal(f"plan '{plan.name}' needs a grant covering {envs}", details=details)
