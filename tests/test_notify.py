@@ -187,8 +187,9 @@ def test_a_real_run_notifies_its_failure_and_its_end(
     )
     from vigil.store import open_store
 
-    with open_store(sqlite_store_url) as store, Notifier.from_config(config) as n:
-        outcome = start_run(config, store, plan, "plan.yaml", run_id="n1", observer=n.observe)
+    # The engine notifies by itself: no observer is passed.
+    with open_store(sqlite_store_url) as store:
+        outcome = start_run(config, store, plan, "plan.yaml", run_id="n1")
     assert outcome.state == "succeeded"
     seen = {(b["event"], b["task"], b["state"]) for b in hook.bodies}
     assert ("failure", "bad", "running") in seen

@@ -144,6 +144,19 @@ def run(
     grant: Annotated[
         str | None, typer.Option("--grant", "-g", help="The grant that authorizes this run.")
     ] = None,
+    prefetch_prompts: Annotated[
+        int,
+        typer.Option(
+            "--prefetch-prompts", min=0, help="Prepare up to N llm replies ahead, in parallel."
+        ),
+    ] = 0,
+    allow_stale_prompts: Annotated[
+        bool,
+        typer.Option(
+            "--allow-stale-prompts",
+            help="Use a prefetched reply even if the workspace changed since it was asked.",
+        ),
+    ] = False,
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
@@ -166,6 +179,8 @@ def run(
                 dry_run=dry_run,
                 review=review,
                 grant=grant,
+                prefetch_prompts=prefetch_prompts,
+                allow_stale_prompts=allow_stale_prompts,
             )
         finally:
             if progress is not None:

@@ -121,6 +121,7 @@ class Attempt:
         self._sandbox = sandbox
         self._sink = sink
         self._tag = process_tag(spec.run_id, spec.task.id, spec.attempt)
+        self._fingerprint: str | None = None
         self.elapsed = 0.0
 
     def run(
@@ -159,11 +160,16 @@ class Attempt:
         return read_workspace_file(self.spec.workspace, path)
 
     def fingerprint(self) -> str:
-        """Content fingerprint of the workspace view this attempt started on."""
-        digest = hashlib.sha256()
-        for layer in self.spec.base_layers:
-            digest.update(layer.id.encode())
-        return digest.hexdigest()
+        """Content fingerprint of the workspace view this attempt starts on: the committed
+        tree plus any layers stacked on it (computed on demand; it reads every file)."""
+        from vigil.workspace import tree_hash
+
+        if self._fingerprint is None:
+            digest = hashlib.sha256(tree_hash(self.spec.workspace).encode())
+            for layer in self.spec.base_layers:
+                digest.update(layer.id.encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
 
 def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -> AttemptResult:
@@ -227,6 +233,7 @@ def _execute_in(
             outcome, reason = verdict
             extra["validation_failed"] = index
             extra["failed_command"] = check.run
+            sink.idle()  # what redaction still holds back belongs to this output
             extra["failed_output"] = sink.read_since(start, limit=8000)
             return AttemptResult(tid, n, outcome, out.exit_code, reason, ctx.elapsed, extra)
     if spec.capture:

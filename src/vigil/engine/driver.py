@@ -9,6 +9,7 @@ leftover processes included) and recorded as interrupted, then retried.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import signal
@@ -43,7 +44,7 @@ from vigil.engine.decide import (
     decide,
 )
 from vigil.engine.state import PHASE_CHECKING, RunState
-from vigil.executors.process import end_tagged
+from vigil.executors.process import LogSink, end_tagged
 from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
@@ -129,6 +130,8 @@ class Driver:
         self.resources = ActionResources.from_config(
             config, allow_stale=bool(self.options.get("allow_stale_prompts"))
         )
+        self._prefetch_width = int(self.options.get("prefetch_prompts") or 0)
+        self._prefetched: set[tuple[str, int]] = set()
         self.authority = Authority(
             config, store, plan, run_id, grant_id=self.options.get("grant"), auditor=self.auditor
         )
@@ -153,11 +156,17 @@ class Driver:
             self.authority.load_secrets()
             self.auditor.log.redact = self.authority.redact
             self._commit([(ev.DRIVER_STARTED, {"pid": os.getpid(), "host": socket.gethostname()})])
+            if self._prefetch_width and not self.state.dry_run:
+                from vigil.llm.prefetch import Prefetcher
+
+                self.resources.prefetcher = Prefetcher(self._prefetch_width)
             with ThreadPoolExecutor(self.max_parallel, thread_name_prefix="vigil-attempt") as pool:
                 try:
                     outcome = self._loop(pool)
                 finally:
                     self.stop.set(self.stop.reason or "interrupt")
+                    if self.resources.prefetcher is not None:
+                        self.resources.prefetcher.close()
             if self.state.finished is not None:
                 self.auditor.record(
                     action="run.end",
@@ -261,6 +270,7 @@ class Driver:
 
     def _loop(self, pool: ThreadPoolExecutor) -> str:
         in_flight = 0
+        committing = 0
         last_poll = 0.0
         # Checks of a phase that was being validated when vigil died run again.
         pending_checks = [
@@ -284,6 +294,8 @@ class Driver:
                 except queue.Empty:
                     break
                 in_flight -= 1
+                if isinstance(result, CommitResult):
+                    committing -= 1
                 self._stage(self._result_events(result), now=now)
             if self.stop.event.is_set() and self.stop.reason == "interrupt":
                 if in_flight == 0:
@@ -293,7 +305,10 @@ class Driver:
                 self._wait(0.05)
                 continue
             while True:
-                decision = decide(self.state, now, self.max_parallel)
+                # No attempt starts while a commit is landing: every attempt sees the
+                # workspace with each other task's changes wholly applied or not at all.
+                capacity = 0 if committing or pending_commits else self.max_parallel
+                decision = decide(self.state, now, capacity)
                 pending_commits += decision.commits
                 if not decision.events:
                     break
@@ -322,7 +337,10 @@ class Driver:
             for commit in pending_commits:
                 pool.submit(self._run_commit, commit)
                 in_flight += 1
+                committing += 1
             pending_commits = []
+            if self.resources.prefetcher is not None:
+                self._prefetch()
             timeout = POLL_INTERVAL
             if decision.wake_at is not None:
                 timeout = max(0.0, min(timeout, decision.wake_at - time.time()))
@@ -448,6 +466,48 @@ class Driver:
             if done.state == "succeeded" and last is not None and last.changeset:
                 layers.append((last.ended_at or 0.0, Changeset.from_dict(last.changeset)))
         return tuple(cs for _, cs in sorted(layers, key=lambda item: item[0]))
+
+    def _prefetch(self) -> None:
+        """Ask the model ahead for llm tasks queued behind the parallelism limit.
+
+        A prepared reply is used only if the workspace the task then starts on is the one
+        it was prepared from (content fingerprint), unless stale prompts are allowed.
+        """
+        from vigil.actions.llm import LlmAction, call_model
+        from vigil.engine.attempt import Attempt
+        from vigil.workspace.direct import DirectSandbox
+
+        prefetcher = self.resources.prefetcher
+        for tid in list(self.state.ready)[: self._prefetch_width * 2]:
+            ts = self.state.tasks[tid]
+            number = len(ts.attempts) + 1
+            if ts.task.llm is None or (tid, number) in self._prefetched:
+                continue
+            self._prefetched.add((tid, number))
+            if not self.authority.authorize(ts.task).allowed:
+                continue  # refused (and audited); the attempt will meet the refusal itself
+            spec = self._spec(StartAttempt(tid, number, "main"))
+            action = spec.action
+            assert isinstance(action, LlmAction)
+            sink = LogSink(logs_dir(self.state_dir, self.run_id) / "_prefetch.log")
+            ctx = Attempt(spec, StopSignal(), DirectSandbox(self.workspace), sink)
+            try:
+                request = action.request(ctx)
+                fingerprint = ctx.fingerprint()
+            except Exception:
+                sink.close()
+                continue  # the attempt renders the prompt again and reports the problem
+            sink.close()
+            key = ctx.secrets.get(request.api_key_secret or "") if request.api_key_secret else None
+            call = functools.partial(
+                call_model,
+                request,
+                api_key=key,
+                config=self.resources.llm,
+                budget=self.resources.budget,
+                stop=self.stop.event,
+            )
+            prefetcher.submit(tid, request.hash, fingerprint, call)
 
     def _phase_of(self, task_id: str) -> Any:
         return self.plan.phases[self.state.tasks[task_id].phase_index]

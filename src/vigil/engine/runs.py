@@ -55,6 +55,8 @@ def start_run(
     dry_run: bool = False,
     review: bool = False,
     grant: str | None = None,
+    prefetch_prompts: int = 0,
+    allow_stale_prompts: bool = False,
 ) -> RunOutcome:
     """Start a new run of ``plan``; with an existing ``run_id``, resume that run instead.
 
@@ -95,6 +97,8 @@ def start_run(
                 "dry_run": dry_run,
                 "review": review,
                 "grant": grant,
+                "prefetch_prompts": prefetch_prompts,
+                "allow_stale_prompts": allow_stale_prompts,
             },
         )
     )
@@ -165,15 +169,24 @@ def _drive(
     resumed: bool,
     options: dict[str, Any],
 ) -> RunOutcome:
-    driver = Driver(
-        config, store, run_id, plan, max_parallel=parallel, observer=observer, options=options
-    )
-    with graceful_interrupts(driver):
-        state = driver.drive()
-    if state in ("succeeded", "failed", "cancelled"):
-        from vigil.report import write_report
+    from vigil.notify import Notifier
 
-        write_report(config, store, run_id)
+    with Notifier.from_config(config) as notifier:
+
+        def observe(events: list[ev.Event], state: RunState) -> None:
+            if observer is not None:
+                observer(events, state)
+            notifier.observe(events, state)
+
+        driver = Driver(
+            config, store, run_id, plan, max_parallel=parallel, observer=observe, options=options
+        )
+        with graceful_interrupts(driver):
+            state = driver.drive()
+        if state in ("succeeded", "failed", "cancelled"):
+            from vigil.report import write_report
+
+            write_report(config, store, run_id)
     return RunOutcome(run_id, state, resumed)
 
 
