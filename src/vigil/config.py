@@ -24,6 +24,16 @@ PROJECT_FILE = "vigil.toml"
 STATE_DIR_NAME = ".vigil"
 
 
+def whoami() -> str:
+    """The person (or account) running vigil, for journals and the audit log."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def user_config_dir() -> Path:
     """Where the user's keys, grants and config live (``VIGIL_CONFIG_DIR`` overrides)."""
     explicit = os.environ.get("VIGIL_CONFIG_DIR")

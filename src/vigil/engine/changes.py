@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vigil.actions.run import shell_argv
-from vigil.config import Config
+from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.engine.audit import Auditor
 from vigil.engine.state import WAITING, RunState
@@ -113,7 +113,7 @@ def decide_review(
     held = [c.task for c in task_changes(state, task=task) if c.held]
     if not held:
         raise NothingToReview(f"run {run_id} has no changes waiting for review")
-    who = actor or os.environ.get("USER") or "unknown"
+    who = actor or whoami()
     store.append(
         run_id,
         [
@@ -170,7 +170,7 @@ def rollback_run(
     ws = workspace_for(config)
     paths = [file] if file else None
     result = ws.rollback([c.changeset for c in changes], paths=paths, force=force)
-    who = actor or os.environ.get("USER") or "unknown"
+    who = actor or whoami()
     ran: list[dict[str, Any]] = []
     if compensate:
         ran = _compensate(config, store, state, run_id, task, grant or record.options.get("grant"))

@@ -7,14 +7,13 @@ driver that is alive picks it up within a poll interval, otherwise the run is re
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vigil.config import Config
+from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.errors import ExitCode, RunLocked, VigilError
 from vigil.report.view import iso, load_state
@@ -136,7 +135,7 @@ def answer_escalation(
             raise BadAnswer("--value needs a value")
         if esc.choices and value not in esc.choices:
             raise BadAnswer(f"{value!r} is not one of {', '.join(esc.choices)}")
-    who = actor or os.environ.get("USER") or "unknown"
+    who = actor or whoami()
     data = {
         "id": esc.id,
         "task": esc.task_id,

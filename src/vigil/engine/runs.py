@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from vigil.config import Config
+from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.engine.driver import Driver, Observer, graceful_interrupts
 from vigil.engine.state import RunState
@@ -199,7 +199,7 @@ def cancel_run(
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
     if record.state in ("succeeded", "failed", "cancelled"):
         return str(record.state)
-    who = os.environ.get("USER", "unknown")
+    who = whoami()
     store.append(
         run_id,
         [(ev.CANCEL_REQUESTED, {"reason": reason or f"cancelled by {who}", "by": who})],

@@ -82,7 +82,9 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
         )
     failed = [t for t in tasks if t["state"] == "failed"]
     if failed:
-        first = min(failed, key=lambda t: t["attempts"][-1]["ended_at"] or "")
+        first = min(
+            failed, key=lambda t: (t["attempts"][-1]["ended_at"] or "") if t["attempts"] else ""
+        )
         recommendations.append(
             f"Start with {first['id']}: {first['reason'] or 'it failed'} "
             f"(`vigil logs {view['id']} {first['id']}`)."

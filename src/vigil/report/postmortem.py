@@ -303,11 +303,16 @@ def render_markdown(pm: dict[str, Any]) -> str:
             exit_text = (
                 f", exit code {failure['exit_code']}" if failure["exit_code"] is not None else ""
             )
+            how = (
+                f"on attempt {failure['attempt']} "
+                f"({(failure['outcome'] or '').replace('_', ' ')}{exit_text})"
+                if failure["attempt"] is not None
+                else "on a person's answer"
+            )
             lines.append(
                 f"Task `{failure['task']}` (phase `{failure['phase']}`, "
                 f"{'critical' if failure['critical'] else 'non-critical'}) failed at "
-                f"{failure['at']} on attempt {failure['attempt']} "
-                f"({(failure['outcome'] or '').replace('_', ' ')}{exit_text}): {failure['reason']}."
+                f"{failure['at']} {how}: {failure['reason']}."
             )
         else:
             lines.append(f"{failure['reason']}.")
