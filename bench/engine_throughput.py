@@ -75,7 +75,14 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--isolation",
+        default="off",
+        choices=["off", "overlay", "snapshot"],
+        help="how attempts are isolated (default off: the engine and processes alone)",
+    )
     args = parser.parse_args()
+    os.environ["VIGIL_ISOLATION"] = args.isolation
     n, p = args.tasks, args.parallel
     sync = os.environ.get("VIGIL_SQLITE_SYNCHRONOUS", "FULL")
     print(
@@ -87,7 +94,9 @@ def main() -> None:
     eng = [time_engine_only(n, p) for _ in range(args.repeat)]
     x, v, e = statistics.median(xargs), statistics.median(vig), statistics.median(eng)
     print(f"xargs -P {p} true:         {x:7.3f} s")
-    print(f"vigil run -j {p}:           {v:7.3f} s   ({v / x:.2f}x xargs)")
+    print(
+        f"vigil run -j {p}:           {v:7.3f} s   ({v / x:.2f}x xargs, {v / n * 1000:.2f} ms/task)"
+    )
     print(f"engine only (no process): {e:7.3f} s   ({e / n * 1000:.3f} ms per task, durable)")
 
 
