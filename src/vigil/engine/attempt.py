@@ -176,6 +176,7 @@ def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -
     """Run the attempt's action and, if it succeeds, its checks; capture its changes."""
     sink = _sink(spec)
     key = process_tag(spec.run_id, spec.task.id, spec.attempt)
+    generation = workspace.generation()  # before the view exists: see Workspace.commit
     try:
         sandbox = workspace.prepare(key, base_layers=spec.base_layers, network=spec.network)
     except Exception as exc:
@@ -185,7 +186,10 @@ def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -
     try:
         with sandbox.lock():
             try:
-                return _execute_in(spec, stop, sandbox, sink)
+                result = _execute_in(spec, stop, sandbox, sink)
+                if "changeset" in result.extra:
+                    result.extra["base_generation"] = generation
+                return result
             finally:
                 # Inside the lock: in snapshot mode this puts the workspace back before
                 # the next attempt takes its own snapshot.

@@ -550,7 +550,8 @@ class Driver:
         assert attempt.changeset is not None
         changeset = Changeset.from_dict(attempt.changeset)
         try:
-            self.ws.commit(changeset)
+            since = attempt.data.get("base_generation")
+            self.ws.commit(changeset, since=int(since) if since is not None else None)
             result = CommitResult(commit.task, commit.attempt, True)
         except Conflict as exc:
             if not mismatches(self.ws.root, changeset, expect="after"):

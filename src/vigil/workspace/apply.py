@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,14 +26,31 @@ FAULT_ENV = "VIGIL_FAULT_KILL_AFTER_OPS"
 TMP_SUFFIX = ".vigil-tmp"
 
 
+_held = threading.local()
+
+
 @contextlib.contextmanager
 def locked(lock_file: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_file`` (threads and processes both wait)."""
+    """Hold an exclusive ``flock`` on ``lock_file`` (threads and processes both wait).
+
+    Re-entrant within one thread: a commit made while the same thread holds the
+    snapshot lock of its attempt must not wait for itself.
+    """
+    key = str(lock_file)
+    held: set[str] = getattr(_held, "paths", None) or set()
+    _held.paths = held
+    if key in held:
+        yield
+        return
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
     finally:
         os.close(fd)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import os
 import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -91,24 +93,64 @@ class Workspace:
             tools=tools,
         )
 
-    def commit(self, changeset: Changeset) -> None:
-        """Apply ``changeset`` if every path still holds its pre-image; else VIGIL-CONFLICT."""
+    def generation(self) -> int:
+        """How many changesets have been applied to this workspace so far.
+
+        An attempt records it when it starts; its commit then also conflicts with any
+        later commit that touched the same paths, even one that landed in the lower
+        layer while the attempt's overlay was mounted (where the pre-image check alone
+        would see the new content as the "before").
+        """
+        try:
+            with self._log.open("rb") as fh:
+                return sum(1 for _ in fh)
+        except FileNotFoundError:
+            return 0
+
+    @property
+    def _log(self) -> Path:
+        return self.state_dir / "commits.log"
+
+    def _paths_since(self, since: int) -> set[str]:
+        try:
+            lines = self._log.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return set()
+        touched: set[str] = set()
+        for line in lines[since:]:
+            touched.update(json.loads(line)["paths"])
+        return touched
+
+    def _record(self, paths: Sequence[str]) -> None:
+        self._log.parent.mkdir(parents=True, exist_ok=True)
+        with self._log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"paths": sorted(paths)}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def commit(self, changeset: Changeset, *, since: int | None = None) -> None:
+        """Apply ``changeset`` if every path still holds its pre-image and no commit since
+        generation ``since`` touched it; else VIGIL-CONFLICT, and nothing is written."""
         with self._writers(), locked(self.applier.lock_file):
-            conflicts = mismatches(self.root, changeset, expect="before")
+            entry_paths = {e.path for e in changeset.entries}
+            conflicts = set(mismatches(self.root, changeset, expect="before"))
+            if since is not None:
+                conflicts |= self._paths_since(since) & entry_paths
             if conflicts:
                 # A path already in the state the attempt wanted (two tasks both ran
                 # `mkdir -p build`, or wrote identical bytes) converged; it is no conflict.
-                entry_paths = {e.path for e in changeset.entries}
                 at_target = set(mismatches(self.root, changeset, expect="after"))
                 converged = {p for p in conflicts if p in entry_paths and p not in at_target}
-                conflicts = [p for p in conflicts if p not in converged]
+                conflicts -= converged
             if conflicts:
-                shown = ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
+                listed = sorted(conflicts)
+                shown = ", ".join(listed[:5]) + (" ..." if len(listed) > 5 else "")
                 raise Conflict(
-                    f"{len(conflicts)} path(s) changed since the attempt started: {shown}",
-                    details=conflicts,
+                    f"{len(listed)} path(s) changed since the attempt started: {shown}",
+                    details=listed,
                 )
             self.applier.apply(changeset, purpose="commit")
+            self._record(changeset.paths)
 
     def _writers(self) -> contextlib.AbstractContextManager[None]:
         """In snapshot mode steps write the real workspace: commits wait for them."""
@@ -133,4 +175,8 @@ class Workspace:
         force: bool = False,
     ) -> RollbackResult:
         """Restore the pre-images of ``changesets`` (oldest first); VIGIL-DRIFT on drift."""
-        return rollback(self.applier, self.root, changesets, paths=paths, force=force)
+        result = rollback(self.applier, self.root, changesets, paths=paths, force=force)
+        if result.restored:
+            with locked(self.applier.lock_file):
+                self._record(result.restored)
+        return result
