@@ -348,33 +348,17 @@ def end_tagged(tag_prefix: str, *, grace: float = DEFAULT_GRACE) -> list[int]:
 
 def tagged_processes(tag_prefix: str) -> list[int]:
     """Pids of live processes whose ``VIGIL_PROCESS_TAG`` starts with ``tag_prefix``."""
-    needle = f"{TAG_VARIABLE}={tag_prefix}".encode()
-    found: list[int] = []
-    me = os.getpid()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                environ = fh.read()
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        if stat.rsplit(b")", 1)[-1].split()[0] == b"Z":
-            continue
-        if any(item.startswith(needle) for item in environ.split(b"\0")):
-            found.append(int(entry))
-    return found
+    return _scan(None, tag_prefix)
 
 
 def _alive(pgid: int, tag: str | None) -> list[int]:
-    """Live (non-zombie) processes in group ``pgid`` or carrying ``tag``."""
-    needle = f"{TAG_VARIABLE}={tag}".encode() if tag else None
+    """Live (non-zombie) processes in group ``pgid`` or carrying exactly ``tag``."""
+    return _scan(pgid, tag, exact=True)
+
+
+def _scan(pgid: int | None, tag_prefix: str | None, *, exact: bool = False) -> list[int]:
+    """Live (non-zombie) processes in group ``pgid`` or whose tag starts with the prefix."""
+    needle = f"{TAG_VARIABLE}={tag_prefix}".encode() if tag_prefix else None
     found: list[int] = []
     me = os.getpid()
     try:
@@ -391,7 +375,7 @@ def _alive(pgid: int, tag: str | None) -> list[int]:
             continue
         if fields[0] in (b"Z", b"X"):
             continue
-        if int(fields[2]) == pgid:
+        if pgid is not None and int(fields[2]) == pgid:
             found.append(int(entry))
             continue
         if needle is None:
@@ -401,7 +385,8 @@ def _alive(pgid: int, tag: str | None) -> list[int]:
                 environ = fh.read()
         except OSError:
             continue
-        if any(item.startswith(needle) for item in environ.split(b"\0")):
+        items = environ.split(b"\0")
+        if (needle in items) if exact else any(i.startswith(needle) for i in items):
             found.append(int(entry))
     return found
 
