@@ -52,12 +52,17 @@ def time_vigil(n: int, parallel: int) -> float:
         started = time.perf_counter()
         outcome = start_run(config, store, plan, "bench.yaml", max_parallel=parallel)
         elapsed = time.perf_counter() - started
+        if outcome.state != "succeeded":
+            from vigil.report import load_state, run_view
+
+            record, state = load_state(store, outcome.run_id)
+            bad = [t for t in run_view(record, state)["tasks"] if t["state"] != "succeeded"]
+            raise SystemExit(f"run {outcome.state}: {bad[0]['id']} {bad[0]['attempts']}")
         store.close()
-        assert outcome.state == "succeeded", outcome
         return elapsed
 
 
-def _no_process(spec: AttemptSpec, stop: StopSignal) -> AttemptResult:
+def _no_process(spec: AttemptSpec, stop: StopSignal, workspace: object) -> AttemptResult:
     return AttemptResult(spec.task_id, spec.attempt, ev.SUCCEEDED, 0, "", 0.0)
 
 
@@ -86,7 +91,8 @@ def main() -> None:
     n, p = args.tasks, args.parallel
     sync = os.environ.get("VIGIL_SQLITE_SYNCHRONOUS", "FULL")
     print(
-        f"{n} tasks of `true`, parallelism {p}, SQLite synchronous={sync}, "
+        f"{n} tasks of `true`, parallelism {p}, isolation {args.isolation}, "
+        f"SQLite synchronous={sync}, "
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     xargs = [time_xargs(n, p) for _ in range(args.repeat)]
