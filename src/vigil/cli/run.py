@@ -110,7 +110,10 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
     assert isinstance(tasks, list)
     counts: dict[str, int] = {}
     for t in tasks:
-        counts[t["state"]] = counts.get(t["state"], 0) + 1
+        label = t["state"]
+        if label == "failed" and not t.get("critical", True):
+            label = "failed (non-critical)"
+        counts[label] = counts.get(label, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     colour = {"succeeded": "green", "failed": "red"}.get(outcome.state, "yellow")
     console.print(f"run [bold]{outcome.run_id}[/] [bold {colour}]{outcome.state}[/]: {parts}")
