@@ -73,6 +73,9 @@ def test_dry_run_changes_nothing_and_shows_what_the_real_run_commits(ws: Any) ->
     )
     assert (path / "a.txt").read_text() == "hello\nworld\n"
     assert os.readlink(path / "link") == "gone.txt"
+    report = json.loads(vigil("report", "real", "--format", "json", cwd=path, env=env).stdout)
+    changed = {t["id"]: t["changes"] for t in report["tasks"]}
+    assert changed["after"] == 1 and changed["edit"] >= 5
     assert not (path / "olddir").exists() and (path / "last.txt").read_text() == "world\n"
 
 

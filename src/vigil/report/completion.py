@@ -148,6 +148,14 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
                 "attempts": len(t["attempts"]),
                 "reason": t["reason"],
                 "seconds": round(sum(a["duration"] or 0 for a in t["attempts"]), 3),
+                "changes": next(
+                    (
+                        a.get("changes", 0)
+                        for a in reversed(t["attempts"])
+                        if a["state"] == "succeeded"
+                    ),
+                    0,
+                ),
             }
             for t in tasks
         ],
@@ -193,8 +201,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "## Tasks",
         "",
-        "| phase | task | outcome | attempts | time | note |",
-        "|---|---|---|---|---|---|",
+        "| phase | task | outcome | attempts | time | files changed | note |",
+        "|---|---|---|---|---|---|---|",
     ]
     for t in report["tasks"]:
         outcome = f"{_ICON.get(t['state'], '')} {t['state']}" + (
@@ -203,7 +211,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         note = (t["reason"] or "").replace("|", "\\|")
         lines.append(
             f"| {t['phase']} | {t['id']} | {outcome} | {t['attempts']} | "
-            f"{format_duration(t['seconds'])} | {note} |"
+            f"{format_duration(t['seconds'])} | {t['changes'] or ''} | {note} |"
         )
     lines.append("")
     return "\n".join(lines)
