@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -52,6 +53,35 @@ def host_mount_points() -> dict[str, str]:
 
 def _under(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def _tools_under_tmp(*inside_only: str) -> list[str]:
+    """Directories under /tmp that hold this Python, its packages or programs on ``PATH``.
+
+    Paths inside ``inside_only`` (the workspace, the attempt's own directory) are left
+    out: the overlay and the attempt provide those.
+    """
+    wanted = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path]
+    wanted += os.environ.get("PATH", "").split(os.pathsep)
+    wanted += os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    found: list[str] = []
+    for raw in wanted:
+        if not raw or not os.path.isabs(raw):
+            continue
+        real = os.path.realpath(raw)
+        if not _under(real, "/tmp") or real == "/tmp" or not os.path.isdir(real):
+            continue
+        if any(_under(real, skip) for skip in inside_only):
+            continue
+        if _UNSAFE_IN_OPTIONS & set(real):
+            continue
+        found.append(real)
+    found.sort(key=len)
+    kept: list[str] = []
+    for path in found:
+        if not any(_under(path, k) for k in kept):
+            kept.append(path)
+    return kept
 
 
 def _fstab_field(text: str) -> str:
@@ -131,6 +161,11 @@ class OverlaySandbox:
         lines.append(f"tmpfs {inside('/tmp')} tmpfs mode=1777,nosuid,nodev 0 0")
         if Path("/dev/shm").is_dir():
             lines.append(f"tmpfs {inside('/dev/shm')} tmpfs mode=1777,nosuid,nodev 0 0")
+        for tool_dir in _tools_under_tmp(ws, str(self.dir)):
+            # /tmp is private, but programs the step runs may live there (a virtualenv
+            # or a CI checkout under /tmp): those directories stay visible, read-only.
+            field = _fstab_field(tool_dir)
+            lines.append(f"{field} {_fstab_field(inside(tool_dir))} none bind,ro,X-mount.mkdir 0 0")
         options = f"lowerdir={ws},upperdir={self.upper},workdir={self.work},userxattr"
         lines.append(f"overlay {inside(ws)} overlay {options},X-mount.mkdir 0 0")
         for path in hidden:
