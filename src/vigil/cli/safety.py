@@ -394,43 +394,16 @@ def audit_show(
     """Show audit entries (not a verification: see `vigil audit verify`)."""
     from rich.table import Table
 
-    from vigil.safety.audit import read_entries
+    from vigil.safety.audit import FIELDS, read_entries
 
     entries = [e for e in read_entries(_log_path(workspace)) if run is None or e.get("run") == run]
     if fmt is Format.json:
         emit_json(entries)
         return
-    table = Table(
-        "seq",
-        "time",
-        "actor",
-        "run",
-        "task",
-        "action",
-        "capability",
-        "grant",
-        "decision",
-        "reason",
-        box=None,
-    )
+    columns = [f for f in FIELDS if f not in ("prev", "sealed")]
+    table = Table(*columns, box=None)
     for e in entries:
-        table.add_row(
-            *(
-                str(e.get(k) if e.get(k) is not None else "-")
-                for k in (
-                    "seq",
-                    "time",
-                    "actor",
-                    "run",
-                    "task",
-                    "action",
-                    "capability",
-                    "grant",
-                    "decision",
-                    "reason",
-                )
-            )
-        )
+        table.add_row(*(str(e.get(k) if e.get(k) is not None else "-") for k in columns))
     console.print(table)
 
 

@@ -7,17 +7,16 @@ signed with the vigil key, when one exists (`vigil keys init`).
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
-from vigil.config import Config
+from vigil.config import Config, whoami
 from vigil.safety import AuditLog, audit_path
 from vigil.safety.keys import active_key
 
 
 def _actor() -> str:
-    return os.environ.get("USER") or "vigil"
+    return whoami()
 
 
 class Auditor:
