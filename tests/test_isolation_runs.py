@@ -84,13 +84,13 @@ def test_rollback_restores_the_tree_and_refuses_drift(ws: Any) -> None:
     before = tree_hash(path)
     plan = str(path.parent / "plan.yaml")
     assert vigil("run", plan, "--run-id", "r", cwd=path, env=env).returncode == 0
-    after = tree_hash(path)
     (path / "seen.txt").write_text("edited by a person\n")
+    edited = tree_hash(path)
     refused = vigil("rollback", "r", cwd=path, env=env)
     assert refused.returncode != 0
     assert "VIGIL-DRIFT" in refused.stderr and "seen.txt" in refused.stderr
     assert (path / "seen.txt").read_text() == "edited by a person\n", "drift was overwritten"
-    assert tree_hash(path) != after or True
+    assert tree_hash(path) == edited, "a refused rollback changed files"
     forced = vigil("rollback", "r", "--all", "--force", cwd=path, env=env)
     assert forced.returncode == 0, forced.stderr
     assert tree_hash(path) == before
