@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vigil.config import load_config
-from vigil.engine.runs import RunOutcome, start_run
-from vigil.plan.models import Plan
-from vigil.report import build_report, load_state, run_view
-from vigil.store import open_store
-
-
-def make_plan(phases: list[dict[str, Any]], **extra: Any) -> Plan:
-    return Plan.model_validate({"name": "test", "project": "test", "phases": phases, **extra})
-
-
-def one_phase(*tasks: dict[str, Any], **phase: Any) -> Plan:
-    return make_plan([{"id": "main", "tasks": list(tasks), **phase}])
-
-
-class Harness:
-    def __init__(self, workspace: Path, url: str) -> None:
-        self.workspace = workspace
-        self.url = url
-        workspace.mkdir(parents=True, exist_ok=True)
-        os.environ["VIGIL_DATABASE_URL"] = url
-        self.config = load_config(workspace)
-        self.store = open_store(url)
-
-    def run(self, plan: Plan, **kw: Any) -> RunOutcome:
-        return start_run(self.config, self.store, plan, "plan.yaml", **kw)
-
-    def view(self, run_id: str) -> dict[str, Any]:
-        record, state = load_state(self.store, run_id)
-        return run_view(record, state)
-
-    def task(self, run_id: str, task_id: str) -> dict[str, Any]:
-        return next(t for t in self.view(run_id)["tasks"] if t["id"] == task_id)
+from enginetools import Harness, make_plan, one_phase
+from vigil.report import build_report, load_state
 
 
 @pytest.fixture
