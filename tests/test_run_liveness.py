@@ -45,8 +45,9 @@ class Cli:
 
 @pytest.fixture
 def cli(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
-    monkeypatch.setenv("VIGIL_DATABASE_URL", store_url)  # for the in-process dashboard
     ws = tmp_path / "ws"
+    # The in-process dashboard reads the store the commands use.
+    monkeypatch.setenv("VIGIL_DATABASE_URL", Cli(ws, store_url).url)
     ws.mkdir()
     write_plan(ws / "plan.yaml", PLAN)
     yield Cli(ws, store_url)
