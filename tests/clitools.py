@@ -15,9 +15,18 @@ import yaml
 
 VIGIL = [sys.executable, "-m", "vigil.cli.main"]
 
+STORE_ENV: dict[str, str] = {}
+"""Variables every command gets (set by the ``backend`` fixture: which store to use)."""
+
+
+def store_url_of(ws: Path) -> str:
+    """The store the commands of this test use in workspace ``ws``."""
+    return STORE_ENV.get("VIGIL_DATABASE_URL") or f"sqlite:///{ws / '.vigil' / 'vigil.db'}"
+
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(STORE_ENV)
     env.update(extra or {})
     return env
 

@@ -79,3 +79,20 @@ def store(store_url: str) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the ``vigil`` commands of a test (tests/clitools.py) on each store: SQLite in
+    the workspace (the default), then a fresh PostgreSQL schema. Yields the backend name."""
+    import clitools
+
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    url = str(request.getfixturevalue("pg_store_url"))
+    clitools.STORE_ENV["VIGIL_DATABASE_URL"] = url
+    try:
+        yield "postgresql"
+    finally:
+        clitools.STORE_ENV.pop("VIGIL_DATABASE_URL", None)

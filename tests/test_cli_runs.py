@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from clitools import alive, kill9, spawn, status, tagged, vigil, wait_for, write_plan
+from enginetools import HANG
 from vigil.errors import ExitCode
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
+def ws(tmp_path: Path, backend: str) -> Path:
+    """A workspace whose commands use each store in turn (see conftest ``backend``)."""
     path = tmp_path / "ws"
     path.mkdir()
     return path
@@ -120,11 +121,12 @@ def test_ctrl_c_stops_gracefully_and_run_stays_resumable(ws: Path) -> None:
     proc = spawn("run", "p.yaml", "--run-id", "cc", cwd=ws)
     wait_for(lambda: bool(tagged("cc/t/")))
     os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == ExitCode.CANCELLED, err
     assert not tagged("cc/")
     view = status("cc", ws)
-    assert view["state"] == "running"
+    # Nobody drives it now: it shows as interrupted, with the command that continues it.
+    assert view["state"] == "interrupted" and view["resume"] == "vigil resume cc"
     t = next(x for x in view["tasks"] if x["id"] == "t")
     assert t["attempts"][0]["state"] == "interrupted"
     resumed = vigil("resume", "cc", cwd=ws)
@@ -140,16 +142,14 @@ def test_cancel_from_another_terminal(ws: Path) -> None:
     )
     proc = spawn("run", "p.yaml", "--run-id", "cx", cwd=ws)
     wait_for(lambda: len(tagged("cx/t/1")) >= 4)
-    started = time.time()
     out = vigil("cancel", "cx", "--reason", "going home", cwd=ws)
     assert out.returncode == 0, out.stderr
-    proc.communicate(timeout=30)
-    assert proc.returncode == ExitCode.CANCELLED
+    _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == ExitCode.CANCELLED, err
     assert not tagged("cx/")
     view = status("cx", ws)
     assert view["state"] == "cancelled"
     assert {t["id"]: t["state"] for t in view["tasks"]} == {"t": "cancelled", "later": "cancelled"}
-    assert time.time() - started < 60
 
 
 def test_cancel_without_a_driver(ws: Path) -> None:

@@ -7,6 +7,7 @@ invariants users rely on after every step.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -35,18 +36,28 @@ def plans(draw: Any) -> Plan:
             needs = draw(hs.lists(hs.sampled_from(pool), max_size=3, unique=True)) if pool else []
             task: dict[str, Any] = {
                 "id": tid,
-                "run": "true",
                 "needs": needs,
                 "on_failure": draw(hs.sampled_from(["stop", "continue"])),
             }
-            if draw(hs.booleans()):
-                task["retry"] = {
-                    "attempts": draw(hs.integers(1, 4)),
-                    "initial": draw(hs.sampled_from([0, 0.5, 2])),
-                    "on": draw(hs.sampled_from(["all", ["timeout"], [1], ["failure"]])),
-                }
-            if draw(hs.booleans()):
-                task["fallback"] = "true"
+            if draw(hs.integers(0, 5)) == 0:
+                task["approval"] = {"question": "go on?"}
+            else:
+                task["run"] = "true"
+                if draw(hs.booleans()):
+                    task["retry"] = {
+                        "attempts": draw(hs.integers(1, 4)),
+                        "initial": draw(hs.sampled_from([0, 0.5, 2])),
+                        "on": draw(hs.sampled_from(["all", ["timeout"], [1], ["failure"]])),
+                    }
+                if draw(hs.booleans()):
+                    task["fallback"] = "true"
+                if draw(hs.integers(0, 3)) == 0:
+                    task["escalate"] = {
+                        "on_failure": "defer",
+                        "on_security_concern": draw(hs.sampled_from(["defer", "stop"])),
+                    }
+                if draw(hs.integers(0, 3)) == 0:
+                    task["review"] = "required"
             tasks.append(task)
             in_phase.append(tid)
         phase: dict[str, Any] = {"id": f"p{p}", "tasks": tasks}
@@ -57,82 +68,220 @@ def plans(draw: Any) -> Plan:
     return Plan.model_validate({"name": "prop", "project": "prop", "phases": phases})
 
 
-OUTCOMES = [ev.SUCCEEDED, ev.FAILED, ev.TIMED_OUT, ev.INTERRUPTED]
+OUTCOMES = [ev.SUCCEEDED, ev.SUCCEEDED, ev.FAILED, ev.TIMED_OUT, ev.INTERRUPTED, "refused"]
+CHANGESET = {"id": "cs", "entries": [{"path": "f", "kind": "modified"}]}
 
 
-def simulate(plan: Plan, seed: int, capacity: int) -> tuple[RunState, list[ev.Event]]:
-    rng = random.Random(seed)
-    state = RunState("run-prop", plan)
-    journal: list[ev.Event] = []
-    clock = 1000.0
-    running: list[tuple[str, int]] = []
-    seq = 0
+class Model:
+    """A simulated driver and its people: random outcomes, commits, answers and cancels,
+    with the invariants checked before every event is applied."""
 
-    def commit(batch: list[tuple[str, dict[str, Any]]]) -> None:
-        nonlocal seq
+    def __init__(self, plan: Plan, seed: int, capacity: int, review_all: bool) -> None:
+        self.rng = random.Random(seed)
+        self.plan = plan
+        self.capacity = capacity
+        self.options = {"review": review_all}
+        self.state = RunState("run-prop", plan, self.options)
+        self.journal: list[ev.Event] = []
+        self.clock = 1000.0
+        self.seq = 0
+        self.running: list[tuple[str, int]] = []
+        self.commits: list[tuple[str, int]] = []
+        self.committing_events: Counter[tuple[str, int]] = Counter()
+        self.committed_events: Counter[tuple[str, int]] = Counter()
+        self.cancel_at = self.rng.choice([None, None, self.rng.randint(1, 60)])
+
+    def commit(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         for kind, data in batch:
-            seq += 1
-            e = ev.Event(kind, data, clock, seq)
-            check_before_apply(state, e, capacity)
-            state.apply(e)
-            journal.append(e)
+            self.seq += 1
+            e = ev.Event(kind, data, self.clock, self.seq)
+            self.check_before_apply(e)
+            self.state.apply(e)
+            self.journal.append(e)
 
-    for _step in range(2000):
-        d = decide(state, clock, capacity)
+    def check_before_apply(self, e: ev.Event) -> None:
+        state = self.state
+        if e.kind == ev.ATTEMPT_STARTED:
+            ts = state.tasks[e.data["task"]]
+            assert ts.state not in TERMINAL, "a settled task started again"
+            assert ts.running is None, "two attempts of one task at once"
+            assert ts.task.approval is None, "an approval ran as an attempt"
+            assert not state.committing, "an attempt started while a commit was landing"
+            assert not state.cancel_requested, "an attempt started after the cancel"
+            for need in ts.task.needs:
+                assert state.tasks[need].state == "succeeded", f"{ts.task.id} before {need}"
+            for earlier in state.phases[: ts.phase_index]:
+                assert earlier.state == "passed", "a task started before its phase opened"
+            assert len(state.running) < self.capacity, "more attempts than capacity"
+        elif e.kind == ev.CHANGESET_COMMITTING:
+            key = (e.data["task"], e.data["attempt"])
+            self.committing_events[key] += 1
+            assert self.committing_events[key] == 1, f"changeset {key} committed twice"
+            ts = state.tasks[key[0]]
+            assert ts.attempts[-1].number == key[1] and ts.attempts[-1].state == ev.SUCCEEDED
+            assert not (state.needs_review(ts) and ts.review != "approve"), "unreviewed commit"
+        elif e.kind == ev.CHANGESET_COMMITTED:
+            key = (e.data["task"], e.data["attempt"])
+            self.committed_events[key] += 1
+            assert self.committed_events[key] == 1
+        elif e.kind == ev.TASK_FINISHED and e.data["state"] == "succeeded":
+            ts = state.tasks[e.data["task"]]
+            last = ts.attempts[-1] if ts.attempts else None
+            if last is not None and last.changeset is not None:
+                assert last.committed, "a task succeeded before its changes landed"
+
+    def step(self, step: int) -> bool:
+        """One round; False once the run has finished."""
+        rng, state = self.rng, self.state
+        if step == self.cancel_at and state.finished is None:
+            self.commit([(ev.CANCEL_REQUESTED, {"reason": "cancelled by test"})])
+            # The driver stops every running attempt: each ends as cancelled.
+            for task, attempt in self.running:
+                self.commit([ev.attempt_finished(task, attempt, ev.CANCELLED)])
+            self.running = []
+        d = decide(state, self.clock, self.capacity)
         if d.events:
-            commit(d.events)
-            continue
+            self.commit(d.events)
+            self.commits += [(c.task, c.attempt) for c in d.commits]
+            return True
+        assert not d.commits, "a commit was handed out without its changeset.committing"
         if d.done:
-            break
-        commit([ev.attempt_started(s.task, s.attempt, s.command) for s in d.starts])
-        running += [(s.task, s.attempt) for s in d.starts]
+            return False
+        self.commit([ev.attempt_started(s.task, s.attempt, s.command) for s in d.starts])
+        self.running += [(s.task, s.attempt) for s in d.starts]
         for c in d.checks:
-            commit([(ev.PHASE_CHECK_STARTED, {"phase": c.phase})])
+            self.commit([(ev.PHASE_CHECK_STARTED, {"phase": c.phase})])
             if rng.random() < 0.8:
-                commit([(ev.PHASE_FINISHED, {"phase": c.phase, "passed": True})])
+                self.commit([(ev.PHASE_FINISHED, {"phase": c.phase, "passed": True})])
             else:
-                commit(blocked_by_failed_checks(state, c.phase, "check failed"))
-        if running:
-            rng.shuffle(running)
-            task, attempt = running.pop()
-            outcome = rng.choice(OUTCOMES)
-            code = 0 if outcome == ev.SUCCEEDED else (1 if outcome == ev.FAILED else None)
-            clock += rng.random()
-            commit([ev.attempt_finished(task, attempt, outcome, exit_code=code)])
-        elif not d.starts and not d.checks:
+                self.commit(blocked_by_failed_checks(state, c.phase, "check failed"))
+        acted = self.answer_someone()
+        if self.commits and rng.random() < 0.7:
+            task, attempt = self.commits.pop(rng.randrange(len(self.commits)))
+            if rng.random() < 0.8:
+                self.commit([ev.changeset_committed(task, attempt)])
+            else:
+                self.commit(
+                    [
+                        ev.changeset_failed(
+                            task, attempt, code="VIGIL-CONFLICT", category="transient", reason="x"
+                        )
+                    ]
+                )
+            acted = True
+        if self.running and (rng.random() < 0.8 or not acted):
+            rng.shuffle(self.running)
+            task, attempt = self.running.pop()
+            self.clock += rng.random()
+            self.commit([self.outcome(task, attempt)])
+            acted = True
+        if not (acted or d.starts or d.checks or d.waiting or self.commits):
             assert d.wake_at is not None, "stuck: nothing running, nothing to wait for"
-            clock = max(clock, d.wake_at)
+            self.clock = max(self.clock, d.wake_at)
+        return True
+
+    def outcome(self, task: str, attempt: int) -> tuple[str, dict[str, Any]]:
+        outcome = self.rng.choice(OUTCOMES)
+        if outcome == "refused":
+            return ev.attempt_finished(
+                task,
+                attempt,
+                ev.FAILED,
+                reason="VIGIL-GRANT-EXPIRED: expired",
+                code="VIGIL-GRANT-EXPIRED",
+                category="refused",
+            )
+        code = 0 if outcome == ev.SUCCEEDED else (1 if outcome == ev.FAILED else None)
+        extra = (
+            {"changeset": CHANGESET}
+            if outcome == ev.SUCCEEDED and self.rng.random() < 0.5
+            else None
+        )
+        return ev.attempt_finished(task, attempt, outcome, exit_code=code, extra=extra)
+
+    def answer_someone(self) -> bool:
+        """A person answers one open question or reviews one held changeset, sometimes."""
+        waiting = list(self.state.waiting)
+        if not waiting or self.rng.random() < 0.3:
+            return False
+        ts = self.state.tasks[self.rng.choice(waiting)]
+        approve = self.rng.random() < 0.7
+        if ts.escalation is not None:
+            decision = "approve" if approve else "reject"
+            self.commit(
+                [
+                    (
+                        ev.ESCALATION_ANSWERED,
+                        {"id": ts.escalation["id"], "task": ts.task.id, "decision": decision},
+                    )
+                ]
+            )
+        else:
+            self.commit([(ev.REVIEW_DECIDED, {"task": ts.task.id, "approve": approve})])
+        return True
+
+
+def snapshot(state: RunState) -> Any:
+    """Everything a user or the scheduler can see of a state."""
+    return (
+        state.task_states(),
+        {
+            tid: [(a.number, a.state, a.committing, a.committed) for a in ts.attempts]
+            for tid, ts in state.tasks.items()
+        },
+        {tid: (ts.review, ts.reason, ts.blocked_by) for tid, ts in state.tasks.items()},
+        dict(state.committing),
+        [(p.state, p.open_tasks) for p in state.phases],
+        sorted(state.waiting),
+        state.cancel_requested,
+        state.finished,
+    )
+
+
+def simulate(
+    plan: Plan, seed: int, capacity: int, review_all: bool = False
+) -> tuple[RunState, list[ev.Event]]:
+    model = Model(plan, seed, capacity, review_all)
+    for step in range(4000):
+        if not model.step(step):
+            break
+        if model.rng.random() < 0.05:
+            # Replay equals live state at any point, not only at the end.
+            again = RunState.replay("run-prop", plan, model.journal, model.options)
+            assert snapshot(again) == snapshot(model.state)
     else:
         raise AssertionError("run did not finish")
-    return state, journal
-
-
-def check_before_apply(state: RunState, e: ev.Event, capacity: int) -> None:
-    if e.kind == ev.ATTEMPT_STARTED:
-        ts = state.tasks[e.data["task"]]
-        assert ts.state not in TERMINAL, "a settled task started again"
-        assert ts.running is None, "two attempts of one task at once"
-        for need in ts.task.needs:
-            assert state.tasks[need].state == "succeeded", f"{ts.task.id} started before {need}"
-        for earlier in state.phases[: ts.phase_index]:
-            assert earlier.state == "passed", "a task started before its phase opened"
-        assert len(state.running) < capacity, "more attempts than capacity"
+    return model.state, model.journal
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plan=plans(), seed=hs.integers(0, 10_000), capacity=hs.integers(1, 4))
-def test_invariants_hold_for_any_plan_and_outcomes(plan: Plan, seed: int, capacity: int) -> None:
-    state, journal = simulate(plan, seed, capacity)
+@given(
+    plan=plans(),
+    seed=hs.integers(0, 10_000),
+    capacity=hs.integers(1, 4),
+    review_all=hs.booleans(),
+)
+def test_invariants_hold_for_any_plan_and_outcomes(
+    plan: Plan, seed: int, capacity: int, review_all: bool
+) -> None:
+    state, journal = simulate(plan, seed, capacity, review_all)
     assert state.finished is not None
+    assert not state.committing, "the run ended with a commit in flight"
     # Replaying the journal from scratch gives the same state.
-    again = RunState.replay("run-prop", plan, journal)
-    assert again.task_states() == state.task_states()
-    assert again.finished == state.finished
+    again = RunState.replay("run-prop", plan, journal, {"review": review_all})
+    assert snapshot(again) == snapshot(state)
+    # Exactly one commit per changeset: every committed attempt was committing once.
+    committing = Counter(
+        (e.data["task"], e.data["attempt"]) for e in journal if e.kind == ev.CHANGESET_COMMITTING
+    )
+    committed = Counter(
+        (e.data["task"], e.data["attempt"]) for e in journal if e.kind == ev.CHANGESET_COMMITTED
+    )
+    assert all(n == 1 for n in committing.values())
+    assert all(n == 1 and committing[k] == 1 for k, n in committed.items())
+    cancelled = state.cancel_requested
     for ts in state.tasks.values():
         assert ts.state in TERMINAL
-        policy = plan.retry_for(ts.task)
-        budget = policy.attempts + (1 if ts.task.fallback else 0) + FREE_INTERRUPTIONS * 2 + 1
-        assert len(ts.attempts) <= budget
         if ts.state == "skipped":
             # Skipped only because something it depends on (task or phase) did not succeed.
             blocker = ts.blocked_by
@@ -140,10 +289,14 @@ def test_invariants_hold_for_any_plan_and_outcomes(plan: Plan, seed: int, capaci
             if blocker.startswith("phase:"):
                 assert state.phases[state._phase_index(blocker[6:])].state == "failed"
             else:
-                assert state.tasks[blocker].state in ("failed", "skipped")
-        if ts.state == "succeeded":
+                assert state.tasks[blocker].state in ("failed", "skipped", "cancelled")
+        if ts.state == "succeeded" and ts.task.approval is None:
             assert ts.attempts[-1].state == ev.SUCCEEDED
             assert ts.degraded == (ts.attempts[-1].command == "fallback")
+            if ts.attempts[-1].changeset is not None:
+                assert ts.attempts[-1].committed
+        if ts.state == "cancelled":
+            assert cancelled
     # One blocker blocks only its dependents: a task whose needs all succeeded and whose
     # phase opened was never skipped.
     for ts in state.tasks.values():
@@ -151,11 +304,59 @@ def test_invariants_hold_for_any_plan_and_outcomes(plan: Plan, seed: int, capaci
         phase_opened = all(p.state == "passed" for p in state.phases[: ts.phase_index])
         if needs_ok and phase_opened:
             assert ts.state != "skipped", ts.task.id
+    if cancelled:
+        assert final_state(state) == "cancelled"
+        return
     critical_bad = any(
         ts.state in ("failed", "skipped") and ts.task.on_failure == "stop"
         for ts in state.tasks.values()
     ) or any(p.state == "failed" for p in state.phases)
     assert (final_state(state) == "failed") == critical_bad
+
+
+def test_a_commit_is_handed_out_once_even_beside_other_events() -> None:
+    """The defect seen in the field: a commit decided together with another task's
+    settlement came back on the next decision and was started a second time."""
+    plan = Plan.model_validate(
+        {
+            "name": "p",
+            "project": "p",
+            "phases": [
+                {
+                    "id": "a",
+                    "tasks": [
+                        {"id": "writer", "run": "x"},
+                        {"id": "other", "run": "x"},
+                        {"id": "after", "run": "x", "needs": ["writer"]},
+                    ],
+                }
+            ],
+        }
+    )
+    state = RunState("r", plan)
+    for tid in ("writer", "other"):
+        state.apply(ev.Event(*ev.attempt_started(tid, 1, "main"), 0.0, 0))
+    state.apply(
+        ev.Event(*ev.attempt_finished("writer", 1, ev.SUCCEEDED, extra={"changeset": CHANGESET}))
+    )
+    state.apply(ev.Event(*ev.attempt_finished("other", 1, ev.SUCCEEDED)))
+    handed_out = []
+    for _ in range(5):
+        d = decide(state, 1.0, 4)
+        handed_out += d.commits
+        assert not d.starts, "an attempt started while a commit was landing"
+        for kind, data in d.events:
+            state.apply(ev.Event(kind, data, 1.0, 0))
+        if not d.events:
+            break
+    assert [(c.task, c.attempt) for c in handed_out] == [("writer", 1)]
+    assert state.committing == {"writer": 1}
+    state.apply(ev.Event(*ev.changeset_committed("writer", 1), 2.0, 0))
+    d = decide(state, 2.0, 4)
+    for kind, data in d.events:
+        state.apply(ev.Event(kind, data, 2.0, 0))
+    d = decide(state, 2.0, 4)
+    assert [s.task for s in d.starts] == ["after"]
 
 
 @given(

@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vigil.config import load_config
-from vigil.engine.runs import RunOutcome, start_run
-from vigil.plan.models import Plan
-from vigil.report import build_report, load_state, run_view
-from vigil.store import open_store
-
-
-def make_plan(phases: list[dict[str, Any]], **extra: Any) -> Plan:
-    return Plan.model_validate({"name": "test", "project": "test", "phases": phases, **extra})
-
-
-def one_phase(*tasks: dict[str, Any], **phase: Any) -> Plan:
-    return make_plan([{"id": "main", "tasks": list(tasks), **phase}])
-
-
-class Harness:
-    def __init__(self, workspace: Path, url: str) -> None:
-        self.workspace = workspace
-        self.url = url
-        workspace.mkdir(parents=True, exist_ok=True)
-        os.environ["VIGIL_DATABASE_URL"] = url
-        self.config = load_config(workspace)
-        self.store = open_store(url)
-
-    def run(self, plan: Plan, **kw: Any) -> RunOutcome:
-        return start_run(self.config, self.store, plan, "plan.yaml", **kw)
-
-    def view(self, run_id: str) -> dict[str, Any]:
-        record, state = load_state(self.store, run_id)
-        return run_view(record, state)
-
-    def task(self, run_id: str, task_id: str) -> dict[str, Any]:
-        return next(t for t in self.view(run_id)["tasks"] if t["id"] == task_id)
+from enginetools import Harness, make_plan, one_phase
+from vigil.report import build_report, load_state
 
 
 @pytest.fixture
@@ -86,16 +54,16 @@ def test_failure_blocks_only_dependents(hb: Harness) -> None:
     assert hb.task(out.run_id, "b")["blocked_by"] == "a"
 
 
-def test_non_critical_failure_keeps_the_run_green(h: Harness) -> None:
+def test_non_critical_failure_keeps_the_run_green(hb: Harness) -> None:
     plan = one_phase(
         {"id": "lint", "run": "false", "on_failure": "continue"}, {"id": "ok", "run": "true"}
     )
-    out = h.run(plan)
+    out = hb.run(plan)
     assert out.state == "succeeded"
-    assert h.task(out.run_id, "lint")["state"] == "failed"
+    assert hb.task(out.run_id, "lint")["state"] == "failed"
 
 
-def test_retry_backoff_delays_grow(h: Harness) -> None:
+def test_retry_backoff_delays_grow(hb: Harness) -> None:
     # A failed attempt's files are discarded, so the attempt number tells retries apart.
     script = 'test "$VIGIL_ATTEMPT" -ge 4'
     plan = one_phase(
@@ -105,9 +73,9 @@ def test_retry_backoff_delays_grow(h: Harness) -> None:
             "retry": {"attempts": 4, "initial": 0.2, "factor": 2, "jitter": 0},
         }
     )
-    out = h.run(plan)
+    out = hb.run(plan)
     assert out.state == "succeeded"
-    _, state = load_state(h.store, out.run_id)
+    _, state = load_state(hb.store, out.run_id)
     attempts = state.tasks["flaky"].attempts
     assert [a.state for a in attempts] == ["failed", "failed", "failed", "succeeded"]
     gaps = [
@@ -116,11 +84,11 @@ def test_retry_backoff_delays_grow(h: Harness) -> None:
     for gap, expected in zip(gaps, [0.2, 0.4, 0.8], strict=True):
         assert gap >= expected - 0.01, (gaps, expected)
     assert gaps[0] < gaps[1] < gaps[2]
-    report = build_report(h.view(out.run_id))
+    report = build_report(hb.view(out.run_id))
     assert any("flaky" in r and "Flaky" in r for r in report["recommendations"])
 
 
-def test_retry_only_on_listed_exit_codes(h: Harness) -> None:
+def test_retry_only_on_listed_exit_codes(hb: Harness) -> None:
     plan = one_phase(
         {"id": "t", "run": "exit 7", "retry": {"attempts": 3, "initial": 0, "on": [75]}},
         {
@@ -129,9 +97,9 @@ def test_retry_only_on_listed_exit_codes(h: Harness) -> None:
             "retry": {"attempts": 3, "initial": 0, "on": [1]},
         },
     )
-    out = h.run(plan)
-    assert len(h.task(out.run_id, "t")["attempts"]) == 1
-    assert len(h.task(out.run_id, "u")["attempts"]) == 2
+    out = hb.run(plan)
+    assert len(hb.task(out.run_id, "t")["attempts"]) == 1
+    assert len(hb.task(out.run_id, "u")["attempts"]) == 2
 
 
 def test_fallback_marks_degraded(hb: Harness) -> None:
@@ -182,14 +150,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_validation_decides_success(h: Harness) -> None:
+def test_validation_decides_success(hb: Harness) -> None:
     plan = one_phase(
         {"id": "gen", "run": "echo hi > out.txt", "validate": ["grep -q hi out.txt"]},
         {"id": "bad", "run": "echo bye > other.txt", "validate": ["grep -q hi other.txt"]},
     )
-    out = h.run(plan)
-    assert h.task(out.run_id, "gen")["state"] == "succeeded"
-    bad = h.task(out.run_id, "bad")
+    out = hb.run(plan)
+    assert hb.task(out.run_id, "gen")["state"] == "succeeded"
+    bad = hb.task(out.run_id, "bad")
     assert bad["state"] == "failed"
     assert "validation" in bad["attempts"][0]["reason"]
 
@@ -213,7 +181,7 @@ def test_phase_validation_blocks_the_next_phase(hb: Harness) -> None:
     assert not (hb.workspace / "deployed").exists()
 
 
-def test_phase_validation_passes_then_next_phase_runs(h: Harness) -> None:
+def test_phase_validation_passes_then_next_phase_runs(hb: Harness) -> None:
     plan = make_plan(
         [
             {
@@ -224,22 +192,22 @@ def test_phase_validation_passes_then_next_phase_runs(h: Harness) -> None:
             {"id": "deploy", "tasks": [{"id": "d", "run": "test -f artifact && touch deployed"}]},
         ]
     )
-    out = h.run(plan)
+    out = hb.run(plan)
     assert out.state == "succeeded"
-    assert (h.workspace / "deployed").exists()
+    assert (hb.workspace / "deployed").exists()
 
 
-def test_critical_failure_stops_later_phases_but_not_its_own(h: Harness) -> None:
+def test_critical_failure_stops_later_phases_but_not_its_own(hb: Harness) -> None:
     plan = make_plan(
         [
             {"id": "build", "tasks": [{"id": "x", "run": "false"}, {"id": "y", "run": "touch y"}]},
             {"id": "deploy", "tasks": [{"id": "d", "run": "touch deployed"}]},
         ]
     )
-    out = h.run(plan)
+    out = hb.run(plan)
     assert out.state == "failed"
-    assert (h.workspace / "y").exists()
-    assert not (h.workspace / "deployed").exists()
+    assert (hb.workspace / "y").exists()
+    assert not (hb.workspace / "deployed").exists()
 
 
 def test_run_id_is_idempotent(hb: Harness) -> None:
@@ -251,7 +219,7 @@ def test_run_id_is_idempotent(hb: Harness) -> None:
     assert (hb.workspace / "ran.txt").read_text() == "ran\n"
 
 
-def test_steps_get_vigil_variables_and_plan_env(h: Harness) -> None:
+def test_steps_get_vigil_variables_and_plan_env(hb: Harness) -> None:
     plan = make_plan(
         [
             {
@@ -267,8 +235,8 @@ def test_steps_get_vigil_variables_and_plan_env(h: Harness) -> None:
         ],
         env={"GREETING": "hello"},
     )
-    out = h.run(plan, run_id="envrun")
-    lines = (h.workspace / "env.txt").read_text().splitlines()
+    out = hb.run(plan, run_id="envrun")
+    lines = (hb.workspace / "env.txt").read_text().splitlines()
     assert "VIGIL_RUN_ID=envrun" in lines
     assert "VIGIL_TASK_ID=env" in lines
     assert "VIGIL_ATTEMPT=1" in lines
@@ -276,19 +244,23 @@ def test_steps_get_vigil_variables_and_plan_env(h: Harness) -> None:
     assert out.state == "succeeded"
 
 
-def test_parallel_tasks_really_overlap(h: Harness) -> None:
-    plan = one_phase(*[{"id": f"t{i}", "run": "sleep 0.5"} for i in range(4)])
-    out = h.run(plan, max_parallel=4)
-    _, state = load_state(h.store, out.run_id)
-    starts = sorted(ts.attempts[0].started_at for ts in state.tasks.values())
-    ends = sorted(ts.attempts[0].ended_at or 0 for ts in state.tasks.values())
-    assert starts[-1] < ends[0], "independent tasks did not run at the same time"
+def test_parallel_tasks_really_overlap(hb: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A barrier, not a stopwatch: each task waits until all four have started, which can
+    # only happen if they run at the same time (a serial run would time out and fail).
+    monkeypatch.setenv("VIGIL_ISOLATION", "off")  # the barrier lives in the shared tree
+    barrier = (
+        'mkdir -p bar && touch "bar/$VIGIL_TASK_ID"; '
+        "while [ $(ls bar | wc -l) -lt 4 ]; do sleep 0.05; done"
+    )
+    plan = one_phase(*[{"id": f"t{i}", "run": barrier, "timeout": "120s"} for i in range(4)])
+    out = hb.run(plan, max_parallel=4)
+    assert out.state == "succeeded", hb.view(out.run_id)
 
 
-def test_max_parallel_limits_concurrency(h: Harness) -> None:
+def test_max_parallel_limits_concurrency(hb: Harness) -> None:
     plan = one_phase(*[{"id": f"t{i}", "run": "sleep 0.2"} for i in range(4)])
-    out = h.run(plan, max_parallel=1)
-    _, state = load_state(h.store, out.run_id)
+    out = hb.run(plan, max_parallel=1)
+    _, state = load_state(hb.store, out.run_id)
     spans = sorted(
         (ts.attempts[0].started_at, ts.attempts[0].ended_at or 0) for ts in state.tasks.values()
     )
@@ -308,8 +280,8 @@ def test_logs_are_captured_and_capped(h: Harness, monkeypatch: pytest.MonkeyPatc
     assert log.stat().st_size < 200_000
 
 
-def test_bad_workdir_fails_the_task_not_the_run_engine(h: Harness) -> None:
+def test_bad_workdir_fails_the_task_not_the_run_engine(hb: Harness) -> None:
     plan = one_phase({"id": "w", "run": "true", "workdir": "missing"}, {"id": "ok", "run": "true"})
-    out = h.run(plan)
-    assert h.task(out.run_id, "w")["state"] == "failed"
-    assert h.task(out.run_id, "ok")["state"] == "succeeded"
+    out = hb.run(plan)
+    assert hb.task(out.run_id, "w")["state"] == "failed"
+    assert hb.task(out.run_id, "ok")["state"] == "succeeded"

@@ -13,7 +13,8 @@ from vigil.errors import ExitCode
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
+def ws(tmp_path: Path, backend: str) -> Path:
+    """A workspace whose commands use each store in turn (see conftest ``backend``)."""
     path = tmp_path / "ws"
     path.mkdir()
     return path

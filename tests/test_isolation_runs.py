@@ -191,7 +191,7 @@ def test_tasks_creating_the_same_directory_converge(tmp_path: Path) -> None:
     assert sorted(p.name for p in (path / "build").iterdir()) == ["a", "b"]
 
 
-def test_review_holds_changes_and_dependents_until_approved(tmp_path: Path) -> None:
+def test_review_holds_changes_and_dependents_until_approved(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "ws"
     path.mkdir()
     write_plan(
@@ -227,7 +227,7 @@ def test_review_holds_changes_and_dependents_until_approved(tmp_path: Path) -> N
     assert (path / "used.txt").read_text() == "reviewed\n"
 
 
-def test_rejected_review_discards_and_skips_dependents(tmp_path: Path) -> None:
+def test_rejected_review_discards_and_skips_dependents(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "ws"
     path.mkdir()
     write_plan(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from clitools import vigil
 from vigil.report.slo import RunFacts, SloTargets, collect, compute_slo, p95
-from vigil.safety.audit import AuditLog, audit_path
+from vigil.safety.audit import AuditLog, audit_path, read_entries
 from vigil.store import NewRun, Store, open_store
 
 NOW = 1_800_000_000.0
@@ -112,6 +112,7 @@ def test_known_runs_give_exact_numbers(store: Store) -> None:
             "time": datetime.fromtimestamp(NOW - HOUR, UTC).isoformat(),
             "decision": "allow",
             "grant": "g1",
+            "capability": "deploy",
         },
     ]
     by_name = {i.name: i for i in compute_slo(runs, audit, SloTargets(), now=NOW, window=7 * DAY)}
@@ -150,6 +151,7 @@ def test_enforcement_counts_denies_as_enforced_and_bare_allows_as_breaches() -> 
             "time": datetime.fromtimestamp(at, UTC).isoformat(),
             "decision": decision,
             "grant": grant,
+            "capability": "deploy",
         }
 
     audit = [
@@ -158,8 +160,11 @@ def test_enforcement_counts_denies_as_enforced_and_bare_allows_as_breaches() -> 
         entry("deny", None, NOW - 30),
         entry("allow", None, NOW - 40),  # allowed with no grant: a breach
         entry("allow", None, NOW - 2 * DAY),  # outside the window
-        {"time": "garbage", "decision": "allow"},
-        {"decision": "allow"},
+        {"time": "garbage", "decision": "allow", "capability": "deploy"},
+        {"decision": "allow", "capability": "deploy"},
+        # Not privileged decisions: a commit and a run's end are allowed without a grant.
+        {**entry("allow", None, NOW - 50), "capability": None, "action": "changeset.commit"},
+        {k: v for k, v in entry("allow", None, NOW - 60).items() if k != "capability"},
     ]
     (_, _, enforced, _) = compute_slo([], audit, SloTargets(), now=NOW, window=DAY)
     assert (enforced.numerator, enforced.denominator) == (3, 4)
@@ -239,3 +244,26 @@ def test_cli_reads_targets_from_config_and_the_real_audit_log(tmp_path: Path) ->
     (ws / "vigil.toml").write_text("[slo]\nsuccess = 2\n")
     wrong = vigil("slo", cwd=ws)
     assert wrong.returncode == 2 and "VIGIL-CONFIG" in wrong.stderr
+
+
+def test_a_brand_new_project_meets_its_slo(tmp_path: Path) -> None:
+    """Commits and run ends are audited but are not privileged decisions: a fresh project
+    that ran one plan has nothing to enforce, and `vigil slo` passes."""
+    ws = tmp_path / "fresh"
+    ws.mkdir()
+    assert vigil("init", cwd=ws).returncode == 0
+    plan = {
+        "name": "fresh",
+        "project": "fresh",
+        "phases": [{"id": "p", "tasks": [{"id": "write", "run": "echo hi > hello.txt"}]}],
+    }
+    (ws / "fresh.yaml").write_text(json.dumps(plan))
+    ran = vigil("run", "fresh.yaml", cwd=ws)
+    assert ran.returncode == 0, ran.stderr
+    entries = read_entries(audit_path(ws / ".vigil"))
+    assert any(e.get("action") == "changeset.commit" for e in entries), "nothing was audited"
+    out = vigil("slo", "--format", "json", cwd=ws)
+    by_name = {i["name"]: i for i in json.loads(out.stdout)["indicators"]}
+    assert by_name["policy_enforcement"]["status"] == "n/a"
+    assert by_name["policy_enforcement"]["denominator"] == 0
+    assert out.returncode == 0, out.stdout

@@ -24,6 +24,31 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 70
 
 
+class Category(enum.StrEnum):
+    """What kind of failure an error is, so callers can act on it without reading its text.
+
+    ``not_found``: the thing named does not exist; ``refused``: vigil said no on purpose
+    (grant, policy, halt, protection), and no retry changes that; ``transient``: the
+    world was not ready (store outage, a conflict, a busy lock), and trying again later can
+    succeed; ``permanent``: the request itself cannot succeed (bad usage or config, a
+    budget spent); ``internal``: vigil itself failed.
+    """
+
+    NOT_FOUND = "not_found"
+    REFUSED = "refused"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    INTERNAL = "internal"
+
+
+# An error class that does not say its category gets the one its exit code implies.
+_CATEGORY_OF_EXIT = {
+    ExitCode.REFUSED: Category.REFUSED,
+    ExitCode.USAGE: Category.PERMANENT,
+    ExitCode.RUN_FAILED: Category.TRANSIENT,
+    ExitCode.INTERNAL: Category.INTERNAL,
+}
+
 CATALOG: dict[str, type[VigilError]] = {}
 
 
@@ -38,9 +63,15 @@ class VigilError(Exception):
     title: ClassVar[str] = "vigil failed"
     remedy: str = "Run again with --debug and report the output."
     exit_code: ClassVar[ExitCode] = ExitCode.INTERNAL
+    category: ClassVar[Category] = Category.INTERNAL
+    catalogued: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        if "category" not in cls.__dict__ and not _declares_category(cls):
+            cls.category = _CATEGORY_OF_EXIT.get(cls.exit_code, Category.INTERNAL)
+        if not cls.__dict__.get("catalogued", True):
+            return  # a category base: never raised itself, so not a published code
         existing = CATALOG.get(cls.code)
         if existing is not None and existing is not cls and existing.__name__ != cls.__name__:
             raise TypeError(f"error code {cls.code} is defined twice")
@@ -62,55 +93,139 @@ class VigilError(Exception):
         """The error as the JSON object printed by ``--format json``."""
         return {
             "code": self.code,
+            "category": str(self.category),
             "cause": self.cause,
             "remedy": self.remedy,
             "details": self.details,
         }
 
 
-class UsageError(VigilError):
+CATALOG[VigilError.code] = VigilError
+
+
+def _declares_category(cls: type[VigilError]) -> bool:
+    """Whether a base between ``cls`` and VigilError fixes the category (e.g. RefusedError)."""
+    return any(base in _CATEGORY_BASES for base in cls.__mro__[1:])
+
+
+class NotFoundError(VigilError):
+    """Base of errors for a thing that does not exist."""
+
+    title = "the thing named does not exist"
+    remedy = "Check the name or id; list what exists with the matching `vigil` command."
+    exit_code = ExitCode.USAGE
+    category = Category.NOT_FOUND
+    catalogued = False
+
+
+class RefusedError(VigilError):
+    """Base of refusals: vigil said no on purpose, and a retry will say no again."""
+
+    title = "vigil refused the action"
+    remedy = "Read the cause; it names the grant, policy, halt or protection that refused."
+    exit_code = ExitCode.REFUSED
+    category = Category.REFUSED
+    catalogued = False
+
+
+class TransientError(VigilError):
+    """Base of failures that trying again later can fix."""
+
+    title = "something vigil needs was not available"
+    remedy = "Try again; if it keeps failing, fix what the cause names."
+    exit_code = ExitCode.RUN_FAILED
+    category = Category.TRANSIENT
+    catalogued = False
+
+
+class PermanentError(VigilError):
+    """Base of failures no retry fixes: the request itself cannot succeed."""
+
+    title = "the request cannot succeed as given"
+    remedy = "Change what the cause names, then try again."
+    exit_code = ExitCode.USAGE
+    category = Category.PERMANENT
+    catalogued = False
+
+
+class InternalError(VigilError):
+    """vigil itself failed: a bug, or an unexpected failure of the machine under it."""
+
+    code = "VIGIL-INTERNAL"
+    title = "vigil failed unexpectedly"
+    remedy = "Run again with --debug and report the output; `vigil resume RUN` continues a run."
+    exit_code = ExitCode.INTERNAL
+    category = Category.INTERNAL
+
+
+_CATEGORY_BASES: frozenset[type[VigilError]] = frozenset(
+    {NotFoundError, RefusedError, TransientError, PermanentError, InternalError}
+)
+
+
+class CommitFailed(InternalError):
+    code = "VIGIL-COMMIT"
+    title = "an attempt's changes could not be applied to the workspace"
+    remedy = "Read the cause (disk full, permissions); fix it and `vigil resume RUN`."
+
+
+class CaptureFailed(InternalError):
+    code = "VIGIL-CAPTURE"
+    title = "an attempt's changes could not be read from its sandbox"
+    remedy = "Read the cause (disk full, permissions); fix it and `vigil resume RUN`."
+
+
+def category_of(code: str | None) -> Category | None:
+    """The category of a catalogued ``code`` (None for no code or an unknown one)."""
+    if code is None:
+        return None
+    cls = CATALOG.get(code)
+    return cls.category if cls is not None else None
+
+
+class UsageError(PermanentError):
     code = "VIGIL-USAGE"
     title = "the command was called wrongly"
     remedy = "See `vigil --help` for the command's options."
     exit_code = ExitCode.USAGE
 
 
-class ConfigError(VigilError):
+class ConfigError(PermanentError):
     code = "VIGIL-CONFIG"
     title = "vigil.toml or a VIGIL_* variable is invalid"
     remedy = "Fix the setting named in the message; `vigil doctor` shows the effective config."
     exit_code = ExitCode.USAGE
 
 
-class RunNotFound(VigilError):
+class RunNotFound(NotFoundError):
     code = "VIGIL-RUN-NOT-FOUND"
     title = "no run with that id in this store"
     remedy = "List runs with `vigil runs`; check --workspace or VIGIL_DATABASE_URL."
     exit_code = ExitCode.USAGE
 
 
-class RunLocked(VigilError):
+class RunLocked(RefusedError):
     code = "VIGIL-RUN-LOCKED"
     title = "another process is driving this run"
     remedy = "Wait for it to finish, or stop it with `vigil cancel RUN_ID`."
     exit_code = ExitCode.REFUSED
 
 
-class RunFinished(VigilError):
+class RunFinished(PermanentError):
     code = "VIGIL-RUN-FINISHED"
     title = "the run has already ended"
     remedy = "Start a new run with `vigil run PLAN`; see the old one with `vigil status RUN_ID`."
     exit_code = ExitCode.USAGE
 
 
-class PlanChanged(VigilError):
+class PlanChanged(PermanentError):
     code = "VIGIL-PLAN-CHANGED"
     title = "the plan file changed since this run started"
     remedy = "Resume with `vigil resume RUN_ID` (it uses the recorded plan) or use a new --run-id."
     exit_code = ExitCode.USAGE
 
 
-class StoreError(VigilError):
+class StoreError(TransientError):
     code = "VIGIL-STORE"
     title = "the run store could not be opened or written"
     remedy = "Check VIGIL_DATABASE_URL and that the database is reachable and writable."

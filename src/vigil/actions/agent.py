@@ -142,7 +142,9 @@ class AgentAction:
             call = invocation(agent, prompt, path=path, secrets=ctx.secrets)
         except VigilError as exc:
             ctx.log(str(exc))
-            return ActionResult(ok=False, reason=str(exc))
+            return ActionResult(
+                ok=False, reason=str(exc), code=exc.code, category=str(exc.category)
+            )
         round_note = f" (fix round after attempt {ctx.prior.attempt})" if ctx.prior else ""
         ctx.log(f"agent: {agent.command}{round_note}; prompt of {len(prompt)} characters")
         out = ctx.run(call.argv, stdin=call.stdin, env=call.env, timeout=call.timeout)

@@ -39,6 +39,10 @@ class ActionResult:
     usage: Mapping[str, Any] = field(default_factory=dict)
     timed_out: bool = False
     stopped: bool = False
+    code: str | None = None
+    """The error code when the action failed with a VigilError (never parsed from text)."""
+    category: str | None = None
+    """That error's category (:class:`vigil.errors.Category`)."""
 
 
 class AttemptContext(Protocol):

@@ -163,7 +163,9 @@ class LlmAction:
             return ActionResult(ok=False, reason="model call stopped", stopped=True)
         except VigilError as exc:
             ctx.log(str(exc))
-            return ActionResult(ok=False, reason=str(exc))
+            return ActionResult(
+                ok=False, reason=str(exc), code=exc.code, category=str(exc.category)
+            )
         usage = self._usage(reply)
         text = Redactor(ctx.secrets.values()).redact(reply.text)
         ctx.log(

@@ -22,7 +22,8 @@ from vigil.cli.progress import STYLE
 from vigil.engine.driver import attempt_log, logs_dir
 from vigil.errors import UsageError
 from vigil.plan.duration import format_duration
-from vigil.report import build_report, iso, load_state, render_markdown, run_view
+from vigil.report import build_report, load_state, render_markdown, run_view
+from vigil.report.view import run_row
 
 
 def runs(
@@ -35,18 +36,7 @@ def runs(
     config = config_for(workspace)
     with opened_store(config) as store:
         records = store.list_runs(project=project, limit=limit)
-    rows = [
-        {
-            "id": r.id,
-            "plan": r.plan_name,
-            "project": r.project,
-            "state": r.state,
-            "created_at": iso(r.created_at),
-            "started_at": iso(r.started_at),
-            "ended_at": iso(r.ended_at),
-        }
-        for r in records
-    ]
+        rows = [run_row(store, r) for r in records]
     if fmt is Format.json:
         emit_json(rows)
         return
@@ -56,16 +46,19 @@ def runs(
     table = Table(box=None, header_style="bold")
     for col in ("run", "plan", "state", "started", "duration"):
         table.add_column(col)
-    for r in records:
-        dur = format_duration(r.ended_at - r.started_at) if r.ended_at and r.started_at else ""
+    for row in rows:
+        dur = format_duration(row["duration"]) if row["duration"] is not None else ""
         table.add_row(
-            r.id,
-            r.plan_name,
-            Text(r.state, style=STYLE.get(r.state, "")),
-            (iso(r.started_at) or "")[:19].replace("T", " "),
+            row["id"],
+            row["plan"],
+            Text(row["state"], style=STYLE.get(row["state"], "")),
+            (row["started_at"] or "")[:19].replace("T", " "),
             dur,
         )
     console.print(table)
+    for row in rows:
+        if row["resume"]:
+            console.print(f"{row['id']}: its driver is gone; continue it with `{row['resume']}`")
 
 
 def status(
@@ -85,6 +78,8 @@ def status(
         f"run [bold]{view['id']}[/] ({view['plan']}): "
         f"[{STYLE.get(view['state'], '')}]{view['state']}[/]"
     )
+    if view["resume"]:
+        console.print(f"its driver is gone; continue it with `{view['resume']}`")
     table = Table(box=None, header_style="bold")
     for col in ("phase", "task", "state", "attempts", "last"):
         table.add_column(col)

@@ -432,12 +432,14 @@ def explain_cmd(code: str, fmt: FormatOpt = Format.text) -> None:
                 "code": entry.code,
                 "title": entry.title,
                 "remedy": entry.remedy,
+                "category": str(entry.category),
                 "exit_code": int(entry.exit_code),
             }
         )
         return
     console.print(f"[bold]{entry.code}[/]: {entry.title}")
     console.print(f"remedy: {entry.remedy}", markup=False)
+    console.print(f"category: {entry.category}", markup=False)
     console.print(f"exit code: {int(entry.exit_code)}", markup=False)
 
 

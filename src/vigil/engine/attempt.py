@@ -18,6 +18,7 @@ from typing import Any
 from vigil.actions.base import Action, ActionResult, PriorRound
 from vigil.actions.run import shell_argv
 from vigil.engine import events as ev
+from vigil.errors import CaptureFailed, InternalError, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
 from vigil.plan.models import Check, Plan, Task
 from vigil.workspace import AttemptSandbox, Changeset, Workspace
@@ -65,6 +66,23 @@ class AttemptResult:
     reason: str
     duration: float
     extra: dict[str, Any] = field(default_factory=dict)
+    code: str | None = None
+    category: str | None = None
+
+    @classmethod
+    def from_error(
+        cls, task_id: str, attempt: int, exc: BaseException, *, duration: float = 0.0
+    ) -> AttemptResult:
+        """A failed attempt whose cause is ``exc``: a VigilError keeps its code and
+        category; anything else is an internal error of vigil."""
+        if isinstance(exc, VigilError):
+            code, category, cause = exc.code, exc.category, exc.cause
+        else:
+            code, category = InternalError.code, InternalError.category
+            cause = f"{type(exc).__name__}: {exc}"
+        return cls(
+            task_id, attempt, ev.FAILED, None, f"{code}: {cause}", duration, {}, code, category
+        )
 
     def event(self) -> tuple[str, dict[str, Any]]:
         """The ``attempt.finished`` journal entry for this result."""
@@ -76,6 +94,8 @@ class AttemptResult:
             reason=self.reason,
             duration=self.duration,
             extra=self.extra,
+            code=self.code,
+            category=self.category,
         )
 
 
@@ -182,7 +202,7 @@ def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -
     except Exception as exc:
         sink.note(f"the sandbox could not be prepared: {exc}")
         sink.close()
-        return AttemptResult(spec.task.id, spec.attempt, ev.FAILED, None, f"sandbox: {exc}", 0.0)
+        return AttemptResult.from_error(spec.task.id, spec.attempt, exc)
     try:
         with sandbox.lock():
             try:
@@ -224,9 +244,17 @@ def _execute_in(
     verdict = _verdict(result, stop, "")
     if verdict is not None:
         outcome, reason = verdict
-        if reason.startswith("VIGIL-"):
-            extra["code"] = reason.split(":", 1)[0]
-        return AttemptResult(tid, n, outcome, result.exit_code, reason, ctx.elapsed, extra)
+        return AttemptResult(
+            tid,
+            n,
+            outcome,
+            result.exit_code,
+            reason,
+            ctx.elapsed,
+            extra,
+            result.code,
+            result.category,
+        )
     for index, check in enumerate(spec.checks, 1):
         label = check.name or _short(check.run)
         sink.note(f"validate {index}/{len(spec.checks)}: {label}")
@@ -244,9 +272,20 @@ def _execute_in(
         try:
             changeset = sandbox.capture()
         except Exception as exc:  # e.g. VIGIL-PROTECTED-PATH: the step touched vigil.toml
-            code = getattr(exc, "code", "VIGIL-CAPTURE")
-            sink.note(f"{code}: {exc}")
-            return AttemptResult(tid, n, ev.FAILED, None, f"{code}: {exc}", ctx.elapsed, extra)
+            error = exc if isinstance(exc, VigilError) else CaptureFailed(str(exc))
+            failed = AttemptResult.from_error(tid, n, error, duration=ctx.elapsed)
+            sink.note(failed.reason)
+            return AttemptResult(
+                tid,
+                n,
+                ev.FAILED,
+                None,
+                failed.reason,
+                ctx.elapsed,
+                extra,
+                error.code,
+                error.category,
+            )
         if spec.allowed_paths:
             from vigil.actions.agent import outside_allowed
 

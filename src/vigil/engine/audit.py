@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from vigil.config import Config, whoami
+from vigil.errors import TransientError
 from vigil.safety import AuditLog, audit_path
 from vigil.safety.keys import active_key
 
@@ -19,8 +20,19 @@ def _actor() -> str:
     return whoami()
 
 
+class AuditUnwritable(TransientError):
+    code = "VIGIL-AUDIT-UNWRITABLE"
+    title = "the audit log could not be written, so the action it records did not happen"
+    remedy = "Free disk space or fix the permissions of .vigil/audit, then `vigil resume RUN`."
+
+
 class Auditor:
-    """Appends to the workspace's audit log; thread-safe, never raises into the caller's path."""
+    """Appends to the workspace's audit log; thread-safe.
+
+    A decision that cannot be recorded is not acted on: :meth:`record` raises
+    :class:`AuditUnwritable`, and every privileged path records before it acts, so a full
+    disk fails the action (closed) rather than letting it happen off the record.
+    """
 
     def __init__(self, config: Config, *, redact: Any = None) -> None:
         self.path = audit_path(config.state_dir)
@@ -35,9 +47,12 @@ class Auditor:
     def record(
         self, *, action: str, decision: str, actor: str | None = None, **fields: Any
     ) -> None:
-        """Append one entry."""
+        """Append one entry, or raise :class:`AuditUnwritable` (the entry may be missing)."""
         with self._lock:
-            self.log.append(actor=actor or _actor(), action=action, decision=decision, **fields)
+            try:
+                self.log.append(actor=actor or _actor(), action=action, decision=decision, **fields)
+            except OSError as exc:
+                raise AuditUnwritable(f"cannot append to {self.path}: {exc}") from exc
 
     def seal(self) -> None:
         """Checkpoint everything so far, if there is a key to sign with."""

@@ -106,9 +106,10 @@ class Authority:
             return Decision(True, None, "nothing privileged")
         try:
             check_not_halted(self.store, self.plan.project)
-        except Exception as exc:
-            code = getattr(exc, "code", "VIGIL-HALTED")
-            decision = Decision(False, code, str(getattr(exc, "cause", exc)))
+        except VigilError as exc:
+            # A halt refuses; a store that cannot say whether the project is halted is a
+            # transient failure (VIGIL-STORE), not a halt: the decision keeps its code.
+            decision = Decision(False, exc.code, exc.cause)
             self._audit(task, reqs[0], decision)
             return decision
         now = _now()

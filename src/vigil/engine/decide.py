@@ -15,6 +15,7 @@ from typing import Any
 from vigil.engine import events as ev
 from vigil.engine import state as st
 from vigil.engine.backoff import retry_delay
+from vigil.errors import Category
 
 Journal = list[tuple[str, dict[str, Any]]]
 
@@ -92,11 +93,9 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
             continue
         _settle_attempt(state, ts, now, d, retries)
     if d.events:
-        return d
-    if d.commits:
-        d.events.extend(
-            (ev.CHANGESET_COMMITTING, {"task": c.task, "attempt": c.attempt}) for c in d.commits
-        )
+        # Every commit in ``d.commits`` has its ``changeset.committing`` among these
+        # events: once they are applied, the state says the commit is in flight and no
+        # later decision hands it out again.
         return d
     if state.cancel_requested:
         _cancel(state, d)
@@ -107,7 +106,9 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     if _all_settled(state):
         d.events.append((ev.RUN_FINISHED, {"state": final_state(state)}))
         return d
-    free = capacity - len(state.running)
+    # No attempt starts while a commit lands: every attempt sees each other task's
+    # changes wholly applied or not at all.
+    free = 0 if state.committing else capacity - len(state.running)
     for start in retries[: max(0, free)]:
         d.starts.append(start)
     free -= len(d.starts)
@@ -127,7 +128,7 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
         and d.wake_at is None
         and not state.running
         and state.waiting
-        and not any(a.committing for ts in state.tasks.values() for a in ts.attempts[-1:])
+        and not state.committing
     ):
         d.waiting = True
     return d
@@ -167,7 +168,8 @@ def _settle_attempt(
             )
         )
         return
-    if _refused(last.data.get("code")):
+    category = last.data.get("category")
+    if category == Category.REFUSED:
         escalate_on = ts.task.escalate.on_security_concern if ts.task.escalate else "stop"
         if escalate_on == "defer" and ts.answer is None:
             d.events.append(_open_question(state, ts, "security", {"error": last.reason}))
@@ -180,8 +182,7 @@ def _settle_attempt(
         )
         _skip_dependents(state, tid, d)
         return
-    code = last.data.get("code")
-    if isinstance(code, str) and code.startswith(FINAL_CODES):
+    if category == Category.PERMANENT:
         d.events.append(
             (ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": last.reason})
         )
@@ -250,16 +251,7 @@ def _settle_changes(
         _skip_dependents(state, tid, d)
         return
     d.commits.append(CommitChangeset(tid, last.number))
-
-
-# Refusals by grant, policy, halt or protection: no retry or fallback can fix them.
-SECURITY_CODES = ("VIGIL-GRANT", "VIGIL-HALTED", "VIGIL-PROTECTED-PATH")
-# Failures no retry can fix that are not refusals: the task fails at once.
-FINAL_CODES = ("VIGIL-BUDGET-EXCEEDED",)
-
-
-def _refused(code: object) -> bool:
-    return isinstance(code, str) and code.startswith(SECURITY_CODES)
+    d.events.append(ev.changeset_committing(tid, last.number))
 
 
 def question_id(run_id: str, task_id: str, number: int) -> str:
@@ -440,8 +432,8 @@ def _all_settled(state: st.RunState) -> bool:
 
 
 def _cancel(state: st.RunState, d: Decision) -> None:
-    if state.running:
-        return  # the driver stops them; their attempts end as cancelled
+    if state.running or state.committing:
+        return  # the driver stops attempts (they end as cancelled); a commit lands first
     for ts in state.tasks.values():
         if ts.state not in st.TERMINAL:
             d.events.append(

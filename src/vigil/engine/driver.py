@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +37,14 @@ from vigil.engine.audit import Auditor
 from vigil.engine.authority import Authority
 from vigil.engine.decide import (
     CommitChangeset,
-    RunPhaseChecks,
     StartAttempt,
     blocked_by_failed_checks,
     decide,
 )
+from vigil.engine.nursery import Nursery
 from vigil.engine.state import PHASE_CHECKING, RunState
-from vigil.executors.process import LogSink, end_tagged
+from vigil.errors import Category, CommitFailed, VigilError, category_of
+from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
 from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
@@ -52,6 +52,23 @@ from vigil.workspace import Changeset, Conflict, Workspace
 from vigil.workspace.apply import mismatches
 
 Observer = Callable[[list[ev.Event], RunState], None]
+FaultHook = Callable[[str], None]
+"""Called with the name of each point where a worker can fail (see :data:`FAULT_POINTS`);
+tests pass one that raises there. Production code passes none."""
+
+FAULT_POINTS = (
+    "attempt.authorize",
+    "attempt.execute",
+    "attempt.report",
+    "commit.audit",
+    "commit.apply",
+    "checks.execute",
+)
+
+# How long a stopping driver waits for its workers before it stops waiting: long enough
+# for a step's process group to be ended (DEFAULT_GRACE), short enough that Ctrl-C and
+# `vigil cancel` always take effect.
+STOP_GRACE = 3 * DEFAULT_GRACE
 
 # External processes may append only these kinds while a driver holds the run.
 EXTERNAL_KINDS = frozenset(
@@ -68,7 +85,14 @@ class CommitResult:
     attempt: int
     ok: bool
     code: str | None = None
+    category: str | None = None
     reason: str = ""
+
+    @classmethod
+    def from_error(cls, task: str, attempt: int, exc: BaseException) -> CommitResult:
+        """A commit that failed with ``exc`` (a VigilError keeps its code and category)."""
+        error = exc if isinstance(exc, VigilError) else CommitFailed(f"{type(exc).__name__}: {exc}")
+        return cls(task, attempt, False, error.code, str(error.category), str(error))
 
 
 @dataclass(frozen=True)
@@ -109,6 +133,8 @@ class Driver:
         max_parallel: int,
         observer: Observer | None = None,
         options: dict[str, Any] | None = None,
+        faults: FaultHook | None = None,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.config = config
         self.store = store
@@ -120,7 +146,13 @@ class Driver:
         self.observer = observer
         self.options = dict(options or {})
         self.stop = StopSignal()
+        self.faults = faults
+        self.stop_grace = stop_grace
         self.results: queue.Queue[AttemptResult | PhaseCheckResult | CommitResult] = queue.Queue()
+        self.work: Nursery[AttemptResult | PhaseCheckResult | CommitResult] = Nursery(
+            self.results.put, name="vigil-attempt"
+        )
+        self._stopping_since: float | None = None
         self.state = RunState(run_id, plan, self.options)
         self._cursor = 0
         self._staged: list[ev.Event] = []
@@ -160,13 +192,15 @@ class Driver:
                 from vigil.llm.prefetch import Prefetcher
 
                 self.resources.prefetcher = Prefetcher(self._prefetch_width)
-            with ThreadPoolExecutor(self.max_parallel, thread_name_prefix="vigil-attempt") as pool:
-                try:
-                    outcome = self._loop(pool)
-                finally:
-                    self.stop.set(self.stop.reason or "interrupt")
-                    if self.resources.prefetcher is not None:
-                        self.resources.prefetcher.close()
+            try:
+                outcome = self._loop()
+            finally:
+                self.stop.set(self.stop.reason or "interrupt")
+                # Normally nothing is in flight here; after an error in the loop itself,
+                # workers get the grace to end their processes, and no longer.
+                self.work.close(self.stop_grace)
+                if self.resources.prefetcher is not None:
+                    self.resources.prefetcher.close()
             if self.state.finished is not None:
                 self.auditor.record(
                     action="run.end",
@@ -268,21 +302,15 @@ class Driver:
                 if stored.kind == ev.CANCEL_REQUESTED:
                     self.stop.set("cancel")
 
-    def _loop(self, pool: ThreadPoolExecutor) -> str:
-        in_flight = 0
-        committing = 0
+    def _loop(self) -> str:
         last_poll = 0.0
         # Checks of a phase that was being validated when vigil died run again.
-        pending_checks = [
-            RunPhaseChecks(p.id) for p in self.state.phases if p.state == PHASE_CHECKING
-        ]
+        for phase in self.state.phases:
+            if phase.state == PHASE_CHECKING:
+                self._start_checks(phase.id)
         # Commits journalled as started but not finished run again (they are idempotent).
-        pending_commits = [
-            CommitChangeset(ts.task.id, a.number)
-            for ts in self.state.tasks.values()
-            for a in ts.attempts[-1:]
-            if a.committing and not a.committed
-        ]
+        for task_id, number in self.state.committing.items():
+            self._start_commit(CommitChangeset(task_id, number))
         while True:
             now = time.time()
             if now - last_poll >= POLL_INTERVAL:
@@ -293,58 +321,118 @@ class Driver:
                     result = self.results.get_nowait()
                 except queue.Empty:
                     break
-                in_flight -= 1
-                if isinstance(result, CommitResult):
-                    committing -= 1
                 self._stage(self._result_events(result), now=now)
-            if self.stop.event.is_set() and self.stop.reason == "interrupt":
-                if in_flight == 0:
-                    self._commit([(ev.DRIVER_STOPPED, {"reason": "interrupted"})])
-                    return "interrupted"
-                self._flush()
-                self._wait(0.05)
-                continue
+            if self.stop.event.is_set():
+                stopped = self._stopping(now)
+                if stopped is not None:
+                    return stopped
+                if self.stop.reason == "interrupt":
+                    self._flush()
+                    self._wait(0.05)
+                    continue
+            commits: list[CommitChangeset] = []
             while True:
-                # No attempt starts while a commit is landing: every attempt sees the
-                # workspace with each other task's changes wholly applied or not at all.
-                capacity = 0 if committing or pending_commits else self.max_parallel
-                decision = decide(self.state, now, capacity)
-                pending_commits += decision.commits
+                decision = decide(self.state, now, self.max_parallel)
+                commits += decision.commits
                 if not decision.events:
                     break
                 self._stage(decision.events, now=now)
             if decision.done or self.state.finished is not None:
                 self._flush()
                 return self.state.finished or "running"
-            if decision.waiting and in_flight == 0 and not pending_commits:
+            if decision.waiting and not self.work.in_flight():
                 self._flush(run_state="waiting")
                 return "waiting"
-            checks = pending_checks + decision.checks
-            pending_checks = []
             self._stage(
                 [ev.attempt_started(s.task, s.attempt, s.command) for s in decision.starts]
                 + [(ev.PHASE_CHECK_STARTED, {"phase": c.phase}) for c in decision.checks],
                 now=now,
             )
-            # Durable before any effect: the attempts are in the journal before they run.
+            # Durable before any effect: attempts, checks and commits are in the journal
+            # (``changeset.committing`` included) before they run.
             self._flush()
             for start in decision.starts:
-                pool.submit(self._run_attempt, self._spec(start))
-                in_flight += 1
-            for check in checks:
-                pool.submit(self._run_checks, check.phase)
-                in_flight += 1
-            for commit in pending_commits:
-                pool.submit(self._run_commit, commit)
-                in_flight += 1
-                committing += 1
-            pending_commits = []
+                self._start_attempt(start)
+            for check in decision.checks:
+                self._start_checks(check.phase)
+            for commit in commits:
+                self._start_commit(commit)
             if self.resources.prefetcher is not None:
                 self._prefetch()
             timeout = POLL_INTERVAL
             if decision.wake_at is not None:
                 timeout = max(0.0, min(timeout, decision.wake_at - time.time()))
             self._wait(timeout)
+
+    # ------------------------------------------------------------------ owned work
+
+    def _start_attempt(self, start: StartAttempt) -> None:
+        key = ("attempt", start.task, start.attempt)
+        try:
+            spec = self._spec(start)
+        except Exception as exc:  # a spec that cannot be built is this attempt's failure
+            self.results.put(AttemptResult.from_error(start.task, start.attempt, exc))
+            return
+        self.work.start(
+            key,
+            functools.partial(self._run_attempt, spec),
+            functools.partial(AttemptResult.from_error, start.task, start.attempt),
+        )
+
+    def _start_checks(self, phase_id: str) -> None:
+        def failed(exc: BaseException) -> PhaseCheckResult:
+            return PhaseCheckResult(phase_id, False, f"vigil error: {exc}", False)
+
+        self.work.start(("checks", phase_id), functools.partial(self._run_checks, phase_id), failed)
+
+    def _start_commit(self, commit: CommitChangeset) -> None:
+        self.work.start(
+            ("commit", commit.task, commit.attempt),
+            functools.partial(self._run_commit, commit),
+            functools.partial(CommitResult.from_error, commit.task, commit.attempt),
+        )
+
+    def _fault(self, point: str) -> None:
+        if self.faults is not None:
+            self.faults(point)
+
+    def _stopping(self, now: float) -> str | None:
+        """While stopping: the driver's outcome once it may stop, else None (keep going).
+
+        Workers get :attr:`stop_grace` to end their processes and report. After that an
+        interrupted run stops anyway (resume ends what is left by its tag); a cancelled
+        run records its stuck attempts as cancelled, ends their processes and settles.
+        """
+        if self._stopping_since is None:
+            self._stopping_since = now
+        in_flight = self.work.in_flight()
+        overdue = now - self._stopping_since >= self.stop_grace
+        if self.stop.reason == "interrupt":
+            if in_flight and not overdue:
+                return None
+            reason = "interrupted"
+            if in_flight:
+                reason += f"; {len(in_flight)} worker(s) did not stop within {self.stop_grace:g}s"
+            self._commit([(ev.DRIVER_STOPPED, {"reason": reason})])
+            return "interrupted"
+        if not in_flight or not overdue:
+            return None
+        if any(key[0] == "commit" for key in in_flight if isinstance(key, tuple)):
+            # A commit may still land: it cannot be recorded as failed. Stop driving;
+            # resume finishes or undoes it (Workspace.recover) before anything else.
+            why = f"a commit did not finish within {self.stop_grace:g}s of the cancel"
+            self._commit([(ev.DRIVER_STOPPED, {"reason": why})])
+            return "interrupted"
+        batch: list[tuple[str, dict[str, Any]]] = []
+        for key in in_flight:
+            self.work.abandon(key)
+            if isinstance(key, tuple) and key[0] == "attempt":
+                _, task_id, number = key
+                end_tagged(f"{self.run_id}/{task_id}/{number}", grace=0.0)
+                why = f"cancelled; the attempt did not stop within {self.stop_grace:g}s"
+                batch.append(ev.attempt_finished(task_id, number, ev.CANCELLED, reason=why))
+        self._stage(batch, now=now)
+        return None
 
     def _wait(self, timeout: float) -> None:
         """Block until a result arrives or ``timeout`` passes; leave the result queued."""
@@ -366,17 +454,17 @@ class Driver:
                 finished["output"] = self.authority.redact(str(finished["output"]))
             return [(kind, finished)]
         if isinstance(result, CommitResult):
-            data: dict[str, Any] = {"task": result.task, "attempt": result.attempt}
             if result.ok:
-                self.auditor.record(
-                    action="changeset.commit",
-                    decision="allow",
-                    run=self.run_id,
-                    task=result.task,
-                    reason=f"attempt {result.attempt} committed",
+                return [ev.changeset_committed(result.task, result.attempt)]
+            return [
+                ev.changeset_failed(
+                    result.task,
+                    result.attempt,
+                    code=result.code or CommitFailed.code,
+                    category=result.category or str(CommitFailed.category),
+                    reason=self.authority.redact(result.reason),
                 )
-                return [(ev.CHANGESET_COMMITTED, data)]
-            return [(ev.CHANGESET_FAILED, {**data, "code": result.code, "reason": result.reason})]
+            ]
         if result.stopped:
             return []  # checks run again on resume
         if result.passed:
@@ -512,10 +600,12 @@ class Driver:
     def _phase_of(self, task_id: str) -> Any:
         return self.plan.phases[self.state.tasks[task_id].phase_index]
 
-    def _run_attempt(self, spec: AttemptSpec) -> None:
+    def _run_attempt(self, spec: AttemptSpec) -> AttemptResult:
+        """One attempt in a worker; whatever it raises, the nursery reports as its failure."""
         # Authority is checked right before the action, not when the run started. A dry
         # run changes nothing and has no network, so it runs privileged tasks' local
         # commands without a grant; the summary lists the grants a real run needs.
+        self._fault("attempt.authorize")
         if self.state.dry_run:
             decision = Decision(True, None, "dry run")
         else:
@@ -523,48 +613,51 @@ class Driver:
         if not decision.allowed:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             spec.log_path.write_text(f"[vigil] refused: {decision.code}: {decision.reason}\n")
-            self.results.put(
-                AttemptResult(
-                    spec.task_id,
-                    spec.attempt,
-                    ev.FAILED,
-                    None,
-                    f"{decision.code}: {decision.reason}",
-                    0.0,
-                    {"code": decision.code},
-                )
+            category = category_of(decision.code) or Category.REFUSED
+            return AttemptResult(
+                spec.task_id,
+                spec.attempt,
+                ev.FAILED,
+                None,
+                f"{decision.code}: {decision.reason}",
+                0.0,
+                {},
+                decision.code,
+                str(category),
             )
-            return
-        try:
-            result = execute_attempt(spec, self.stop, self.ws)
-        except Exception as exc:  # an attempt must always report back
-            result = AttemptResult(
-                spec.task_id, spec.attempt, ev.FAILED, None, f"vigil error: {exc}", 0.0
-            )
-        self.results.put(result)
+        self._fault("attempt.execute")
+        result = execute_attempt(spec, self.stop, self.ws)
+        self._fault("attempt.report")
+        return result
 
-    def _run_commit(self, commit: CommitChangeset) -> None:
+    def _run_commit(self, commit: CommitChangeset) -> CommitResult:
+        """Apply one changeset in a worker, audited before it lands."""
         attempt = next(
             a for a in self.state.tasks[commit.task].attempts if a.number == commit.attempt
         )
         assert attempt.changeset is not None
         changeset = Changeset.from_dict(attempt.changeset)
+        # The decision goes on the record before its effect; if the record cannot be
+        # written, the changes do not land (the commit fails, the attempt is retried).
+        self._fault("commit.audit")
+        self.auditor.record(
+            action="changeset.commit",
+            decision="allow",
+            run=self.run_id,
+            task=commit.task,
+            reason=f"attempt {commit.attempt} committed",
+        )
+        self._fault("commit.apply")
         try:
             since = attempt.data.get("base_generation")
             self.ws.commit(changeset, since=int(since) if since is not None else None)
-            result = CommitResult(commit.task, commit.attempt, True)
         except Conflict as exc:
-            if not mismatches(self.ws.root, changeset, expect="after"):
-                # Already in place: the commit finished before a crash cut its journal short.
-                result = CommitResult(commit.task, commit.attempt, True)
-            else:
-                result = CommitResult(commit.task, commit.attempt, False, exc.code, str(exc))
-        except Exception as exc:
-            code = getattr(exc, "code", "VIGIL-COMMIT")
-            result = CommitResult(commit.task, commit.attempt, False, code, f"{code}: {exc}")
-        self.results.put(result)
+            if mismatches(self.ws.root, changeset, expect="after"):
+                return CommitResult.from_error(commit.task, commit.attempt, exc)
+            # Already in place: the commit finished before a crash cut its journal short.
+        return CommitResult(commit.task, commit.attempt, True)
 
-    def _run_checks(self, phase_id: str) -> None:
+    def _run_checks(self, phase_id: str) -> PhaseCheckResult:
         phase = next(p for p in self.plan.phases if p.id == phase_id)
         # The phase's checks run as a pseudo-task with no action of its own.
         pseudo = phase.tasks[0].model_copy(
@@ -587,16 +680,11 @@ class Driver:
             base_layers=self._base_layers(None),
             capture=False,
         )
-        try:
-            result = execute_attempt(spec, self.stop, self.ws)
-        except Exception as exc:
-            self.results.put(PhaseCheckResult(phase_id, False, f"vigil error: {exc}", False))
-            return
+        self._fault("checks.execute")
+        result = execute_attempt(spec, self.stop, self.ws)
         stopped = result.outcome in (ev.INTERRUPTED, ev.CANCELLED)
         reason = "" if result.outcome == ev.SUCCEEDED else f"phase {result.reason}"
-        self.results.put(
-            PhaseCheckResult(phase_id, result.outcome == ev.SUCCEEDED, reason, stopped)
-        )
+        return PhaseCheckResult(phase_id, result.outcome == ev.SUCCEEDED, reason, stopped)
 
 
 def _isolation_mode(name: str) -> Any:

@@ -63,8 +63,14 @@ def attempt_finished(
     reason: str = "",
     duration: float | None = None,
     extra: dict[str, Any] | None = None,
+    code: str | None = None,
+    category: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """An attempt ended with ``outcome`` (one of the outcome constants)."""
+    """An attempt ended with ``outcome`` (one of the outcome constants).
+
+    ``code`` and ``category`` name the VigilError that failed it, when one did; the
+    scheduler reads them as fields, never from ``reason``.
+    """
     data: dict[str, Any] = {
         "task": task,
         "attempt": attempt,
@@ -72,8 +78,34 @@ def attempt_finished(
         "exit_code": exit_code,
         "reason": reason,
     }
+    if code is not None:
+        data["code"] = code
+        data["category"] = None if category is None else str(category)
     if duration is not None:
         data["duration"] = round(duration, 6)
     if extra:
         data.update(extra)
     return ATTEMPT_FINISHED, data
+
+
+def changeset_committing(task: str, attempt: int) -> tuple[str, dict[str, Any]]:
+    """The attempt's changes are about to be applied; at most once per changeset."""
+    return CHANGESET_COMMITTING, {"task": task, "attempt": attempt}
+
+
+def changeset_committed(task: str, attempt: int) -> tuple[str, dict[str, Any]]:
+    """The attempt's changes are in the workspace."""
+    return CHANGESET_COMMITTED, {"task": task, "attempt": attempt}
+
+
+def changeset_failed(
+    task: str, attempt: int, *, code: str, category: str, reason: str
+) -> tuple[str, dict[str, Any]]:
+    """The attempt's changes could not be applied; the workspace is as it was."""
+    return CHANGESET_FAILED, {
+        "task": task,
+        "attempt": attempt,
+        "code": code,
+        "category": str(category),
+        "reason": reason,
+    }

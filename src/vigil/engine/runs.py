@@ -11,7 +11,7 @@ from typing import Any
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
-from vigil.engine.driver import Driver, Observer, graceful_interrupts
+from vigil.engine.driver import STOP_GRACE, Driver, FaultHook, Observer, graceful_interrupts
 from vigil.engine.state import RunState
 from vigil.errors import PlanChanged, RunLocked, RunNotFound, UsageError
 from vigil.executors.process import end_tagged
@@ -57,6 +57,8 @@ def start_run(
     grant: str | None = None,
     prefetch_prompts: int = 0,
     allow_stale_prompts: bool = False,
+    faults: FaultHook | None = None,
+    stop_grace: float = STOP_GRACE,
 ) -> RunOutcome:
     """Start a new run of ``plan``; with an existing ``run_id``, resume that run instead.
 
@@ -73,7 +75,15 @@ def start_run(
             raise PlanChanged(
                 f"run {run_id} was started from a different version of {plan_path}",
             )
-        return resume_run(config, store, run_id, max_parallel=max_parallel, observer=observer)
+        return resume_run(
+            config,
+            store,
+            run_id,
+            max_parallel=max_parallel,
+            observer=observer,
+            faults=faults,
+            stop_grace=stop_grace,
+        )
     if not dry_run:
         # Refuse before anything exists: halted, or the grant does not cover the plan.
         from vigil.engine.audit import Auditor
@@ -103,7 +113,15 @@ def start_run(
         )
     )
     if not created:  # lost a race with another process starting the same id
-        return resume_run(config, store, run_id, max_parallel=max_parallel, observer=observer)
+        return resume_run(
+            config,
+            store,
+            run_id,
+            max_parallel=max_parallel,
+            observer=observer,
+            faults=faults,
+            stop_grace=stop_grace,
+        )
     store.append(
         run_id,
         [(ev.RUN_CREATED, {"plan_hash": plan.content_hash(), "max_parallel": parallel})],
@@ -119,6 +137,8 @@ def start_run(
         observer,
         resumed=False,
         options=record_options(store, run_id),
+        faults=faults,
+        stop_grace=stop_grace,
     )
 
 
@@ -129,8 +149,10 @@ def resume_run(
     *,
     max_parallel: int | None = None,
     observer: Observer | None = None,
+    faults: FaultHook | None = None,
+    stop_grace: float = STOP_GRACE,
 ) -> RunOutcome:
-    """Continue ``run_id`` from its journal."""
+    """Continue ``run_id`` from its journal. ``faults`` is for tests (see FAULT_POINTS)."""
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
@@ -144,6 +166,8 @@ def resume_run(
         observer,
         resumed=True,
         options=dict(record.options),
+        faults=faults,
+        stop_grace=stop_grace,
     )
 
 
@@ -168,6 +192,8 @@ def _drive(
     *,
     resumed: bool,
     options: dict[str, Any],
+    faults: FaultHook | None = None,
+    stop_grace: float = STOP_GRACE,
 ) -> RunOutcome:
     from vigil.notify import Notifier
 
@@ -179,7 +205,15 @@ def _drive(
             notifier.observe(events, state)
 
         driver = Driver(
-            config, store, run_id, plan, max_parallel=parallel, observer=observe, options=options
+            config,
+            store,
+            run_id,
+            plan,
+            max_parallel=parallel,
+            observer=observe,
+            options=options,
+            faults=faults,
+            stop_grace=stop_grace,
         )
         with graceful_interrupts(driver):
             state = driver.drive()

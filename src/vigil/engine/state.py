@@ -130,6 +130,10 @@ class RunState:
         self.retry_at: dict[str, float] = {}
         self.running: set[str] = set()
         self.unsettled: dict[str, None] = {}
+        # Changesets journalled as committing and not yet committed or failed, by task:
+        # while any is in flight no attempt starts (every attempt sees each other task's
+        # changes wholly applied or not at all), and none is committed a second time.
+        self.committing: dict[str, int] = {}
         self.cancel_requested = False
         self.cancel_reason = ""
         self.finished: str | None = None
@@ -252,24 +256,31 @@ class RunState:
         return ts, next((a for a in ts.attempts if a.number == number), None)
 
     def _on_changeset_committing(self, event: ev.Event) -> None:
-        _, attempt = self._attempt(event)
-        if attempt is not None:
-            attempt.committing = True
+        ts, attempt = self._attempt(event)
+        if attempt is None or attempt.committing or attempt.committed:
+            return
+        attempt.committing = True
+        self.committing[ts.task.id] = attempt.number
 
     def _on_changeset_committed(self, event: ev.Event) -> None:
-        _, attempt = self._attempt(event)
-        if attempt is not None:
+        ts, attempt = self._attempt(event)
+        if attempt is not None and attempt.committing:
             attempt.committed = True
             attempt.committing = False
+            self.committing.pop(ts.task.id, None)
 
     def _on_changeset_failed(self, event: ev.Event) -> None:
         ts, attempt = self._attempt(event)
-        if attempt is None or ts.state in TERMINAL:
+        if attempt is None or not attempt.committing:
+            return
+        attempt.committing = False
+        self.committing.pop(ts.task.id, None)
+        if ts.state in TERMINAL:
             return
         attempt.state = ev.FAILED
-        attempt.committing = False
         attempt.reason = str(event.data.get("reason") or "the changes could not be committed")
         attempt.data["code"] = event.data.get("code")
+        attempt.data["category"] = event.data.get("category")
         self.waiting.pop(ts.task.id, None)
         ts.state = PENDING
         self.unsettled[ts.task.id] = None

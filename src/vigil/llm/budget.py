@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from vigil.actions.specs import BudgetConfig
-from vigil.errors import ExitCode, VigilError
+from vigil.errors import Category, ExitCode, VigilError
 
 
 class BudgetExceeded(VigilError):
@@ -20,6 +20,7 @@ class BudgetExceeded(VigilError):
     title = "the run used up its budget for model calls"
     remedy = "Raise [budget] max_tokens or max_cost in vigil.toml, then resume the run."
     exit_code = ExitCode.RUN_FAILED
+    category = Category.PERMANENT  # no retry brings the budget back
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ Four indicators, each compared with a target from ``[slo]`` in ``vigil.toml``:
 - **first-attempt pass**: tasks whose first attempt with a verdict succeeded / tasks that
   got a verdict (interrupted and cancelled attempts say nothing about the task, so they
   are passed over);
-- **policy enforcement**: privileged decisions in the audit log that were enforced (a
-  deny, or an allow backed by a grant) / all allow and deny decisions;
+- **policy enforcement**: privileged decisions in the audit log (those about a capability
+  the policy reserves for grants, which is what an entry's ``capability`` names) that were
+  enforced (a deny, or an allow backed by a grant) / all such decisions. Commits, run
+  ends, reviews and answers are on the record too but are not privileged decisions;
 - **time to recovery, p95**: for each failed run, the time from its end to the end of
   the next successful run of the same plan and project, or to a rollback of it,
   whichever came first. A failure not recovered yet counts with its age so far, so an
@@ -170,11 +172,15 @@ def _timestamp(entry: Mapping[str, Any]) -> float | None:
 def enforcement(
     audit: Iterable[Mapping[str, Any]], target: float, start: float, end: float
 ) -> Indicator:
-    """Enforced privileged decisions (denied, or allowed under a grant) over all of them."""
+    """Enforced privileged decisions (denied, or allowed under a grant) over all of them.
+
+    Only entries about a privileged capability count: a brand-new project that commits
+    changes and ends runs has made no privileged decision, so it measures n/a, not 0%.
+    """
     allowed = denied = unbacked = 0
     for entry in audit:
         at = _timestamp(entry)
-        if at is None or not start <= at <= end:
+        if at is None or not start <= at <= end or not entry.get("capability"):
             continue
         decision = entry.get("decision")
         if decision == "deny":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,11 +19,55 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+INTERRUPTED = "interrupted"
+DRIVEN_STATES = frozenset({"pending", "running"})
+
+
+def shown_state(store: Any, record: Any) -> str:
+    """The run's state as people should see it.
+
+    A run recorded as ``running`` whose driver is gone (killed, or stopped by Ctrl-C: its
+    lock is free) is ``interrupted``: nothing moves it on until ``vigil resume``.
+    """
+    if record.state in DRIVEN_STATES and store.run_lock_held(record.id) is False:
+        return INTERRUPTED
+    return str(record.state)
+
+
+def resume_command(run_id: str) -> str:
+    """The command that continues an interrupted run."""
+    return f"vigil resume {run_id}"
+
+
+def run_row(store: Any, record: Any) -> dict[str, Any]:
+    """One line of ``vigil runs`` (text and JSON) and of the dashboard's runs list."""
+    shown = shown_state(store, record)
+    return {
+        "id": record.id,
+        "plan": record.plan_name,
+        "project": record.project,
+        "state": shown,
+        "created_at": iso(record.created_at),
+        "started_at": iso(record.started_at),
+        "ended_at": iso(record.ended_at),
+        "duration": (
+            round(record.ended_at - record.started_at, 3)
+            if record.ended_at is not None and record.started_at is not None
+            else None
+        ),
+        "resume": resume_command(record.id) if shown == INTERRUPTED else None,
+    }
+
+
 def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
-    """The run's record and its state folded from the journal."""
+    """The run's record (its state as :func:`shown_state` says) and its state folded
+    from the journal."""
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
+    shown = shown_state(store, record)
+    if shown != record.state:
+        record = dataclasses.replace(record, state=shown)
     plan = Plan.model_validate_json(record.plan_json)
     journal = [ev.Event(s.kind, s.data, s.at, s.seq) for s in store.events(run_id)]
     return record, RunState.replay(run_id, plan, journal, dict(record.options))
@@ -71,6 +116,7 @@ def run_view(record: Any, state: RunState) -> dict[str, Any]:
         "plan_hash": record.plan_hash,
         "workspace": record.workspace,
         "state": state_name,
+        "resume": resume_command(record.id) if state_name == INTERRUPTED else None,
         "dry_run": state.dry_run,
         "created_at": iso(record.created_at),
         "started_at": iso(state.started_at or record.started_at),

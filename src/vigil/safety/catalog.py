@@ -30,10 +30,16 @@ def errors_markdown() -> str:
         "changes once published. `vigil explain CODE` prints an entry. This page is generated",
         "by `python scripts/gen_errors_doc.py`; do not edit it by hand.",
         "",
-        "| Code | What happened | What to do | Exit |",
-        "|---|---|---|---|",
+        "Categories: `not_found`, `refused` (on purpose; a retry is refused again),",
+        "`transient` (trying again later can work), `permanent` (the request cannot succeed",
+        "as given), `internal` (vigil itself failed).",
+        "",
+        "| Code | What happened | What to do | Category | Exit |",
+        "|---|---|---|---|---|",
     ]
     for code, cls in full_catalog().items():
         remedy = str(cls.remedy).replace("|", "\\|")
-        lines.append(f"| `{code}` | {cls.title} | {remedy} | {int(cls.exit_code)} |")
+        lines.append(
+            f"| `{code}` | {cls.title} | {remedy} | {cls.category} | {int(cls.exit_code)} |"
+        )
     return "\n".join(lines) + "\n"

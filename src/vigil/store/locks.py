@@ -174,6 +174,40 @@ class FileRunLock(RunLock):
             os.close(fd)
 
 
+def file_lock_held(lock_dir: Path, run_id: str) -> bool | None:
+    """Whether any process holds ``run_id``'s ``flock``, without taking it.
+
+    Taking the lock to test it would make a driver starting at that instant fail with
+    VIGIL-RUN-LOCKED, so this reads the kernel's table of locks (``/proc/locks``)
+    instead. None when that table cannot be read (not Linux, or no /proc).
+    """
+    try:
+        inode = (lock_dir / lock_file_name(run_id)).stat().st_ino
+    except FileNotFoundError:
+        return False  # never locked: nobody ever drove the run from this store
+    except OSError:
+        return None
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2147131 0 EOF"; waiters carry "->".
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or "->" in fields:
+            continue
+        if fields[5].rsplit(":", 1)[-1] == str(inode):
+            return True
+    return False
+
+
+def advisory_lock_held(conn: sa.Connection, run_id: str) -> bool:
+    """Whether any session holds ``run_id``'s advisory lock, without taking it."""
+    unsigned = advisory_key(run_id) & 0xFFFFFFFFFFFFFFFF
+    params = {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}
+    return conn.execute(_HOLDER_QUERY, params).first() is not None
+
+
 def _read_holder(fd: int) -> Holder:
     try:
         raw = json.loads(os.pread(fd, 4096, 0) or b"{}")

@@ -28,7 +28,13 @@ from vigil.store.connect import (
     sqlite_synchronous_from_env,
     store_errors,
 )
-from vigil.store.locks import AdvisoryRunLock, FileRunLock, RunLock
+from vigil.store.locks import (
+    AdvisoryRunLock,
+    FileRunLock,
+    RunLock,
+    advisory_lock_held,
+    file_lock_held,
+)
 from vigil.store.records import RUN_STATES, Halt, NewRun, RunRecord, StoredEvent
 from vigil.store.schema import events as events_table
 from vigil.store.schema import halts, runs
@@ -281,6 +287,14 @@ class Store:
             if self._target.lock_dir is not None:
                 return FileRunLock.acquire(self._target.lock_dir, run_id)
             return AdvisoryRunLock.acquire(self._engine, run_id)
+
+    def run_lock_held(self, run_id: str) -> bool | None:
+        """Whether a process holds the run's lock (so drives it), without taking the lock;
+        None when that cannot be told."""
+        if self._target.lock_dir is not None:
+            return file_lock_held(self._target.lock_dir, run_id)
+        with self._read() as conn:
+            return advisory_lock_held(conn, run_id)
 
     def set_halt(self, project: str, reason: str, actor: str, at: float) -> None:
         """Halt ``project`` (``"*"`` for all), replacing any earlier halt of it."""

@@ -13,7 +13,7 @@ from vigil.config import Config
 from vigil.engine.driver import attempt_log
 from vigil.engine.state import RunState
 from vigil.errors import UsageError
-from vigil.report import iso
+from vigil.report.view import run_row
 from vigil.store import RUN_STATES
 
 LOG_LIMIT = 2 * 1024 * 1024
@@ -27,23 +27,7 @@ def run_rows(store: Any, *, state: str | None = None, limit: int = 200) -> list[
             f"unknown run state {state!r}", f"Use one of: {', '.join(sorted(RUN_STATES))}."
         )
     records = store.list_runs(states=None if state is None else [state], limit=limit)
-    return [
-        {
-            "id": r.id,
-            "plan": r.plan_name,
-            "project": r.project,
-            "state": r.state,
-            "created_at": iso(r.created_at),
-            "started_at": iso(r.started_at),
-            "ended_at": iso(r.ended_at),
-            "duration": (
-                round(r.ended_at - r.started_at, 3)
-                if r.ended_at is not None and r.started_at is not None
-                else None
-            ),
-        }
-        for r in records
-    ]
+    return [run_row(store, r) for r in records]
 
 
 class TaskNotFound(UsageError):
