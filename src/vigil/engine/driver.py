@@ -49,6 +49,7 @@ from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
 from vigil.workspace import Changeset, Conflict, Workspace
+from vigil.workspace.limits import Limits, WorkspaceConfig
 from vigil.workspace.apply import mismatches
 
 Observer = Callable[[list[ev.Event], RunState], None]
@@ -125,7 +126,10 @@ class Driver:
         self._cursor = 0
         self._staged: list[ev.Event] = []
         isolation = str(config.data.get("workspace", {}).get("isolation", "auto"))
-        self.ws = Workspace(self.workspace, self.state_dir, mode=_isolation_mode(isolation))
+        limits = Limits.from_config(config.section("workspace", WorkspaceConfig))
+        self.ws = Workspace(
+            self.workspace, self.state_dir, mode=_isolation_mode(isolation), limits=limits
+        )
         self.auditor = Auditor(config)
         self.resources = ActionResources.from_config(
             config, allow_stale=bool(self.options.get("allow_stale_prompts"))
