@@ -49,8 +49,8 @@ from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
 from vigil.workspace import Changeset, Conflict, Workspace
-from vigil.workspace.limits import Limits, WorkspaceConfig
 from vigil.workspace.apply import mismatches
+from vigil.workspace.limits import Limits, WorkspaceConfig
 
 Observer = Callable[[list[ev.Event], RunState], None]
 
