@@ -19,7 +19,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +82,18 @@ def locked(lock_file: Path) -> Iterator[None]:
 _BLOCKED = object()
 
 
-def _current(tree: Tree, rel: str, entries: Collection[str]) -> object:
-    """The state at ``rel``; a parent that is a link or file counts as "nothing here" only
-    when the changeset itself changes that parent, else it is :data:`_BLOCKED`."""
+def _current(tree: Tree, rel: str, expected: Mapping[str, FileState | None]) -> object:
+    """The state at ``rel``, read without following links.
+
+    Below a parent that is a link or a file there is nothing, which is consistent only
+    when the changeset itself expects that parent to be a link or file now (it replaces
+    it); otherwise the path is :data:`_BLOCKED`.
+    """
     try:
         return state_at(tree, rel)
     except Blocked as exc:
-        return None if exc.rel in entries else _BLOCKED
+        seen = expected.get(exc.rel)
+        return None if seen is not None and seen.kind != "dir" else _BLOCKED
     except UnsafePath:
         return _BLOCKED
 
@@ -100,11 +105,12 @@ def mismatches(root: Path, changeset: Changeset, *, expect: str) -> list[str]:
     (and that the changeset does not change itself) is a mismatch.
     """
     entries = {e.path: e for e in changeset.entries}
+    wanted = {e.path: e.before if expect == "before" else e.after for e in changeset.entries}
     bad: list[str] = []
     with Tree(root) as tree:
         for entry in changeset.entries:
-            want = entry.before if expect == "before" else entry.after
-            now = _current(tree, entry.path, entries.keys())
+            want = wanted[entry.path]
+            now = _current(tree, entry.path, wanted)
             if now != want:
                 bad.append(entry.path)
                 continue
@@ -118,7 +124,7 @@ def mismatches(root: Path, changeset: Changeset, *, expect: str) -> list[str]:
                         bad.append(child)
             parent = entry.path.rpartition("/")[0]
             if parent and parent not in entries:
-                up = _current(tree, parent, entries.keys())
+                up = _current(tree, parent, wanted)
                 if not (isinstance(up, FileState) and up.kind == "dir"):
                     bad.append(parent)
     return sorted(set(bad))
@@ -126,9 +132,9 @@ def mismatches(root: Path, changeset: Changeset, *, expect: str) -> list[str]:
 
 def blocked_paths(root: Path, changeset: Changeset) -> list[str]:
     """Paths of ``changeset`` that lie below a link or a file the changeset does not change."""
-    paths = set(changeset.paths)
+    befores = {e.path: e.before for e in changeset.entries}
     with Tree(root) as tree:
-        return [p for p in changeset.paths if _current(tree, p, paths) is _BLOCKED]
+        return [p for p in changeset.paths if _current(tree, p, befores) is _BLOCKED]
 
 
 def protected_refusals(root: Path, changeset: Changeset, protection: Protection) -> list[str]:
@@ -201,7 +207,9 @@ class _Ops:
         else:
             self.tree.unlink(entry.path)
 
-    def put(self, entry: ChangeEntry, after: FileState) -> None:
+    def put(self, entry: ChangeEntry, after: FileState | None) -> None:
+        if after is None:
+            return
         rel = entry.path
         if after.kind == "dir":
             now = self._now(rel)
@@ -222,7 +230,9 @@ class _Ops:
             sha = after.sha256 or ""
             self.tree.write_file(rel, lambda fd: self.objects.copy_into(sha, fd), after.mode)
 
-    def set_dir_mode(self, entry: ChangeEntry, after: FileState) -> None:
+    def set_dir_mode(self, entry: ChangeEntry, after: FileState | None) -> None:
+        if after is None:
+            return
         try:
             st = self.tree.lstat(entry.path)
         except Blocked:
@@ -241,16 +251,30 @@ class _Ops:
             refused = self.protection.refusals((e.path, e.after) for e in entries)
             if refused:
                 raise ProtectedPathChanged(summary(refused), details=refused)
-        for entry in sorted(entries, key=lambda e: e.path.count("/"), reverse=True):
+        deepest_first = sorted(entries, key=lambda e: e.path.count("/"), reverse=True)
+        for entry in deepest_first:
             before, after = entry.before, entry.after
             if before is not None and (after is None or after.kind != before.kind):
-                self.remove(entry)
+                self._step(self.remove, entry)
         for entry in entries:
             if entry.after is not None:
-                self.put(entry, entry.after)
-        for entry in sorted(entries, key=lambda e: e.path.count("/"), reverse=True):
+                self._step(lambda e: self.put(e, e.after), entry)
+        for entry in deepest_first:
             if entry.after is not None and entry.after.kind == "dir":
-                self.set_dir_mode(entry, entry.after)
+                self._step(lambda e: self.set_dir_mode(e, e.after), entry)
+
+    def _step(self, op: Callable[[ChangeEntry], None], entry: ChangeEntry) -> None:
+        """One operation; a directory that vanished or became a link under it is a conflict."""
+        try:
+            op(entry)
+        except (Blocked, FileNotFoundError, NotADirectoryError) as exc:
+            raise Conflict(
+                f"{entry.path} could not be applied: {exc}; vigil does not write through "
+                "links or into directories that moved",
+                "Put the directory back (or remove what replaced it) and run `vigil resume`; "
+                "the half-applied change is kept in .vigil/commits until it is finished.",
+                details=[entry.path],
+            ) from None
 
 
 class Applier:

@@ -135,6 +135,8 @@ def _kind(mode: int) -> str:
         return "symbolic link"
     if stat.S_ISREG(mode):
         return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
     return "special file"
 
 
@@ -322,10 +324,12 @@ def open_regular(dir_fd: int | None, name: str, expect: os.stat_result | None = 
             raise Blocked(name, "symbolic link") from None
         raise
     st = os.fstat(fd)
-    same = expect is None or (st.st_dev, st.st_ino) == (expect.st_dev, expect.st_ino)
-    if not stat.S_ISREG(st.st_mode) or not same:
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise Blocked(name, "file that changed while it was read")
+        raise Blocked(name, _kind(st.st_mode))
+    if expect is not None and (st.st_dev, st.st_ino) != (expect.st_dev, expect.st_ino):
+        os.close(fd)
+        raise Blocked(name, "file replaced while it was read")
     return fd
 
 
