@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 from vigil.config import PROJECT_FILE, user_config_dir
-from vigil.workspace.apply import Applier, locked, mismatches
+from vigil.workspace.apply import Applier, locked, mismatches, protected_refusals
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
-from vigil.workspace.errors import Conflict, SandboxUnavailable
+from vigil.workspace.errors import Conflict, ProtectedPathChanged, SandboxUnavailable
 from vigil.workspace.isolation import IsolationReport, detect_isolation, find_tools
 from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore
-from vigil.workspace.protect import Protection
+from vigil.workspace.protect import Protection, summary
 from vigil.workspace.rollback import RollbackResult, rollback
 from vigil.workspace.sandbox import OverlaySandbox
 from vigil.workspace.snapshot import SnapshotSandbox, restore_interrupted
@@ -145,6 +145,9 @@ class Workspace:
         """Apply ``changeset`` if every path still holds its pre-image and no commit since
         generation ``since`` touched it; else VIGIL-CONFLICT, and nothing is written."""
         with self._writers(), locked(self.applier.lock_file):
+            refused = protected_refusals(self.root, changeset, self.applier.protection())
+            if refused:
+                raise ProtectedPathChanged(summary(refused), details=refused)
             entry_paths = {e.path for e in changeset.entries}
             conflicts = set(mismatches(self.root, changeset, expect="before"))
             if since is not None:
