@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -16,7 +15,6 @@ import pytest
 
 from test_workspace_support import EDIT_SCRIPT, attempt, make_project, overlay_available
 from vigil.workspace import ChangeEntry, Changeset, Conflict, Drift, FileState, Workspace
-from vigil.workspace.apply import FAULT_ENV
 from vigil.workspace.state import file_sha256, tree_hash
 
 MODE = "overlay" if overlay_available() else "snapshot"
@@ -112,20 +110,32 @@ def _big_changeset(ws: Workspace) -> Changeset:
     return cs
 
 
+# The child installs the fault hook itself: production code reads no fault settings.
 CHILD = """
-import json, sys
+import json, os, signal, sys
 from pathlib import Path
 from vigil.workspace import Changeset, Workspace
+from vigil.workspace.apply import FAULTS
 root = Path(sys.argv[1])
 cs = Changeset.from_dict(json.loads(Path(sys.argv[2]).read_text()))
+budget = [int(sys.argv[3])] if len(sys.argv) > 3 else None
+
+def kill_after_budget():
+    budget[0] -= 1
+    if budget[0] < 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+if budget is not None:
+    FAULTS.before_op = kill_after_budget
 Workspace(root, root / ".vigil", mode="snapshot").commit(cs)
 """
 
 
-def _commit_in_child(ws: Workspace, manifest: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(ws.root), str(manifest)], env={**os.environ, **env}
-    )
+def _commit_in_child(
+    ws: Workspace, manifest: Path, kill_after_ops: int | None = None
+) -> subprocess.Popen[bytes]:
+    extra = [] if kill_after_ops is None else [str(kill_after_ops)]
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(ws.root), str(manifest), *extra])
 
 
 def test_kill_during_commit_then_recover_is_all_or_nothing(ws: Workspace, tmp_path: Path) -> None:
@@ -140,7 +150,7 @@ def test_kill_during_commit_then_recover_is_all_or_nothing(ws: Workspace, tmp_pa
     rng = random.Random(1234)
     outcomes = {"none": 0, "all": 0}
     for budget in [0, 1, 2, 50, 149, *rng.sample(range(3, 260), 12)]:
-        child = _commit_in_child(ws, manifest, {FAULT_ENV: str(budget)})
+        child = _commit_in_child(ws, manifest, budget)
         child.wait(timeout=60)
         done = Workspace(ws.root, ws.root / ".vigil", mode="snapshot").recover()
         now = tree_hash(ws.root)
@@ -164,7 +174,7 @@ def test_random_time_kills_during_commit(ws: Workspace, tmp_path: Path) -> None:
     ws.rollback([cs])
     rng = random.Random(99)
     for _ in range(12):
-        child = _commit_in_child(ws, manifest, {})
+        child = _commit_in_child(ws, manifest)
         time.sleep(rng.uniform(0.0, 0.6))
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=60)

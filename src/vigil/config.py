@@ -55,6 +55,35 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from exc
 
 
+def _read_project_toml(workspace: Path) -> dict[str, Any]:
+    """``vigil.toml`` read without following a link: policy comes only from the file itself.
+
+    A symbolic link could point at a file a step may write (vigil protects ``vigil.toml``
+    by identity, not whatever it points to), so a linked policy file is refused.
+    """
+    from vigil.workspace.beneath import Blocked, Tree
+
+    try:
+        with Tree(workspace) as tree:
+            fd = tree.open_file(PROJECT_FILE)
+    except FileNotFoundError:
+        return {}
+    except Blocked as exc:
+        raise ConfigError(
+            f"{workspace / PROJECT_FILE} is a {exc.what}, not a regular file",
+            f"Replace the link with the file itself: vigil reads policy only from "
+            f"{PROJECT_FILE} in the project, never through a link a step might redirect.",
+        ) from None
+    with open(fd, "rb") as fh:
+        try:
+            return tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"{workspace / PROJECT_FILE} is not valid TOML: {exc}",
+                "Fix the syntax error at the position shown.",
+            ) from exc
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -105,6 +134,6 @@ def load_config(workspace: Path) -> Config:
     workspace = workspace.resolve()
     user_file = user_config_dir() / "config.toml"
     project_file = workspace / PROJECT_FILE
-    data = _merge(_read_toml(user_file), _read_toml(project_file))
+    data = _merge(_read_toml(user_file), _read_project_toml(workspace))
     sources = tuple(p for p in (user_file, project_file) if p.exists())
     return Config(workspace=workspace, data=data, sources=sources)

@@ -232,6 +232,13 @@ class StoreError(TransientError):
     exit_code = ExitCode.INTERNAL
 
 
+class LimitExceeded(VigilError):
+    code = "VIGIL-LIMIT"
+    title = "an attempt went over a resource limit"
+    remedy = "Make the step produce less, or raise the limit named in the message in vigil.toml."
+    exit_code = ExitCode.RUN_FAILED
+
+
 def explain(code: str) -> type[VigilError] | None:
     """The catalogue entry for ``code`` (case-insensitive), or None."""
     return CATALOG.get(code.upper())

@@ -50,6 +50,7 @@ from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
 from vigil.workspace import Changeset, Conflict, Workspace
 from vigil.workspace.apply import mismatches
+from vigil.workspace.limits import Limits, WorkspaceConfig
 
 Observer = Callable[[list[ev.Event], RunState], None]
 FaultHook = Callable[[str], None]
@@ -157,7 +158,10 @@ class Driver:
         self._cursor = 0
         self._staged: list[ev.Event] = []
         isolation = str(config.data.get("workspace", {}).get("isolation", "auto"))
-        self.ws = Workspace(self.workspace, self.state_dir, mode=_isolation_mode(isolation))
+        limits = Limits.from_config(config.section("workspace", WorkspaceConfig))
+        self.ws = Workspace(
+            self.workspace, self.state_dir, mode=_isolation_mode(isolation), limits=limits
+        )
         self.auditor = Auditor(config)
         self.resources = ActionResources.from_config(
             config, allow_stale=bool(self.options.get("allow_stale_prompts"))

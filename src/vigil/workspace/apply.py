@@ -4,6 +4,11 @@ The protocol: make the objects durable, write an intent record (fsync'd), apply 
 operation idempotently (temp file in the same directory, then rename), sync the
 filesystem, delete the intent. After a crash :func:`recover` finds the intent and rolls
 the changeset forward to the end, so the workspace holds all of it or none of it.
+
+Every read and write resolves its path beneath the workspace without following a link
+in any component (:mod:`vigil.workspace.beneath`). A parent that is no longer a
+directory is a conflict, never followed; a protected file is refused under any name
+(:mod:`vigil.workspace.protect`).
 """
 
 from __future__ import annotations
@@ -12,19 +17,38 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
+import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from vigil.workspace.beneath import Blocked, Tree, UnsafePath
 from vigil.workspace.changeset import ChangeEntry, Changeset
+from vigil.workspace.errors import Conflict, ProtectedPathChanged
 from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
-from vigil.workspace.state import FileState, state_of
+from vigil.workspace.protect import Protection, summary
+from vigil.workspace.state import FileState, state_at
 
-# Tests set this to SIGKILL the process after N operations, to prove recovery.
-FAULT_ENV = "VIGIL_FAULT_KILL_AFTER_OPS"
+# Kept for readers of older code: a stray temporary of an interrupted write ends so.
 TMP_SUFFIX = ".vigil-tmp"
+# The one purpose whose changes may touch protected paths: a snapshot attempt wrote the
+# real workspace (vigil.toml included) and its restore puts back what a person wrote.
+RESTORE = "restore"
 
+
+@dataclass
+class Faults:
+    """Hooks a test installs to break a commit on purpose; production leaves them empty.
+
+    ``before_op`` is called before each write to the workspace (a test's hook may kill
+    the process there to prove recovery).
+    """
+
+    before_op: Callable[[], None] | None = None
+
+
+FAULTS = Faults()
 
 _held = threading.local()
 
@@ -43,7 +67,7 @@ def locked(lock_file: Path) -> Iterator[None]:
         yield
         return
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         held.add(key)
@@ -55,120 +79,260 @@ def locked(lock_file: Path) -> Iterator[None]:
         os.close(fd)
 
 
+_BLOCKED = object()
+
+
+def _current(tree: Tree, rel: str, expected: Mapping[str, FileState | None]) -> object:
+    """The state at ``rel``, read without following links.
+
+    Below a parent that is a link or a file there is nothing, which is consistent only
+    when the changeset itself expects that parent to be a link or file now (it replaces
+    it); otherwise the path is :data:`_BLOCKED`.
+    """
+    try:
+        return state_at(tree, rel)
+    except Blocked as exc:
+        seen = expected.get(exc.rel)
+        return None if seen is not None and seen.kind != "dir" else _BLOCKED
+    except UnsafePath:
+        return _BLOCKED
+
+
 def mismatches(root: Path, changeset: Changeset, *, expect: str) -> list[str]:
-    """Paths whose current state is not the changeset's ``expect`` side ("before"/"after")."""
+    """Paths whose current state is not the changeset's ``expect`` side ("before"/"after").
+
+    Read without following links: a path below a parent that became a link or a file
+    (and that the changeset does not change itself) is a mismatch.
+    """
     entries = {e.path: e for e in changeset.entries}
+    wanted = {e.path: e.before if expect == "before" else e.after for e in changeset.entries}
     bad: list[str] = []
-    for entry in changeset.entries:
-        want = entry.before if expect == "before" else entry.after
-        now = state_of(root / entry.path)
-        if now != want:
-            bad.append(entry.path)
-            continue
-        other = entry.after if expect == "before" else entry.before
-        if now is not None and now.kind == "dir" and (other is None or other.kind != "dir"):
-            # The directory will be removed: anything new inside it would be lost.
-            for name in os.listdir(root / entry.path):
-                child = f"{entry.path}/{name}"
-                if child not in entries:
-                    bad.append(child)
-        parent = entry.path.rpartition("/")[0]
-        if parent and parent not in entries and not (root / parent).is_dir():
-            bad.append(parent)
+    with Tree(root) as tree:
+        for entry in changeset.entries:
+            want = wanted[entry.path]
+            now = _current(tree, entry.path, wanted)
+            if now != want:
+                bad.append(entry.path)
+                continue
+            other = entry.after if expect == "before" else entry.before
+            removed = other is None or other.kind != "dir"
+            if isinstance(now, FileState) and now.kind == "dir" and removed:
+                # The directory will be removed: anything new inside it would be lost.
+                for name in tree.listdir(entry.path):
+                    child = f"{entry.path}/{name}"
+                    if child not in entries:
+                        bad.append(child)
+            parent = entry.path.rpartition("/")[0]
+            if parent and parent not in entries:
+                up = _current(tree, parent, wanted)
+                if not (isinstance(up, FileState) and up.kind == "dir"):
+                    bad.append(parent)
     return sorted(set(bad))
+
+
+def blocked_paths(root: Path, changeset: Changeset) -> list[str]:
+    """Paths of ``changeset`` that lie below a link or a file the changeset does not change."""
+    befores = {e.path: e.before for e in changeset.entries}
+    with Tree(root) as tree:
+        return [p for p in changeset.paths if _current(tree, p, befores) is _BLOCKED]
+
+
+def protected_refusals(root: Path, changeset: Changeset, protection: Protection) -> list[str]:
+    """Why ``changeset`` may not be applied to ``root``: protected names, link targets and
+    identities (an existing entry or its directory that is a protected file or directory)."""
+    reasons = protection.refusals((e.path, e.after) for e in changeset.entries)
+    with Tree(root) as tree:
+        for entry in changeset.entries:
+            reason = _identity(tree, entry.path, protection)
+            if reason is not None:
+                reasons.append(reason)
+    return reasons
+
+
+def _identity(tree: Tree, rel: str, protection: Protection) -> str | None:
+    try:
+        with tree.parent(rel) as (fd, name):
+            reason = protection.identity_reason(rel.rpartition("/")[0] or ".", os.fstat(fd))
+            if reason is None:
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    reason = protection.identity_reason(rel, st)
+            return reason
+    except (Blocked, UnsafePath, FileNotFoundError):
+        return None  # nothing is reached through it; the conflict check reports it
 
 
 class _Ops:
     """Idempotent steps: each one checks whether its effect is already there."""
 
-    def __init__(self, root: Path, objects: ObjectStore) -> None:
-        self.root = root
+    def __init__(
+        self, tree: Tree, objects: ObjectStore, protection: Protection | None, faults: Faults
+    ) -> None:
+        self.tree = tree
         self.objects = objects
-        budget = os.environ.get(FAULT_ENV)
-        self.budget = int(budget) if budget else None
+        self.protection = protection
+        self.faults = faults
 
     def _tick(self) -> None:
-        if self.budget is None:
+        if self.faults.before_op is not None:
+            self.faults.before_op()
+
+    def _now(self, rel: str) -> FileState | None:
+        try:
+            return state_at(self.tree, rel)
+        except Blocked as exc:
+            raise Conflict(
+                f"{exc.rel} became a {exc.what} while a change to {rel} was applied; "
+                "vigil does not write through links",
+                "Put the directory back (or remove what replaced it) and run `vigil resume`; "
+                "the half-applied change is kept in .vigil/commits until it is finished.",
+                details=[rel],
+            ) from None
+
+    def _guard(self, rel: str) -> None:
+        if self.protection is None:
             return
-        self.budget -= 1
-        if self.budget < 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+        reason = _identity(self.tree, rel, self.protection)
+        if reason is not None:
+            raise ProtectedPathChanged(summary([reason]), details=[rel])
 
     def remove(self, entry: ChangeEntry) -> None:
-        path = self.root / entry.path
-        now = state_of(path)
+        now = self._now(entry.path)
         if now is None or now == entry.after:
             return
+        self._guard(entry.path)
         self._tick()
         if now.kind == "dir":
-            os.rmdir(path)
+            self.tree.rmdir(entry.path)
         else:
-            path.unlink()
+            self.tree.unlink(entry.path)
 
-    def put(self, entry: ChangeEntry, after: FileState) -> None:
-        path = self.root / entry.path
+    def put(self, entry: ChangeEntry, after: FileState | None) -> None:
+        if after is None:
+            return
+        rel = entry.path
         if after.kind == "dir":
-            if not path.is_dir() or path.is_symlink():
+            now = self._now(rel)
+            if now is None or now.kind != "dir":
+                self._guard(rel)
                 self._tick()
-                path.mkdir()
+                # Owner-writable until set_dir_mode gives it its mode, after its children.
+                self.tree.mkdir(rel, 0o700)
             return
-        if state_of(path) == after:
-            with contextlib.suppress(FileNotFoundError):
-                path.with_name(path.name + TMP_SUFFIX).unlink()
+        if self._now(rel) == after:
+            self.tree.discard_tmp(rel)
             return
+        self._guard(rel)
         self._tick()
-        tmp = path.with_name(path.name + TMP_SUFFIX)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
         if after.kind == "symlink":
-            os.symlink(after.target or "", tmp)
+            self.tree.symlink(rel, after.target or "")
         else:
-            self.objects.copy_to(after.sha256 or "", tmp)
-            os.chmod(tmp, after.mode)
-        os.replace(tmp, path)
+            sha = after.sha256 or ""
+            self.tree.write_file(rel, lambda fd: self.objects.copy_into(sha, fd), after.mode)
 
-    def set_dir_mode(self, entry: ChangeEntry, after: FileState) -> None:
-        path = self.root / entry.path
-        if (path.stat().st_mode & 0o7777) != after.mode:
+    def set_dir_mode(self, entry: ChangeEntry, after: FileState | None) -> None:
+        if after is None:
+            return
+        try:
+            st = self.tree.lstat(entry.path)
+        except Blocked:
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            self._now(entry.path)  # a blocked parent is a conflict; a missing dir is not ours
+            return
+        if stat.S_IMODE(st.st_mode) != after.mode:
             self._tick()
-            os.chmod(path, after.mode)
+            self.tree.chmod(entry.path, after.mode)
 
     def run(self, changeset: Changeset) -> None:
         """Removals deepest first, then creations parents first, then directory modes."""
         entries = changeset.entries
-        for entry in sorted(entries, key=lambda e: e.path.count("/"), reverse=True):
+        if self.protection is not None:
+            refused = self.protection.refusals((e.path, e.after) for e in entries)
+            if refused:
+                raise ProtectedPathChanged(summary(refused), details=refused)
+        deepest_first = sorted(entries, key=lambda e: e.path.count("/"), reverse=True)
+        for entry in deepest_first:
             before, after = entry.before, entry.after
             if before is not None and (after is None or after.kind != before.kind):
-                self.remove(entry)
+                self._step(self.remove, entry)
         for entry in entries:
             if entry.after is not None:
-                self.put(entry, entry.after)
-        for entry in sorted(entries, key=lambda e: e.path.count("/"), reverse=True):
+                self._step(lambda e: self.put(e, e.after), entry)
+        for entry in deepest_first:
             if entry.after is not None and entry.after.kind == "dir":
-                self.set_dir_mode(entry, entry.after)
+                self._step(lambda e: self.set_dir_mode(e, e.after), entry)
+
+    def _step(self, op: Callable[[ChangeEntry], None], entry: ChangeEntry) -> None:
+        """One operation; a directory that vanished or became a link under it is a conflict."""
+        try:
+            op(entry)
+        except (Blocked, FileNotFoundError, NotADirectoryError) as exc:
+            raise Conflict(
+                f"{entry.path} could not be applied: {exc}; vigil does not write through "
+                "links or into directories that moved",
+                "Put the directory back (or remove what replaced it) and run `vigil resume`; "
+                "the half-applied change is kept in .vigil/commits until it is finished.",
+                details=[entry.path],
+            ) from None
 
 
 class Applier:
     """Crash-safe application of changesets to one workspace."""
 
-    def __init__(self, root: Path, state_dir: Path, objects: ObjectStore) -> None:
+    def __init__(
+        self,
+        root: Path,
+        state_dir: Path,
+        objects: ObjectStore,
+        *,
+        protected: Sequence[str] = (),
+        faults: Faults | None = None,
+    ) -> None:
         self.root = root
         self.objects = objects
+        self.protected = tuple(protected)
+        self.faults = faults
         self.intents = state_dir / "commits"
         self.lock_file = state_dir / "locks" / "commit.lock"
 
+    def protection(self) -> Protection:
+        """The protected paths with the identities they have now."""
+        return Protection.of(self.root, self.protected)
+
     def apply(self, changeset: Changeset, *, purpose: str) -> None:
-        """Apply ``changeset``; the caller holds :attr:`lock_file` and checked conflicts."""
+        """Apply ``changeset``; the caller holds :attr:`lock_file` and checked conflicts.
+
+        Protected paths are refused (by name, link target and identity) before anything
+        is written, except when a snapshot attempt's own writes are undone.
+        """
         if changeset.is_empty:
             return
+        protection = None if purpose == RESTORE else self.protection()
+        if protection is not None:
+            refused = protected_refusals(self.root, changeset, protection)
+            if refused:
+                raise ProtectedPathChanged(summary(refused), details=refused)
+        blocked = blocked_paths(self.root, changeset)
+        if blocked:
+            raise Conflict(
+                f"{len(blocked)} path(s) lie below a link or file that replaced a directory: "
+                + ", ".join(blocked[:5]),
+                "vigil never writes through links: put the directory back, then try again.",
+                details=blocked,
+            )
         for entry in changeset.entries:
             sha = entry.after.sha256 if entry.after is not None else None
             if sha is not None and not self.objects.has(sha):
                 raise FileNotFoundError(f"object {sha} for {entry.path} is missing")
         sync_filesystem(self.objects.root)
         intent = self._write_intent(changeset, purpose)
-        _Ops(self.root, self.objects).run(changeset)
+        self._run(changeset, protection)
         self._finish(intent)
+
+    def _run(self, changeset: Changeset, protection: Protection | None) -> None:
+        with Tree(self.root) as tree:
+            _Ops(tree, self.objects, protection, self.faults or FAULTS).run(changeset)
 
     def recover(self) -> list[str]:
         """Finish every half-applied changeset; returns one line per intent handled."""
@@ -178,9 +342,10 @@ class Applier:
         for intent in sorted(self.intents.glob("*.json")):
             data = json.loads(intent.read_text())
             changeset = Changeset.from_dict(data["changeset"])
-            _Ops(self.root, self.objects).run(changeset)
+            purpose = str(data["purpose"])
+            self._run(changeset, None if purpose == RESTORE else self.protection())
             self._finish(intent)
-            done.append(f"finished {data['purpose']} of {len(changeset.entries)} path(s)")
+            done.append(f"finished {purpose} of {len(changeset.entries)} path(s)")
         for stray in self.intents.glob("*.tmp"):
             stray.unlink()
         return done
@@ -190,7 +355,11 @@ class Applier:
         final = self.intents / f"{purpose}-{changeset.id}.json"
         tmp = final.with_suffix(".tmp")
         body = json.dumps({"purpose": purpose, "changeset": changeset.to_dict()})
-        with tmp.open("w") as fh:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
+        with os.fdopen(fd, "w") as fh:
             fh.write(body)
             fh.flush()
             os.fsync(fh.fileno())

@@ -11,9 +11,13 @@ import stat
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
+from vigil.workspace.beneath import Tree
 from vigil.workspace.changeset import ChangeEntry, Changeset, IgnoreRules
+from vigil.workspace.errors import ProtectedPathChanged
+from vigil.workspace.limits import Limits, Tally
 from vigil.workspace.objects import ObjectStore
-from vigil.workspace.state import FileState, is_excluded, state_of
+from vigil.workspace.protect import Protection, summary
+from vigil.workspace.state import FileState, is_excluded, state_in, walk
 from vigil.workspace.view import StackedView
 
 _OPAQUE = "user.overlay.opaque"
@@ -23,26 +27,56 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
 
 
-def _is_opaque(path: Path) -> bool:
+def _is_opaque(tree: Tree, rel: str) -> bool:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.getxattr(path, _OPAQUE, follow_symlinks=False) == b"y"
+        with tree.parent(rel) as (pfd, name):
+            fd = os.open(name, flags, dir_fd=pfd)
+            try:
+                return os.getxattr(fd, _OPAQUE) == b"y"
+            finally:
+                os.close(fd)
     except OSError:
         return False
 
 
+def precount(upper: Path, limits: Limits, exclude: Collection[str] = ()) -> None:
+    """VIGIL-LIMIT if the upper directory alone holds more paths or bytes than allowed.
+
+    Only ``lstat``: nothing is hashed or copied, and a walk over millions of files stops
+    at the first one over the limit.
+    """
+    tally = limits.tally()
+    for rel, _fd, _name, st in walk(upper, exclude):
+        tally.path(rel)
+        if stat.S_ISREG(st.st_mode):
+            tally.content(rel, st.st_size)
+
+
+def check_protected(changeset: Changeset, protection: Protection | None) -> None:
+    """VIGIL-PROTECTED-PATH if ``changeset`` touches a protected path by name or link."""
+    if protection is None:
+        return
+    refused = protection.refusals((e.path, e.after) for e in changeset.entries)
+    if refused:
+        raise ProtectedPathChanged(summary(refused), details=refused)
+
+
 class _Collector:
-    def __init__(self, lower: StackedView, objects: ObjectStore) -> None:
+    def __init__(self, lower: StackedView, objects: ObjectStore, tally: Tally) -> None:
         self.lower = lower
         self.objects = objects
+        self.tally = tally
         self.entries: dict[str, ChangeEntry] = {}
 
     def record(self, rel: str, before: FileState | None, after: FileState | None) -> None:
         if before == after:
             return
-        if before is not None and before.kind == "file" and before.sha256 is not None:
-            source = self.lower.source(rel)
-            if not self.objects.has(before.sha256) and source is not None:
-                self.objects.put_file(source, before.sha256)
+        self.tally.path(rel)
+        pre = before.sha256 if before is not None and before.kind == "file" else None
+        if pre is not None and rel not in self.lower.overrides and not self.objects.has(pre):
+            self.tally.content(rel, before.size if before is not None else 0)
+            self.lower.store(rel, self.objects, pre)
         self.entries[rel] = ChangeEntry(rel, before, after)
 
     def delete_tree(self, rel: str, *, keep_top: bool = False) -> None:
@@ -63,43 +97,98 @@ def capture_upper(
     objects: ObjectStore,
     ignore: IgnoreRules,
     exclude: Collection[str] = (),
+    *,
+    protection: Protection | None = None,
+    limits: Limits | None = None,
 ) -> Changeset:
-    """The changeset recorded in an overlayfs upper directory over ``lower``."""
-    out = _Collector(lower, objects)
+    """The changeset recorded in an overlayfs upper directory over ``lower``.
+
+    Limits (default: the view's) are checked before any content is copied into
+    ``objects``; protected paths (default: the view's) are refused by name, link target
+    and identity.
+    """
+    limits = limits or lower.limits
+    protection = protection if protection is not None else lower.protection
+    precount(upper, limits, exclude)
+    with Tree(upper) as tree:
+        changeset = _capture(tree, lower, objects, ignore, exclude, limits, protection)
+    check_protected(changeset, protection)
+    return changeset
+
+
+def _capture(
+    tree: Tree,
+    lower: StackedView,
+    objects: ObjectStore,
+    ignore: IgnoreRules,
+    exclude: Collection[str],
+    limits: Limits,
+    protection: Protection | None,
+) -> Changeset:
+    out = _Collector(lower, objects, limits.tally())
     stack: list[tuple[str, bool]] = [("", False)]
     while stack:
         rel_dir, opaque = stack.pop()
-        abs_dir = upper / rel_dir if rel_dir else upper
-        names = sorted(os.listdir(abs_dir))
-        present = {f"{rel_dir}/{n}" if rel_dir else n for n in names}
-        for child in lower.children(rel_dir):
-            # An opaque directory hides everything below it in the lower layers; a path a
-            # stacked layer put in the upper directory vanishes without a whiteout.
-            if child not in present and (opaque or child in lower.overrides):
-                out.delete_tree(child)
-        for name in names:
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if is_excluded(rel, exclude):
-                continue
-            path = abs_dir / name
-            st = path.lstat()
-            if _is_whiteout(st):
-                out.delete_tree(rel)
-                continue
-            after = state_of(path, st)
-            if after is None:
-                continue
-            before = lower.state(rel)
-            new_content = before is None or before.sha256 != after.sha256
-            if after.kind == "file" and after.sha256 is not None and new_content:
-                objects.put_file(path, after.sha256)
-            if before is not None and before.kind == "dir" and after.kind != "dir":
-                out.delete_tree(rel, keep_top=True)
-            out.record(rel, before, after)
-            if after.kind == "dir":
-                hides_lower = opaque or _is_opaque(path) or before is None or before.kind != "dir"
-                stack.append((rel, hides_lower))
+        dir_fd = tree.open_dir(rel_dir.split("/") if rel_dir else [])
+        try:
+            _capture_dir(tree, dir_fd, rel_dir, opaque, lower, objects, exclude, out, stack)
+        finally:
+            os.close(dir_fd)
+    if protection is not None:
+        for rel, entry in out.entries.items():
+            after = entry.after
+            if after is not None and after.kind == "file":
+                st = tree.lstat(rel)
+                reason = None if st is None else protection.identity_reason(rel, st)
+                if reason is not None:
+                    raise ProtectedPathChanged(summary([reason]), details=[rel])
     return Changeset(ignore.flag(out.entries.values()))
+
+
+def _capture_dir(
+    tree: Tree,
+    dir_fd: int,
+    rel_dir: str,
+    opaque: bool,
+    lower: StackedView,
+    objects: ObjectStore,
+    exclude: Collection[str],
+    out: _Collector,
+    stack: list[tuple[str, bool]],
+) -> None:
+    names = sorted(tree.listdir(rel_dir))
+    present = {f"{rel_dir}/{n}" if rel_dir else n for n in names}
+    for child in lower.children(rel_dir):
+        # An opaque directory hides everything below it in the lower layers; a path a
+        # stacked layer put in the upper directory vanishes without a whiteout.
+        if child not in present and (opaque or child in lower.overrides):
+            out.delete_tree(child)
+    for name in names:
+        rel = f"{rel_dir}/{name}" if rel_dir else name
+        if is_excluded(rel, exclude):
+            continue
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if _is_whiteout(st):
+            out.delete_tree(rel)
+            continue
+        after = state_in(dir_fd, name, st)
+        if after is None:
+            continue
+        before = lower.state(rel)
+        new_content = before is None or before.sha256 != after.sha256
+        stored = after.sha256 is None or objects.has(after.sha256)
+        if after.kind == "file" and new_content and not stored:
+            fd = tree.open_file(rel, st)
+            try:
+                objects.put_fd(fd)
+            finally:
+                os.close(fd)
+        if before is not None and before.kind == "dir" and after.kind != "dir":
+            out.delete_tree(rel, keep_top=True)
+        out.record(rel, before, after)
+        if after.kind == "dir":
+            hides_lower = opaque or _is_opaque(tree, rel) or before is None or before.kind != "dir"
+            stack.append((rel, hides_lower))
 
 
 def diff_states(
@@ -115,7 +204,12 @@ def diff_states(
 
 
 def store_images(root: Path, states: Mapping[str, FileState], objects: ObjectStore) -> None:
-    """Copy the content of every file in ``states`` (read from ``root``) into ``objects``."""
-    for rel, st in states.items():
-        if st.kind == "file" and st.sha256 is not None and not objects.has(st.sha256):
-            objects.put_file(root / rel, st.sha256)
+    """Copy the content of every file in ``states`` (read beneath ``root``) into ``objects``."""
+    with Tree(root) as tree:
+        for rel, st in states.items():
+            if st.kind == "file" and st.sha256 is not None and not objects.has(st.sha256):
+                fd = tree.open_file(rel)
+                try:
+                    objects.put_fd(fd)
+                finally:
+                    os.close(fd)

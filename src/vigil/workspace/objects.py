@@ -2,18 +2,51 @@
 
 Changesets keep both pre-images and post-images here, so commit and rollback never need
 the attempt's upper directory or a copy of the old workspace.
+
+A hash comes from a changeset, and a changeset may come from a journal someone else can
+write, so a hash is checked to be 64 hex digits before it names a file. Blobs are opened
+beneath the store without following links, and their bytes are checked against their
+name whenever they are copied out: a damaged or swapped blob is refused (VIGIL-STORE),
+never written into the workspace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
 import os
-import shutil
+import re
+import secrets
+import stat
 from pathlib import Path
 
+from vigil.errors import StoreError
+from vigil.workspace.beneath import Tree, UnsafePath, open_regular
+
 _CHUNK = 1 << 20
+_SHA = re.compile(r"[0-9a-f]{64}")
+
+
+def _check(sha256: str) -> str:
+    if not _SHA.fullmatch(sha256):
+        raise UnsafePath(f"{sha256!r} is not a sha256 object name")
+    return sha256
+
+
+def _copy(src: int, dst: int | None) -> str:
+    """Copy ``src`` to ``dst`` (from the start of ``src``) and return the bytes' sha256."""
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(src, _CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+        if dst is not None:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view) :]
+    return digest.hexdigest()
 
 
 class ObjectStore:
@@ -24,48 +57,129 @@ class ObjectStore:
 
     def path_of(self, sha256: str) -> Path:
         """Where the blob with this hash lives (it may not exist)."""
+        _check(sha256)
         return self.root / sha256[:2] / sha256[2:]
 
-    def has(self, sha256: str) -> bool:
-        """Whether the blob is stored."""
-        return self.path_of(sha256).exists()
+    def _rel(self, sha256: str) -> str:
+        _check(sha256)
+        return f"{self.root.name}/{sha256[:2]}/{sha256[2:]}"
 
-    def put_file(self, source: Path, sha256: str | None = None) -> str:
-        """Store a copy of ``source`` and return its hash (known hashes skip the copy)."""
+    def _tree(self) -> Tree:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        return Tree(self.root.parent)
+
+    def has(self, sha256: str) -> bool:
+        """Whether the blob is stored (as a regular file, not a link)."""
+        try:
+            with self._tree() as tree:
+                st = tree.lstat(self._rel(sha256))
+        except OSError:
+            return False
+        return st is not None and stat.S_ISREG(st.st_mode)
+
+    def _open(self, sha256: str) -> int:
+        with self._tree() as tree:
+            return tree.open_file(self._rel(sha256))
+
+    def _store(self, src: int) -> str:
+        """Copy ``src`` into the store under the hash of its bytes; returns that hash."""
+        with self._tree() as tree:
+            tree.mkdir(self.root.name)
+            fd = tree.open_dir([self.root.name])
+            try:
+                tmp = f"incoming-{os.getpid()}-{secrets.token_hex(8)}"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                out = os.open(tmp, flags, 0o644, dir_fd=fd)
+                try:
+                    actual = _copy(src, out)
+                finally:
+                    os.close(out)
+                try:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(actual[:2], 0o755, dir_fd=fd)
+                    sub = os.open(actual[:2], os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                    try:
+                        os.rename(tmp, actual[2:], src_dir_fd=fd, dst_dir_fd=sub)
+                    finally:
+                        os.close(sub)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=fd)
+                    raise
+            finally:
+                os.close(fd)
+        return actual
+
+    def put_fd(self, src: int, sha256: str | None = None) -> str:
+        """Store the bytes readable from ``src`` and return their hash (known hashes skip)."""
         if sha256 is not None and self.has(sha256):
             return sha256
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f"incoming-{os.getpid()}-{id(source)}"
-        digest = hashlib.sha256()
-        with source.open("rb") as src, tmp.open("wb") as dst:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                dst.write(chunk)
-        actual = digest.hexdigest()
-        final = self.path_of(actual)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(tmp, final)
-        return actual
+        return self._store(src)
+
+    def put_file(self, source: Path, sha256: str | None = None) -> str:
+        """Store a copy of the regular file ``source`` (a link is refused, not followed)."""
+        if sha256 is not None and self.has(sha256):
+            return sha256
+        fd = open_regular(None, str(source))
+        try:
+            return self._store(fd)
+        finally:
+            os.close(fd)
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` and return its hash."""
         sha = hashlib.sha256(data).hexdigest()
-        final = self.path_of(sha)
-        if not final.exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, final)
-        return sha
+        if self.has(sha):
+            return sha
+        fd = os.memfd_create("vigil-blob", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, data)
+            return self._store(fd)
+        finally:
+            os.close(fd)
 
     def read(self, sha256: str) -> bytes:
-        """The blob's bytes."""
-        return self.path_of(sha256).read_bytes()
+        """The blob's bytes; VIGIL-STORE if they do not match their hash."""
+        fd = self._open(sha256)
+        try:
+            chunks = []
+            offset = 0
+            while chunk := os.pread(fd, _CHUNK, offset):
+                chunks.append(chunk)
+                offset += len(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise _damaged(sha256)
+        return data
+
+    def copy_into(self, sha256: str, dst: int) -> None:
+        """Write the blob's bytes to the descriptor ``dst``; VIGIL-STORE if damaged."""
+        fd = self._open(sha256)
+        try:
+            actual = _copy(fd, dst)
+        finally:
+            os.close(fd)
+        if actual != sha256:
+            raise _damaged(sha256)
 
     def copy_to(self, sha256: str, dest: Path) -> None:
-        """Write the blob's bytes to ``dest`` (created or truncated)."""
-        with self.path_of(sha256).open("rb") as src, dest.open("wb") as dst:
-            shutil.copyfileobj(src, dst, _CHUNK)
+        """Write the blob's bytes to a new file ``dest`` (which must not exist)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        out = os.open(dest, flags, 0o600)
+        try:
+            self.copy_into(sha256, out)
+        finally:
+            os.close(out)
+
+
+def _damaged(sha256: str) -> StoreError:
+    return StoreError(
+        f"object {sha256[:12]} in .vigil/objects does not match its hash",
+        "Something changed vigil's object store; restore .vigil/objects from a backup "
+        "or discard the changes that refer to this object.",
+    )
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)

@@ -7,9 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vigil.workspace.apply import Applier, locked, mismatches
+from vigil.workspace.beneath import Blocked, Tree, UnsafePath
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.errors import Drift
-from vigil.workspace.state import state_of
+from vigil.workspace.state import FileState, state_at
+
+
+def _at_target(tree: Tree, rel: str, target: FileState | None) -> bool:
+    try:
+        return state_at(tree, rel) == target
+    except (Blocked, UnsafePath):
+        return False
 
 
 @dataclass(frozen=True)
@@ -50,12 +58,13 @@ def rollback(
     undo = compose([_selected(cs, paths).inverse() for cs in reversed(changesets)])
     with locked(applier.lock_file):
         targets = {e.path: e.after for e in undo.entries}
-        drifted = [
-            p
-            for p in mismatches(root, undo, expect="before")
-            # A path already back at its pre-image (an earlier partial rollback) is fine.
-            if p not in targets or state_of(root / p) != targets[p]
-        ]
+        with Tree(root) as tree:
+            drifted = [
+                p
+                for p in mismatches(root, undo, expect="before")
+                # A path already back at its pre-image (an earlier partial rollback) is fine.
+                if p not in targets or not _at_target(tree, p, targets[p])
+            ]
         if drifted and not force:
             shown = ", ".join(drifted[:5]) + (" ..." if len(drifted) > 5 else "")
             raise Drift(

@@ -15,11 +15,14 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from vigil.workspace.apply import Applier, locked
-from vigil.workspace.capture import diff_states, store_images
+from vigil.workspace.apply import RESTORE, Applier, locked
+from vigil.workspace.beneath import Tree
+from vigil.workspace.capture import check_protected, diff_states, store_images
 from vigil.workspace.changeset import Changeset, IgnoreRules, compose
 from vigil.workspace.errors import ProtectedPathChanged
+from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
+from vigil.workspace.protect import Protection, summary
 from vigil.workspace.spawn import SpawnSpec, reduced_env, resolve_cwd
 from vigil.workspace.state import FileState, scan
 
@@ -40,6 +43,7 @@ class SnapshotSandbox:
         exclude: Sequence[str],
         protected: Sequence[str],
         base_layers: Sequence[Changeset],
+        limits: Limits | None = None,
     ) -> None:
         self.root = root
         self.objects = objects
@@ -47,6 +51,7 @@ class SnapshotSandbox:
         self.exclude = exclude
         self.protected = protected
         self.base_layers = list(base_layers)
+        self.limits = limits or Limits()
         self.manifest = state_dir / "snapshots" / f"{key}.json"
         self.lock_file = state_dir / "locks" / "snapshot.lock"
         self._before: dict[str, FileState] | None = None
@@ -88,14 +93,34 @@ class SnapshotSandbox:
     def capture(self) -> Changeset:
         """The attempt's changes; the workspace is put back to how it was before."""
         before = self._start()
-        after = scan(self.root, self.exclude)
-        store_images(self.root, after, self.objects)
-        changeset = diff_states(before, after, IgnoreRules.for_workspace(self.root))
-        self.discard()
-        touched = [p for p in changeset.paths if p in self.protected]
-        if touched:
-            raise ProtectedPathChanged(f"the step changed {', '.join(touched)}")
+        # Identities are read before the step's changes are undone: a hard link the
+        # step made to vigil.toml shares its inode only until then.
+        protection = Protection.of(self.root, [*self.protected, *self.exclude])
+        try:
+            after = scan(self.root, self.exclude)
+            changeset = diff_states(before, after, IgnoreRules.for_workspace(self.root))
+            self._check(changeset, protection)
+            changed = {e.path: e.after for e in changeset.entries if e.after is not None}
+            store_images(self.root, changed, self.objects)
+        finally:
+            self.discard()
         return changeset
+
+    def _check(self, changeset: Changeset, protection: Protection) -> None:
+        """Protected paths (name, link, identity) and limits, before any content is copied."""
+        check_protected(changeset, protection)
+        tally = self.limits.tally()
+        with Tree(self.root) as tree:
+            for entry in changeset.entries:
+                tally.path(entry.path)
+                after = entry.after
+                if after is None or after.kind != "file":
+                    continue
+                tally.content(entry.path, after.size)
+                st = tree.lstat(entry.path)
+                reason = None if st is None else protection.identity_reason(entry.path, st)
+                if reason is not None:
+                    raise ProtectedPathChanged(summary([reason]), details=[entry.path])
 
     def discard(self) -> None:
         """Put the workspace back as it was before the attempt; idempotent."""
@@ -113,6 +138,6 @@ def restore_interrupted(
     with locked(applier.lock_file):
         now = scan(root, exclude)
         back = diff_states(now, before, IgnoreRules())
-        applier.apply(back, purpose="restore")
+        applier.apply(back, purpose=RESTORE)
     manifest.unlink()
     return back.paths

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from vigil.workspace.beneath import DIR_FLAGS, Tree, listdir_fd, open_regular, sha256_fd
 
 Kind = Literal["file", "symlink", "dir"]
 
@@ -48,27 +51,63 @@ class FileState:
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a regular file's bytes."""
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    """Hex sha256 of a regular file's bytes (a symbolic link is refused, not followed)."""
+    fd = open_regular(None, str(path))
+    try:
+        return sha256_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _from_stat(
+    st: os.stat_result, digest: Callable[[], str], target: Callable[[], str]
+) -> FileState | None:
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISREG(st.st_mode):
+        return FileState("file", mode, digest(), st.st_size)
+    if stat.S_ISLNK(st.st_mode):
+        return FileState("symlink", target=target())
+    if stat.S_ISDIR(st.st_mode):
+        return FileState("dir", mode)
+    # Sockets, fifos and device nodes are runtime artefacts, not project content.
+    return None
+
+
+def state_in(dir_fd: int | None, name: str, st: os.stat_result) -> FileState | None:
+    """The state of ``name`` in directory ``dir_fd`` whose lstat is ``st``; nothing followed."""
+
+    def digest() -> str:
+        fd = open_regular(dir_fd, name, st)
+        try:
+            return sha256_fd(fd)
+        finally:
+            os.close(fd)
+
+    return _from_stat(st, digest, lambda: os.readlink(name, dir_fd=dir_fd))
 
 
 def state_of(path: Path, st: os.stat_result | None = None) -> FileState | None:
-    """The state at ``path``, or None if nothing (or something we do not track) is there."""
+    """The state at ``path``, or None if nothing (or something we do not track) is there.
+
+    For trees vigil owns (an attempt's upper directory); the workspace is read with
+    :func:`state_at`, which follows no link in any component.
+    """
     if st is None:
         try:
             st = path.lstat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-    mode = stat.S_IMODE(st.st_mode)
-    if stat.S_ISREG(st.st_mode):
-        return FileState("file", mode, file_sha256(path), st.st_size)
-    if stat.S_ISLNK(st.st_mode):
-        return FileState("symlink", target=os.readlink(path))
-    if stat.S_ISDIR(st.st_mode):
-        return FileState("dir", mode)
-    # Sockets, fifos and device nodes are runtime artefacts, not project content.
-    return None
+    return state_in(None, str(path), st)
+
+
+def state_at(tree: Tree, rel: str) -> FileState | None:
+    """The state at ``rel`` beneath ``tree``; :class:`Blocked` if a parent is not a directory."""
+    try:
+        with tree.parent(rel) as (fd, name):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            return state_in(fd, name, st)
+    except FileNotFoundError:
+        return None
 
 
 def is_excluded(rel: str, exclude: Collection[str]) -> bool:
@@ -76,28 +115,46 @@ def is_excluded(rel: str, exclude: Collection[str]) -> bool:
     return any(rel == e or rel.startswith(e + "/") for e in exclude)
 
 
-def walk(root: Path, exclude: Collection[str] = ()) -> Iterator[tuple[str, Path, os.stat_result]]:
-    """Every path under ``root`` (not root itself) as (relative posix path, path, lstat)."""
-    stack = [("", root)]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        with os.scandir(abs_dir) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if is_excluded(rel, exclude):
-                continue
-            st = entry.stat(follow_symlinks=False)
-            yield rel, Path(entry.path), st
-            if stat.S_ISDIR(st.st_mode):
-                stack.append((rel, Path(entry.path)))
+def walk(
+    root: Path, exclude: Collection[str] = ()
+) -> Iterator[tuple[str, int, str, os.stat_result]]:
+    """Every path under ``root`` (not root itself) as (relative path, dir fd, name, lstat).
+
+    Directories are entered by descriptor with ``O_NOFOLLOW``: a directory swapped for a
+    link during the walk is not followed. The dir fd is valid until the next item.
+    """
+    with Tree(root) as tree:
+        stack: list[tuple[str, int]] = [("", os.dup(tree.fd))]
+        try:
+            while stack:
+                rel_dir, fd = stack.pop()
+                try:
+                    names = sorted(listdir_fd(fd))
+                    for name in names:
+                        rel = f"{rel_dir}/{name}" if rel_dir else name
+                        if is_excluded(rel, exclude):
+                            continue
+                        try:
+                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                        yield rel, fd, name, st
+                        if stat.S_ISDIR(st.st_mode):
+                            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                                sub = os.open(name, DIR_FLAGS, dir_fd=fd)
+                                stack.append((rel, sub))
+                finally:
+                    os.close(fd)
+        finally:
+            for _, fd in stack:
+                os.close(fd)
 
 
 def scan(root: Path, exclude: Collection[str] = ()) -> dict[str, FileState]:
     """The state of every tracked path under ``root``, keyed by relative posix path."""
     out: dict[str, FileState] = {}
-    for rel, path, st in walk(root, exclude):
-        state = state_of(path, st)
+    for rel, fd, name, st in walk(root, exclude):
+        state = state_in(fd, name, st)
         if state is not None:
             out[rel] = state
     return out

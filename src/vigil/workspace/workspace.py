@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 from vigil.config import PROJECT_FILE, user_config_dir
-from vigil.workspace.apply import Applier, locked, mismatches
+from vigil.workspace.apply import Applier, locked, mismatches, protected_refusals
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
-from vigil.workspace.errors import Conflict, SandboxUnavailable
+from vigil.workspace.errors import Conflict, ProtectedPathChanged, SandboxUnavailable
 from vigil.workspace.isolation import IsolationReport, detect_isolation, find_tools
+from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore
+from vigil.workspace.protect import Protection, summary
 from vigil.workspace.rollback import RollbackResult, rollback
 from vigil.workspace.sandbox import OverlaySandbox
 from vigil.workspace.snapshot import SnapshotSandbox, restore_interrupted
@@ -43,11 +45,12 @@ class Workspace:
         *,
         mode: Literal["auto", "overlay", "snapshot", "off"] = "auto",
         hidden_paths: Sequence[Path] = (),
+        limits: Limits | None = None,
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir.resolve()
         self.objects = ObjectStore(self.state_dir / "objects")
-        self.applier = Applier(self.root, self.state_dir, self.objects)
+        self.limits = limits or Limits()
         self.hidden = [self.state_dir, user_config_dir().expanduser().resolve()]
         self.hidden += [p.resolve() for p in hidden_paths]
         self.protected = [PROJECT_FILE]
@@ -55,6 +58,9 @@ class Workspace:
         self.exclude = sorted(
             {str(p.relative_to(self.root)) for p in self.hidden if self.root in p.parents}
         )
+        # Refused at capture and at commit, by name, link target and identity.
+        self.guarded = [*self.protected, *self.exclude]
+        self.applier = Applier(self.root, self.state_dir, self.objects, protected=self.guarded)
         self.isolation: IsolationReport = detect_isolation(mode)
         if mode == "overlay" and self.isolation.mode != "overlay":
             raise SandboxUnavailable(f"overlay isolation was required: {self.isolation.reason}")
@@ -77,6 +83,7 @@ class Workspace:
                 exclude=self.exclude,
                 protected=self.protected,
                 base_layers=base_layers,
+                limits=self.limits,
             )
         tools = find_tools()
         if tools is None:
@@ -84,7 +91,13 @@ class Workspace:
         return OverlaySandbox(
             root=self.root,
             attempt_dir=attempt_dir,
-            view=StackedView(self.root, base_layers, self.exclude),
+            view=StackedView(
+                self.root,
+                base_layers,
+                self.exclude,
+                protection=Protection.of(self.root, self.guarded),
+                limits=self.limits,
+            ),
             base=compose(base_layers),
             objects=self.objects,
             hidden=self.hidden,
@@ -132,6 +145,9 @@ class Workspace:
         """Apply ``changeset`` if every path still holds its pre-image and no commit since
         generation ``since`` touched it; else VIGIL-CONFLICT, and nothing is written."""
         with self._writers(), locked(self.applier.lock_file):
+            refused = protected_refusals(self.root, changeset, self.applier.protection())
+            if refused:
+                raise ProtectedPathChanged(summary(refused), details=refused)
             entry_paths = {e.path for e in changeset.entries}
             conflicts = set(mismatches(self.root, changeset, expect="before"))
             if since is not None:
