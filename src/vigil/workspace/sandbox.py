@@ -16,9 +16,12 @@ workspace (:mod:`vigil.workspace.staging`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -117,9 +120,8 @@ class OverlaySandbox:
         # lower layer nested in another, and one layer keeps the mount cheap.
         materialise(base, objects, self.upper, StackedView(root, (), view.exclude))
         self.work.mkdir(exist_ok=True)
-        (attempt_dir / "empty").mkdir(exist_ok=True)
         self._limits = self._limit_args()
-        lower, attempt = str(root), str(attempt_dir)
+        lower, attempt, empty = str(root), str(attempt_dir), _empty_dir()
         source = _same
         if identity is not None:
             _chown_tree(self.upper, identity.uid, identity.gid)
@@ -131,14 +133,15 @@ class OverlaySandbox:
                 owner=(ws_stat.st_uid, ws_stat.st_gid),
                 run_as=(identity.uid, identity.gid),
             )
-            lower, attempt, source = self._stage.lower, self._stage.attempt, self._stage.source
+            lower, attempt = self._stage.lower, self._stage.attempt
+            empty, source = self._stage.empty, self._stage.source
         hidden_text = [str(p) for p in hidden]
         plan = RootPlan(
             workspace=str(root),
             lower=lower,
             upper=f"{attempt}/upper",
             work=f"{attempt}/work",
-            empty=f"{attempt}/empty",
+            empty=empty,
             hidden=hidden_text,
             protected=[
                 f"{root}/{rel}"
@@ -221,3 +224,18 @@ class OverlaySandbox:
 
 def _same(path: str) -> str:
     return path
+
+
+@functools.cache
+def _empty_dir() -> str:
+    """An empty directory (a read-only overlay's second layer), outside every tree a
+    sandbox mounts: overlayfs refuses layers that overlap."""
+    path = tempfile.mkdtemp(prefix="vigil-empty-")
+    os.chmod(path, 0o755)
+    atexit.register(_rmdir_quietly, path)
+    return path
+
+
+def _rmdir_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(path)

@@ -20,6 +20,7 @@ spawn and discard on one thread, as the engine does.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -176,7 +177,13 @@ def _base() -> str:
     its private staging tmpfs. Created once per process; empty on the host."""
     path = tempfile.mkdtemp(prefix="vigil-stage-")
     os.chmod(path, 0o755)
+    atexit.register(_remove_base, path)
     return path
+
+
+def _remove_base(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def _thread_area() -> str:
@@ -201,6 +208,7 @@ class Stage:
     thread: int
     lower: str
     attempt: str
+    empty: str
     mounts: list[str]
 
     def source(self, path: str) -> str:
@@ -224,6 +232,8 @@ class Stage:
                 os.rmdir(target) if os.path.isdir(target) else os.unlink(target)
         self.mounts.clear()
         with contextlib.suppress(OSError):
+            os.rmdir(self.empty)
+        with contextlib.suppress(OSError):
             os.rmdir(self.dir)
 
 
@@ -241,8 +251,10 @@ def stage(
             threading.get_ident(),
             os.path.join(here, "lower"),
             os.path.join(here, "attempt"),
+            os.path.join(here, "empty"),
             [],
         )
+        os.mkdir(st.empty, 0o755)
         os.mkdir(st.lower)
         if owner != run_as:
             fd = idmapped_clone(
