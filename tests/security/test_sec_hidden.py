@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from sec_support import make_workspace, needs_overlay, open_to_all, sh
+
 from test_workspace_support import make_project
 from vigil.workspace import Workspace
 

@@ -9,8 +9,8 @@ import pwd
 from pathlib import Path
 
 import pytest
-
 from sec_support import as_root, make_workspace, needs_overlay, open_to_all, sh
+
 from test_workspace_support import make_project
 from vigil.workspace import SandboxSettings, SandboxUnavailable, Workspace
 

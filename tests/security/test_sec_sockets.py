@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from sec_support import (
     UnixServer,
     as_root,
