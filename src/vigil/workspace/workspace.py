@@ -61,11 +61,16 @@ class Workspace:
         self.isolation: IsolationReport = detect_isolation(mode)
         if mode == "overlay" and self.isolation.mode != "overlay":
             raise SandboxUnavailable(f"overlay isolation was required: {self.isolation.reason}")
-        # Who steps run as on the host (None: the caller, who is not root). Decided once,
-        # before anything runs, so a bad run_as is refused up front.
-        self.identity: Identity | None = None
-        if self.isolation.mode == "overlay":
-            self.identity = step_identity(self.settings.run_as, self.root)
+        self._identity: tuple[Identity | None] | None = None
+        if self.isolation.mode == "overlay" and self.root.exists():
+            self.identity  # noqa: B018 - a bad run_as is refused before anything runs
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who steps run as on the host (None: the caller, who is not root)."""
+        if self._identity is None:
+            self._identity = (step_identity(self.settings.run_as, self.root),)
+        return self._identity[0]
 
     def prepare(
         self, key: str, *, base_layers: Sequence[Changeset] = (), network: bool = False
