@@ -5,11 +5,15 @@
   as root), with and without the ``prlimit`` wrapper that applies the limits;
 - attempt: prepare + ``true`` + capture + discard, overlay (offline, online) and snapshot.
 
-Usage: python bench/sandbox_cost.py [ROUNDS]    (medians and 10th percentiles, in ms)
+With ``--old-src DIR`` (the ``src`` directory of an older vigil, e.g. from
+``git archive``), that version's sandboxed command is timed in the same rounds.
+
+Usage: python bench/sandbox_cost.py [ROUNDS] [--old-src DIR]   (medians, p10, in ms)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -23,9 +27,38 @@ from pathlib import Path
 
 from vigil.workspace import SandboxSettings, Workspace
 
+_OLD = """
+import json, sys
+from pathlib import Path
+from vigil.workspace import Workspace
+root = Path(sys.argv[1])
+sandbox = Workspace(root, Path(sys.argv[2]), mode="overlay").prepare("bench/old")
+spec = sandbox.command(["true"], env={})
+print(json.dumps([spec.argv, spec.env, spec.cwd]))
+"""
+
+
+def _old_command(src: str, root: Path) -> Callable[[], None]:
+    """The older version's sandboxed `true`, prepared once in a separate interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", _OLD, str(root), str(root.parent / "old-state")],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    argv, env, cwd = json.loads(out.stdout)
+    return lambda: subprocess.run(argv, env=env, cwd=cwd, check=True) and None
+
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    args = sys.argv[1:]
+    old_src = None
+    if "--old-src" in args:
+        at = args.index("--old-src")
+        old_src = args[at + 1]
+        del args[at : at + 2]
+    rounds = int(args[0]) if args else 200
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         root = Path(tmp) / "project"
         root.mkdir()
@@ -73,6 +106,8 @@ def main() -> None:
             "attempt, overlay + network": attempt(limited, True),
             "attempt, snapshot (50 files)": attempt(snapshot, False),
         }
+        if old_src:
+            cases["older version's command"] = _old_command(old_src, root)
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
             for name in random.sample(list(cases), len(cases)):
@@ -82,8 +117,10 @@ def main() -> None:
         for sandbox in held.values():
             sandbox.discard()
     bare = statistics.median(samples["bare subprocess `true`"])
-    print(f"{platform.node()}: {os.cpu_count()} cores, Linux {platform.release()}, "
-          f"load {os.getloadavg()[0]:.1f}, uid {os.getuid()}, {rounds} interleaved rounds")
+    print(
+        f"{platform.node()}: {os.cpu_count()} cores, Linux {platform.release()}, "
+        f"load {os.getloadavg()[0]:.1f}, uid {os.getuid()}, {rounds} interleaved rounds"
+    )
     for name, values in samples.items():
         median = statistics.median(values)
         p10 = statistics.quantiles(values, n=10)[0]
