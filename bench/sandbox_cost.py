@@ -1,11 +1,22 @@
-"""Cost per attempt of the sandbox (prepare + run `true` + capture + discard) vs bare `true`.
+"""What the sandbox costs, measured side by side in interleaved rounds.
 
-Usage: python bench/sandbox_cost.py [ROUNDS]
+- bare: ``subprocess.run(["true"])``;
+- command: one sandboxed ``true`` (one bubblewrap exec, plus ``setpriv`` when vigil runs
+  as root), with and without the ``prlimit`` wrapper that applies the limits;
+- attempt: prepare + ``true`` + capture + discard, overlay (offline, online) and snapshot.
+
+With ``--old-src DIR`` (the ``src`` directory of an older vigil, e.g. from
+``git archive``), that version's sandboxed command is timed in the same rounds.
+
+Usage: python bench/sandbox_cost.py [ROUNDS] [--old-src DIR]   (medians, p10, in ms)
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -14,48 +25,107 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vigil.workspace import SandboxSettings, Workspace
+
+_OLD = """
+import json, sys
+from pathlib import Path
 from vigil.workspace import Workspace
+root = Path(sys.argv[1])
+sandbox = Workspace(root, Path(sys.argv[2]), mode="overlay").prepare("bench/old")
+spec = sandbox.command(["true"], env={})
+print(json.dumps([spec.argv, spec.env, spec.cwd]))
+"""
 
 
-def _measure(fn: Callable[[int], None], rounds: int) -> tuple[float, float]:
-    samples = []
-    for i in range(rounds):
-        start = time.perf_counter()
-        fn(i)
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples), statistics.quantiles(samples, n=10)[-1]
+def _old_command(src: str, root: Path) -> Callable[[], None]:
+    """The older version's sandboxed `true`, prepared once in a separate interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", _OLD, str(root), str(root.parent / "old-state")],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    argv, env, cwd = json.loads(out.stdout)
+    return lambda: subprocess.run(argv, env=env, cwd=cwd, check=True) and None
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    args = sys.argv[1:]
+    old_src = None
+    if "--old-src" in args:
+        at = args.index("--old-src")
+        old_src = args[at + 1]
+        del args[at : at + 2]
+    rounds = int(args[0]) if args else 200
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         root = Path(tmp) / "project"
         root.mkdir()
         for i in range(50):
             (root / f"f{i}.txt").write_text(f"{i}\n")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        limited = Workspace(root, root / ".vigil", mode="overlay")
+        unlimited = Workspace(
+            root,
+            root / ".vigil",
+            mode="overlay",
+            settings=SandboxSettings(max_processes=0, max_memory=0),
+        )
+        snapshot = Workspace(root, root / ".vigil", mode="snapshot")
+        held = {
+            "command (limits on)": limited.prepare("bench/held-limited"),
+            "command (limits off)": unlimited.prepare("bench/held-unlimited"),
+        }
+        counter = iter(range(10**9))
 
-        def bare(_: int) -> None:
-            subprocess.run(["true"], env=env, check=True)
+        def command(name: str) -> Callable[[], None]:
+            spec = held[name].command(["true"], env={})
 
-        print(f"bare subprocess `true`: median {_measure(bare, rounds)[0]:.2f} ms")
-        for mode in ("overlay", "snapshot"):
-            ws = Workspace(root, root / ".vigil", mode=mode)  # type: ignore[arg-type]
-            for network in (False, True):
-                if mode == "snapshot" and network:
-                    continue
+            def run() -> None:
+                subprocess.run(spec.argv, env=spec.env, cwd=spec.cwd, check=True)
 
-                def sandboxed(i: int, ws: Workspace = ws, network: bool = network) -> None:
-                    sandbox = ws.prepare(f"bench/{i}", network=network)
-                    with sandbox.lock():
-                        spec = sandbox.command(["true"], env={})
-                        subprocess.run(spec.argv, env=spec.env, cwd=spec.cwd, check=True)
-                        assert sandbox.capture().is_empty
-                        sandbox.discard()
+            return run
 
-                median, p90 = _measure(sandboxed, rounds)
-                label = f"{mode}{' +network' if network else ''}"
-                print(f"sandboxed attempt ({label}): median {median:.2f} ms, p90 {p90:.2f} ms")
+        def attempt(ws: Workspace, network: bool) -> Callable[[], None]:
+            def run() -> None:
+                sandbox = ws.prepare(f"bench/{next(counter)}", network=network)
+                with sandbox.lock():
+                    spec = sandbox.command(["true"], env={})
+                    subprocess.run(spec.argv, env=spec.env, cwd=spec.cwd, check=True)
+                    assert sandbox.capture().is_empty
+                    sandbox.discard()
+
+            return run
+
+        cases: dict[str, Callable[[], None]] = {
+            "bare subprocess `true`": lambda: subprocess.run(["true"], env=env, check=True),
+            "sandboxed command, limits on": command("command (limits on)"),
+            "sandboxed command, limits off": command("command (limits off)"),
+            "attempt, overlay": attempt(limited, False),
+            "attempt, overlay + network": attempt(limited, True),
+            "attempt, snapshot (50 files)": attempt(snapshot, False),
+        }
+        if old_src:
+            cases["older version's command"] = _old_command(old_src, root)
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(rounds):
+            for name in random.sample(list(cases), len(cases)):
+                start = time.perf_counter()
+                cases[name]()
+                samples[name].append((time.perf_counter() - start) * 1000)
+        for sandbox in held.values():
+            sandbox.discard()
+    bare = statistics.median(samples["bare subprocess `true`"])
+    print(
+        f"{platform.node()}: {os.cpu_count()} cores, Linux {platform.release()}, "
+        f"load {os.getloadavg()[0]:.1f}, uid {os.getuid()}, {rounds} interleaved rounds"
+    )
+    for name, values in samples.items():
+        median = statistics.median(values)
+        p10 = statistics.quantiles(values, n=10)[0]
+        over = f"  (+{median - bare:.2f} over bare)" if name != "bare subprocess `true`" else ""
+        print(f"{name:32s} median {median:6.2f} ms   p10 {p10:6.2f} ms{over}")
 
 
 if __name__ == "__main__":

@@ -31,14 +31,29 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     return Workspace(root, root / ".vigil", mode="overlay")
 
 
-def test_root_filesystem_home_and_usr_are_read_only(ws: Workspace) -> None:
+def test_root_filesystem_and_usr_are_read_only(ws: Workspace) -> None:
     sandbox = ws.prepare("ro")
-    for target in ("/etc/vigil-escape", f"{Path.home()}/vigil-escape", "/usr/vigil-escape"):
+    for target in ("/etc/vigil-escape", "/usr/vigil-escape", "/vigil-escape"):
         proc = run(sandbox, f"echo x > {target}", check=False)
         assert proc.returncode != 0
-        assert "Read-only file system" in proc.stderr
+        assert "Read-only file system" in proc.stderr or "Permission denied" in proc.stderr
         assert not Path(target).exists()
     sandbox.discard()
+
+
+def test_home_is_private_and_empty(ws: Workspace) -> None:
+    home = Path.home()
+    marker = home / f"vigil-home-marker-{os.getpid()}"
+    marker.write_text("host secret")
+    try:
+        sandbox = ws.prepare("home")
+        proc = run(sandbox, f'ls -A "$HOME"; cat {marker}; echo x > "$HOME/scratch"', check=False)
+        assert "host secret" not in proc.stdout
+        assert marker.name not in proc.stdout
+        assert not (home / "scratch").exists()
+        sandbox.discard()
+    finally:
+        marker.unlink()
 
 
 def test_tmp_is_private_and_empty(ws: Workspace, tmp_path: Path) -> None:
@@ -49,9 +64,10 @@ def test_tmp_is_private_and_empty(ws: Workspace, tmp_path: Path) -> None:
         out = run(sandbox, "ls -A /tmp; echo inside > /tmp/scratch").stdout.split()
         # Only the workspace's own path may show when the workspace lives under /tmp,
         # and the read-only homes of programs the step may run (a virtualenv there).
-        from vigil.workspace.sandbox import _tools_under_tmp
+        from vigil.workspace.rootfs import tool_dirs
 
-        allowed = {ws.root.parts[2]} | {Path(d).parts[2] for d in _tools_under_tmp()}
+        tmp_tools = [Path(d) for d in tool_dirs() if d.startswith("/tmp/")]
+        allowed = {ws.root.parts[2]} | {d.parts[2] for d in tmp_tools}
         assert marker.name not in out
         assert all(name in allowed for name in out)
         assert not (Path("/tmp") / "scratch").exists()
@@ -223,19 +239,31 @@ def test_killing_the_spawned_process_kills_the_whole_tree(ws: Workspace, tmp_pat
     sandbox.discard()
 
 
-def test_sigterm_reaches_the_step(ws: Workspace) -> None:
-    sandbox = ws.prepare("term")
+@pytest.mark.parametrize("round_", range(3))
+def test_sigterm_reaches_the_step(ws: Workspace, round_: int) -> None:
+    """Stopping a sandboxed command (as the engine does on timeout, cancel or Ctrl-C)
+    delivers SIGTERM to the step itself, and the sandbox reports the step's own status."""
+    from vigil.executors.process import TAG_VARIABLE, end_tree
+
+    sandbox = ws.prepare(f"term-{round_}")
     spec = sandbox.command(
         ["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done"],
         env={},
     )
+    assert spec.supervisor
+    tag = f"term-test/{os.getpid()}/{round_}"
     proc = subprocess.Popen(
-        spec.argv, env=spec.env, cwd=spec.cwd, stdout=subprocess.PIPE, start_new_session=True
+        spec.argv,
+        env={**spec.env, TAG_VARIABLE: tag},
+        cwd=spec.cwd,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
-    os.killpg(proc.pid, signal.SIGTERM)
+    survivors = end_tree(proc.pid, tag, grace=30.0, spare=proc.pid)
     out, _ = proc.communicate(timeout=20)
+    assert survivors == []
     assert b"got-term" in out
     assert proc.returncode == 7
     sandbox.discard()

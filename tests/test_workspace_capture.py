@@ -160,10 +160,18 @@ def test_discarded_snapshot_attempt_restored_after_crash(tmp_path: Path) -> None
 
 
 @needs_overlay
+def test_odd_characters_in_the_path_work(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "has space, comma: colon \\ backslash")
+    ws = Workspace(root, root / ".vigil", mode="overlay")
+    changes = attempt(ws, "odd", ["echo x > new.txt && cat README.md"])
+    assert changes.paths == ["new.txt"]
+
+
+@needs_overlay
 def test_unsupported_path_is_a_clear_error(tmp_path: Path) -> None:
     from vigil.workspace import SandboxUnavailable
 
-    root = make_project(tmp_path / "has space")
+    root = make_project(tmp_path / "has\nnewline")
     ws = Workspace(root, root / ".vigil", mode="overlay")
     with pytest.raises(SandboxUnavailable) as err:
         ws.prepare("k")

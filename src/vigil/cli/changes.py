@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.syntax import Syntax
@@ -17,6 +18,7 @@ from vigil.cli.common import (
     emit_json,
     opened_store,
 )
+from vigil.config import whoami
 from vigil.engine.changes import (
     decide_review,
     rollback_run,
@@ -24,7 +26,7 @@ from vigil.engine.changes import (
     task_changes,
     workspace_for,
 )
-from vigil.errors import UsageError
+from vigil.errors import UsageError, VigilError
 from vigil.report import load_state
 
 
@@ -146,6 +148,7 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
 
     config = config_for(workspace)
     isolation = detect_isolation(str(config.data.get("workspace", {}).get("isolation", "auto")))
+    steps = _steps_identity(config, isolation.mode)
     keys = user_config_dir() / "keys"
     report = {
         "workspace": str(config.workspace),
@@ -157,6 +160,7 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
             "reason": isolation.reason,
             "warning": isolation.warning,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in isolation.checks],
+            "steps_run_as": steps,
         },
         "signing_key": (keys / "signing.key").exists(),
     }
@@ -169,12 +173,30 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
         console.print(f"  {'✓' if c.ok else '✗'} {c.name}: {c.detail}", markup=False)
     if isolation.warning:
         console.print(f"[yellow]warning:[/] {isolation.warning}")
+    if steps:
+        console.print(f"  steps run as: {steps}", markup=False)
     console.print(f"store: {report['store']}")
     console.print(f"workspace: {config.workspace} (state in {config.state_dir})")
     files = ", ".join(report["config_files"]) or "none (defaults)"  # type: ignore[arg-type]
     console.print(f"config: {files}")
     if not report["signing_key"]:
         console.print("keys: none yet; `vigil keys init` to sign grants and audit checkpoints")
+
+
+def _steps_identity(config: Any, mode: str) -> str | None:
+    """Who sandboxed steps run as on the host, or why a run would refuse to start."""
+    from vigil.workspace.settings import SandboxSettings, step_identity
+
+    if mode != "overlay":
+        return None
+    try:
+        settings = SandboxSettings.from_config(config.data)
+        who = step_identity(settings.run_as, config.workspace)
+    except VigilError as exc:
+        return f"refused: {exc} ({exc.remedy})"
+    if who is None:
+        return f"{whoami()} (uid {os.getuid()}), no capabilities"
+    return f"{who.name} (uid {who.uid}), no capabilities; vigil runs as root"
 
 
 def register(app: typer.Typer) -> None:

@@ -165,6 +165,7 @@ class Attempt:
             stop=self.stop,
             tag=self._tag,
             stdin=stdin,
+            supervisor=spawn.supervisor,
         )
         self.elapsed += out.duration
         return out

@@ -48,7 +48,7 @@ from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
 from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
-from vigil.workspace import Changeset, Conflict, Workspace
+from vigil.workspace import Changeset, Conflict, SandboxSettings, Workspace
 from vigil.workspace.apply import mismatches
 from vigil.workspace.limits import Limits, WorkspaceConfig
 
@@ -160,7 +160,11 @@ class Driver:
         isolation = str(config.data.get("workspace", {}).get("isolation", "auto"))
         limits = Limits.from_config(config.section("workspace", WorkspaceConfig))
         self.ws = Workspace(
-            self.workspace, self.state_dir, mode=_isolation_mode(isolation), limits=limits
+            self.workspace,
+            self.state_dir,
+            mode=_isolation_mode(isolation),
+            limits=limits,
+            settings=SandboxSettings.from_config(config.data),
         )
         self.auditor = Auditor(config)
         self.resources = ActionResources.from_config(

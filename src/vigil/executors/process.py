@@ -7,12 +7,21 @@ Every process vigil starts
   group (``setsid``, daemons) can still be found in ``/proc`` and ended;
 - dies with vigil: the direct child asks the kernel for SIGKILL when its parent dies
   (``PR_SET_PDEATHSIG``), and ``vigil resume`` ends anything left over by tag.
+
+A sandboxed command's direct child is a *supervisor* (bubblewrap's monitor): it dies with
+vigil by itself and reports the step's own exit status, but a SIGTERM would kill it and,
+through it, the whole sandbox at once. Stopping such a command signals the step and its
+processes first and the supervisor only once the grace period is over.
+
+Every loop that waits for processes to die has a deadline: a process that cannot be
+killed (uninterruptible sleep) is reported, never waited on forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import select
 import shutil
@@ -29,9 +38,12 @@ from typing import Any
 
 TAG_VARIABLE = "VIGIL_PROCESS_TAG"
 DEFAULT_GRACE = 5.0
+# How long SIGKILLed processes get to disappear before they are reported as survivors.
+KILL_DEADLINE = 10.0
 DEFAULT_LOG_CAP = 4 * 1024 * 1024
 
 _PR_SET_PDEATHSIG = 1
+_LOG = logging.getLogger(__name__)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -62,6 +74,8 @@ class ProcessOutcome:
     timed_out: bool
     stopped: bool
     duration: float
+
+    survivors: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -168,11 +182,15 @@ def run_process(
     grace: float = DEFAULT_GRACE,
     on_spawn: Callable[[int], None] | None = None,
     stdin: bytes | None = None,
+    supervisor: bool = False,
 ) -> ProcessOutcome:
     """Run ``argv`` to completion, its timeout, or ``stop``; whichever comes first.
 
     Output (stdout and stderr, interleaved) goes to ``sink``. However the command ends,
-    its whole process group and every process carrying ``tag`` are gone on return.
+    its whole process group and every process carrying ``tag`` are gone on return, or
+    listed in the outcome's ``survivors`` (and the log) if they could not be killed.
+    ``supervisor``: ``argv[0]`` dies with its parent by itself and must outlive the
+    step while it is being stopped (see the module docstring).
     """
     started = time.monotonic()
     full_env = dict(env)
@@ -185,7 +203,7 @@ def run_process(
         source.seek(0)
     try:
         proc = subprocess.Popen(
-            [*_DIE_WITH_PARENT, *argv],
+            list(argv) if supervisor else [*_DIE_WITH_PARENT, *argv],
             stdin=source,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -194,7 +212,9 @@ def run_process(
             start_new_session=True,
             # Without setpriv, ask for the parent-death signal between fork and exec; this
             # costs a full fork instead of vfork, so it is only the fallback.
-            preexec_fn=None if _DIE_WITH_PARENT or _LIBC is None else _die_with_parent,
+            preexec_fn=None
+            if supervisor or _DIE_WITH_PARENT or _LIBC is None
+            else _die_with_parent,
         )
     except OSError as exc:
         sink.note(f"could not start {argv[0]!r}: {exc.strerror or exc}")
@@ -206,19 +226,39 @@ def run_process(
         on_spawn(proc.pid)
     assert proc.stdout is not None
     timed_out, stopped = _pump(proc, sink, stop, started, timeout)
+    survivors: list[int] = []
     if timed_out or stopped:
-        end_tree(proc.pid, tag, grace=grace)
+        survivors = end_tree(proc.pid, tag, grace=grace, spare=proc.pid if supervisor else None)
     else:
-        proc.wait()
+        _wait(proc)
         if _group_exists(proc.pid):
             # The command is done; whatever it left running in its group must not outlive it.
-            end_tree(proc.pid, None, grace=0.0)
+            survivors = end_tree(proc.pid, None, grace=0.0)
+    if survivors:
+        sink.note(f"could not kill process(es) {', '.join(map(str, survivors))}; they survive")
     _drain(proc.stdout.fileno(), sink)
     proc.stdout.close()
-    code = proc.wait()
+    code = _wait(proc)
     return ProcessOutcome(
-        None if (timed_out or stopped) else code, timed_out, stopped, time.monotonic() - started
+        None if (timed_out or stopped) else code,
+        timed_out,
+        stopped,
+        time.monotonic() - started,
+        tuple(survivors),
     )
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int | None:
+    """The command's exit status; None if even SIGKILL did not end it within the deadline."""
+    try:
+        return proc.wait(timeout=KILL_DEADLINE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            proc.kill()
+        try:
+            return proc.wait(timeout=KILL_DEADLINE)
+        except subprocess.TimeoutExpired:
+            return None
 
 
 def _pump(
@@ -308,29 +348,56 @@ def _drain(fd: int, sink: LogSink) -> None:
         sink.write(chunk)
 
 
-def end_tree(pgid: int, tag: str | None, *, grace: float = DEFAULT_GRACE) -> bool:
+def end_tree(
+    pgid: int,
+    tag: str | None,
+    *,
+    grace: float = DEFAULT_GRACE,
+    spare: int | None = None,
+    deadline: float = KILL_DEADLINE,
+) -> list[int]:
     """End process group ``pgid`` and every process tagged ``tag``: SIGTERM, then SIGKILL.
 
-    Returns whether anything was still alive.
+    ``spare`` (a supervisor) gets no SIGTERM: it ends when the step does, or is killed
+    with the rest once ``grace`` is over. Returns the processes still alive ``deadline``
+    seconds after SIGKILL (empty when everything ended).
     """
     targets = _alive(pgid, tag)
     if not targets:
-        return False
+        return []
     if grace > 0:
-        _signal_all(pgid, targets, signal.SIGTERM)
+        if spare is None:
+            _signal_all(pgid, targets, signal.SIGTERM)
+        else:
+            for pid in targets:
+                if pid != spare:
+                    _kill(pid, signal.SIGTERM)
         limit = time.monotonic() + grace
         while time.monotonic() < limit and _alive(pgid, tag):
             time.sleep(0.02)
+    return _kill_until(lambda: _alive(pgid, tag), lambda pids: _signal_all(pgid, pids), deadline)
+
+
+def _kill_until(
+    alive: Callable[[], list[int]], kill: Callable[[list[int]], None], deadline: float
+) -> list[int]:
+    """SIGKILL what ``alive`` finds until nothing is left or ``deadline`` seconds pass."""
+    limit = time.monotonic() + deadline
     while True:
-        remaining = _alive(pgid, tag)
-        if not remaining:
-            return True
-        _signal_all(pgid, remaining, signal.SIGKILL)
+        remaining = alive()
+        if not remaining or time.monotonic() >= limit:
+            return remaining
+        kill(remaining)
         time.sleep(0.01)
 
 
-def end_tagged(tag_prefix: str, *, grace: float = DEFAULT_GRACE) -> list[int]:
-    """End every process whose tag starts with ``tag_prefix`` (used when resuming)."""
+def end_tagged(
+    tag_prefix: str, *, grace: float = DEFAULT_GRACE, deadline: float = KILL_DEADLINE
+) -> list[int]:
+    """End every process whose tag starts with ``tag_prefix`` (used when resuming).
+
+    Returns the processes found; those still alive after the deadline are logged.
+    """
     found = tagged_processes(tag_prefix)
     if not found:
         return []
@@ -339,10 +406,19 @@ def end_tagged(tag_prefix: str, *, grace: float = DEFAULT_GRACE) -> list[int]:
     limit = time.monotonic() + grace
     while time.monotonic() < limit and tagged_processes(tag_prefix):
         time.sleep(0.02)
-    while left := tagged_processes(tag_prefix):
-        for pid in left:
+
+    def kill(pids: list[int]) -> None:
+        for pid in pids:
             _kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
+
+    survivors = _kill_until(lambda: tagged_processes(tag_prefix), kill, deadline)
+    if survivors:
+        _LOG.warning(
+            "processes %s (tag %s) survived SIGKILL for %gs",
+            ", ".join(map(str, survivors)),
+            tag_prefix,
+            deadline,
+        )
     return found
 
 
@@ -391,7 +467,7 @@ def _scan(pgid: int | None, tag_prefix: str | None, *, exact: bool = False) -> l
     return found
 
 
-def _signal_all(pgid: int, targets: list[int], sig: signal.Signals) -> None:
+def _signal_all(pgid: int, targets: list[int], sig: signal.Signals = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
     for pid in targets:

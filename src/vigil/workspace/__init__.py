@@ -12,6 +12,7 @@ from vigil.workspace.objects import ObjectStore
 from vigil.workspace.render import combined_diff, stat_summary, unified_diff
 from vigil.workspace.rollback import RollbackResult
 from vigil.workspace.sandbox import OverlaySandbox
+from vigil.workspace.settings import SandboxSettings
 from vigil.workspace.snapshot import SnapshotSandbox
 from vigil.workspace.spawn import ENV_ALLOWLIST, SpawnSpec
 from vigil.workspace.state import FileState, tree_hash
@@ -32,6 +33,7 @@ __all__ = [
     "OverlaySandbox",
     "ProtectedPathChanged",
     "RollbackResult",
+    "SandboxSettings",
     "SandboxUnavailable",
     "SnapshotSandbox",
     "SpawnSpec",

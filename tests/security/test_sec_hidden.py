@@ -1,0 +1,167 @@
+"""Hidden paths stay hidden wherever they live: the user's keys and grants, vigil's state
+and store, whatever HOME, XDG_CONFIG_HOME, VIGIL_CONFIG_DIR and the step's working
+directory are, and whichever of them contains which (every mount ordering)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sec_support import make_workspace, needs_overlay, open_to_all, sh
+
+from test_workspace_support import make_project
+from vigil.workspace import Workspace
+
+pytestmark = needs_overlay
+
+SECRET = "SECRET-KEY-MATERIAL-7f3a"
+
+
+@dataclass
+class Layout:
+    """Where things live in one scenario."""
+
+    config: Path
+    workspace: Path
+    state: Path
+
+
+def _tool_ancestor(tmp: Path, mp: pytest.MonkeyPatch) -> Layout:
+    # The issue's attack: config dir under /tmp, a tool dir bound from an ancestor of it.
+    base = tmp / "tooling"
+    mp.setenv("VIGIL_CONFIG_DIR", str(base / "cfg" / "vigil"))
+    mp.setenv("PATH", f"{base}:{os.environ['PATH']}")
+    ws = tmp / "project"
+    return Layout(base / "cfg" / "vigil", ws, ws / ".vigil")
+
+
+def _home_under_tmp(tmp: Path, mp: pytest.MonkeyPatch) -> Layout:
+    home = tmp / "home"
+    mp.setenv("HOME", str(home))
+    mp.delenv("XDG_CONFIG_HOME", raising=False)
+    mp.delenv("VIGIL_CONFIG_DIR", raising=False)
+    mp.setenv("PATH", f"{home}/.local/bin:{home}/.config/bin:{os.environ['PATH']}")
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".config" / "bin").mkdir(parents=True)
+    ws = tmp / "project"
+    return Layout(home / ".config" / "vigil", ws, ws / ".vigil")
+
+
+def _config_inside_workspace(tmp: Path, mp: pytest.MonkeyPatch) -> Layout:
+    ws = tmp / "project"
+    mp.setenv("XDG_CONFIG_HOME", str(ws / "conf"))
+    mp.delenv("VIGIL_CONFIG_DIR", raising=False)
+    return Layout(ws / "conf" / "vigil", ws, ws / ".vigil")
+
+
+def _workspace_inside_config(tmp: Path, mp: pytest.MonkeyPatch) -> Layout:
+    base = tmp / "tooling"
+    cfg = base / "vigil"
+    mp.setenv("VIGIL_CONFIG_DIR", str(cfg))
+    mp.setenv("PATH", f"{base}:{os.environ['PATH']}")
+    ws = cfg / "projects" / "p"
+    return Layout(cfg, ws, ws / ".vigil")
+
+
+def _state_outside_under_tool(tmp: Path, mp: pytest.MonkeyPatch) -> Layout:
+    base = tmp / "tooling"
+    mp.setenv("VIGIL_CONFIG_DIR", str(tmp / "elsewhere" / "vigil"))
+    mp.setenv("PATH", f"{base}:{os.environ['PATH']}")
+    ws = tmp / "project"
+    return Layout(tmp / "elsewhere" / "vigil", ws, base / "state")
+
+
+def _home_is_workspace_parent(tmp: Path, mp: pytest.MonkeyPatch) -> Layout:
+    home = tmp / "home"
+    mp.setenv("HOME", str(home))
+    mp.setenv("XDG_CONFIG_HOME", str(home / "x"))
+    mp.delenv("VIGIL_CONFIG_DIR", raising=False)
+    mp.setenv("PATH", f"{home}/x/bin:{os.environ['PATH']}")
+    (home / "x" / "bin").mkdir(parents=True)
+    ws = home / "project"
+    return Layout(home / "x" / "vigil", ws, ws / ".vigil")
+
+
+SCENARIOS: dict[str, Callable[[Path, pytest.MonkeyPatch], Layout]] = {
+    "config-under-tmp-tool-dir-is-its-ancestor": _tool_ancestor,
+    "home-under-tmp-tools-in-home": _home_under_tmp,
+    "config-inside-workspace": _config_inside_workspace,
+    "workspace-inside-config": _workspace_inside_config,
+    "state-dir-outside-under-a-tool-dir": _state_outside_under_tool,
+    "home-holds-config-tools-and-workspace": _home_is_workspace_parent,
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_keys_grants_and_state_are_invisible(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = SCENARIOS[name](tmp_path, monkeypatch)
+    for sub in ("keys", "grants"):
+        (layout.config / sub).mkdir(parents=True, exist_ok=True)
+    (layout.config / "keys" / "signing.key").write_text(SECRET + "\n")
+    (layout.config / "grants" / "g1.json").write_text(SECRET + "\n")
+    make_project(layout.workspace)
+    layout.state.mkdir(parents=True, exist_ok=True)
+    (layout.state / "audit.log").write_text(SECRET + "\n")
+    (layout.state / "vigil.db").write_text(SECRET + "\n")
+    open_to_all(layout.workspace)
+    ws = Workspace(layout.workspace, layout.state, mode="overlay")
+    key = layout.config / "keys" / "signing.key"
+    rel = os.path.relpath(key, layout.workspace / "src")
+    script = (
+        f"cat {key} {layout.config}/grants/g1.json {layout.state}/audit.log"
+        f" {layout.state}/vigil.db {rel}; ls -AR {layout.config} {layout.state};"
+        f" find /tmp $HOME {tmp_path} \\( -name signing.key -o -name g1.json"
+        " -o -name audit.log \\) -print 2>/dev/null;"
+        f" grep -r {SECRET} /tmp $HOME {tmp_path} 2>/dev/null; true"
+    )
+    for attempt in range(2):
+        sandbox = ws.prepare(f"hidden-{attempt}")
+        try:
+            proc = sh(sandbox, script, cwd="src")
+        finally:
+            sandbox.discard()
+        assert proc.returncode == 0, proc.stderr
+        assert SECRET not in proc.stdout + proc.stderr
+        assert "signing.key" not in proc.stdout
+        assert "g1.json" not in proc.stdout
+        assert "audit.log" not in proc.stdout
+    # And they are still there, untouched, on the host.
+    assert key.read_text() == SECRET + "\n"
+
+
+def test_hidden_paths_cannot_be_written_or_unmasked(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    sandbox = ws.prepare("unmask")
+    try:
+        proc = sh(
+            sandbox,
+            "umount .vigil; umount -l .vigil; mount -o remount,rw .vigil; unshare -rm true;"
+            " echo forged > .vigil/audit.log; cat .vigil/audit.log; true",
+        )
+    finally:
+        sandbox.discard()
+    assert "AUDIT-ENTRY" not in proc.stdout
+    assert (ws.root / ".vigil" / "audit.log").read_text() == "AUDIT-ENTRY\n"
+
+
+def test_extra_hidden_paths_are_hidden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "tooling"
+    secret = base / "secrets"
+    secret.mkdir(parents=True)
+    (secret / "token").write_text(SECRET)
+    monkeypatch.setenv("PATH", f"{base}:{os.environ['PATH']}")
+    root = make_project(tmp_path / "project")
+    open_to_all(root)
+    ws = Workspace(root, root / ".vigil", mode="overlay", hidden_paths=[secret])
+    sandbox = ws.prepare("extra")
+    try:
+        proc = sh(sandbox, f"ls {base}; cat {secret}/token; true")
+    finally:
+        sandbox.discard()
+    assert "secrets" in proc.stdout  # the masked directory exists, empty
+    assert SECRET not in proc.stdout
