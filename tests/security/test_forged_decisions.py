@@ -144,7 +144,8 @@ def assert_refused_and_still_waiting(
     refusals = [e for e in audit_entries(ws) if e["action"] == "decision.refuse"]
     assert refusals and refusals[-1]["decision"] == "deny", audit_entries(ws)[-3:]
     assert "VIGIL-DECISION-REFUSED" in refusals[-1]["reason"] and why in refusals[-1]["reason"]
-    assert not [e for e in audit_entries(ws) if e["action"] == "decision.accept"]
+    accepted = [e for e in audit_entries(ws) if e["action"] == "decision.accept"]
+    assert not [e for e in accepted if e["run"] == run_id], accepted
     verify_ok(ws, env)
     # Driving again neither acts on it nor audits the same refusal twice.
     again = vigil("resume", run_id, cwd=ws, env=env)
