@@ -35,9 +35,11 @@ from vigil.safety.keys import (
     KeyMissing,
     SigningKey,
     TrustedKey,
+    _save_trusted,
     active_key,
     init_key,
     keys_dir,
+    trusted_keys,
 )
 
 DOMAIN = b"vigil-decision-v1\n"
@@ -205,7 +207,11 @@ def decision_key(base: Path | None = None) -> SigningKey:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if not (directory / SIGNING_KEY_FILE).exists():
+            earlier = trusted_keys(base)
             init_key(base=base)
+            if earlier:
+                # Keys trusted before (a team's, say) stay trusted beside the new one.
+                _save_trusted(directory, [*earlier, *trusted_keys(base)])
         return active_key(base)
     finally:
         os.close(fd)
