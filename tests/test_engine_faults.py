@@ -22,7 +22,8 @@ import pytest
 from clitools import spawn, status, tagged, vigil, write_plan
 from enginetools import HANG, Harness, one_phase, wait_for_event
 from vigil.engine import events as ev
-from vigil.engine.audit import Auditor, AuditUnwritable
+from vigil.engine.audit import Auditor
+from vigil.safety.audit import AuditFailed as AuditUnwritable
 from vigil.engine.driver import FAULT_POINTS
 from vigil.store import open_store
 

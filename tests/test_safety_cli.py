@@ -101,17 +101,17 @@ def test_halt_and_unhalt(ws: Path) -> None:
 
 
 def test_audit_verify_show_and_export(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vigil.safety.audit import AuditLog, audit_path
-    from vigil.safety.keys import active_key
+    from vigil.config import load_config
+    from vigil.engine.audit import Auditor
+    from vigil.safety.audit import audit_path
 
     run(ws, "keys", "init")
     monkeypatch.setenv("VIGIL_CONFIG_DIR", str(ws.parent / "config"))
-    key = active_key()
+    monkeypatch.delenv("VIGIL_DATABASE_URL", raising=False)
     path = audit_path(ws / ".vigil")
-    log = AuditLog(path, key=key)
+    auditor = Auditor(load_config(ws))  # seals each entry and records the head in the store
     for i in range(5):
-        log.append(actor="a", action="deploy", decision="allow", run=f"r{i % 2}", reason=str(i))
-    log.checkpoint()
+        auditor.record(actor="a", action="deploy", decision="allow", run=f"r{i % 2}", reason=str(i))
 
     code, out, err = run(ws, "audit", "verify")
     assert code == 0 and "5 entries" in out, err

@@ -163,6 +163,9 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
             "steps_run_as": steps,
         },
         "signing_key": (keys / "signing.key").exists(),
+        "store_reachable_by_steps": [
+            {"problem": r.problem, "remedy": r.remedy} for r in _store_reach(config)
+        ],
     }
     if fmt is Format.json:
         emit_json(report)
@@ -180,7 +183,44 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
     files = ", ".join(report["config_files"]) or "none (defaults)"  # type: ignore[arg-type]
     console.print(f"config: {files}")
     if not report["signing_key"]:
-        console.print("keys: none yet; `vigil keys init` to sign grants and audit checkpoints")
+        console.print(
+            "keys: none yet; `vigil keys init` to sign grants, decisions and audit checkpoints"
+        )
+    for reach in report["store_reachable_by_steps"]:  # type: ignore[attr-defined]
+        console.print(f"[yellow]warning:[/] {reach['problem']}", highlight=False)
+        console.print(f"  remedy: {reach['remedy']}", markup=False, highlight=False)
+
+
+def _store_reach(config: Any) -> list[Any]:
+    """How steps could reach this workspace's store (PostgreSQL on loopback, a socket)."""
+    import os
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    from vigil.safety.store_reach import store_reach
+
+    url = config.database_url
+    no_password = None
+    try:
+        parsed = sa.make_url(url)
+    except Exception:
+        return []
+    if parsed.get_backend_name() == "postgresql":
+        from vigil.store import open_store
+
+        elsewhere = (
+            parsed.password is not None
+            or os.environ.get("PGPASSWORD")
+            or os.environ.get("PGPASSFILE")
+            or (Path.home() / ".pgpass").exists()
+        )
+        try:
+            with open_store(url):
+                no_password = not elsewhere
+        except Exception:
+            no_password = None
+    return store_reach(url, config.state_dir, password_free_login=no_password)
 
 
 def _steps_identity(config: Any, mode: str) -> str | None:

@@ -315,15 +315,25 @@ def halt_cmd(
 ) -> None:
     """Stop every privileged action of a project (default: all) until `vigil unhalt`."""
     from vigil.cli.common import opened_store
+    from vigil.config import user_config_dir
     from vigil.engine.audit import audit_event
-    from vigil.safety.halt import halt
+    from vigil.safety.decisions import decision_key
+    from vigil.safety.halt import Ledger, halt, ledger_path
+    from vigil.safety.keys import trusted_keys
 
     config = config_for(workspace)
+    key = decision_key()
+    ledger = Ledger(ledger_path(user_config_dir()), trusted_keys())
     with opened_store(config) as store:
-        halt(store, project, reason, _actor())
-    audit_event(
-        config, action="halt", decision="allow", actor=_actor(), reason=f"{project}: {reason}"
-    )
+        halt(store, project, reason, _actor(), key=key, ledger=ledger)
+        audit_event(
+            config,
+            store,
+            action="halt",
+            decision="allow",
+            actor=_actor(),
+            reason=f"{project}: {reason}",
+        )
     console.print(f"halted {'every project' if project == '*' else project}", markup=False)
 
 
@@ -331,16 +341,23 @@ def unhalt_cmd(
     project: Annotated[str, typer.Option("--project", help="Project, or * for all.")] = "*",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Lift a halt."""
+    """Lift a halt (signed with your key: an unsigned lift is refused)."""
     from vigil.cli.common import opened_store
+    from vigil.config import user_config_dir
     from vigil.engine.audit import audit_event
-    from vigil.safety.halt import unhalt
+    from vigil.safety.decisions import decision_key
+    from vigil.safety.halt import Ledger, ledger_path, unhalt
+    from vigil.safety.keys import trusted_keys
 
     config = config_for(workspace)
+    key = decision_key()
+    ledger = Ledger(ledger_path(user_config_dir()), trusted_keys())
     with opened_store(config) as store:
-        lifted = unhalt(store, project)
-    if lifted:
-        audit_event(config, action="unhalt", decision="allow", actor=_actor(), reason=project)
+        lifted = unhalt(store, project, key=key, actor=_actor(), ledger=ledger)
+        if lifted:
+            audit_event(
+                config, store, action="unhalt", decision="allow", actor=_actor(), reason=project
+            )
     console.print(f"unhalted {project}" if lifted else f"{project} was not halted", markup=False)
 
 
@@ -363,11 +380,22 @@ def audit_verify(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Check every entry and signed checkpoint; name the first bad entry."""
+    from vigil.cli.common import opened_store
+    from vigil.engine.audit import log_id
     from vigil.safety.audit_verify import verify
     from vigil.safety.keys import trusted_keys
 
     notes = tuple(p.read_text() for p in witness or [])
-    report = verify(_log_path(workspace), trusted_keys(), extra_notes=notes)
+    config = config_for(workspace)
+    # The store keeps the newest sealed size and root: a second record of the log's tail.
+    with opened_store(config) as store:
+        head = store.audit_head(log_id(config))
+    report = verify(
+        _log_path(workspace),
+        trusted_keys(),
+        extra_notes=notes,
+        head=(head.size, head.root) if head is not None else None,
+    )
     if fmt is Format.json:
         emit_json(report.to_dict())
         if not report.ok:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from vigil.config import Config
+from vigil.config import Config, user_config_dir
 from vigil.engine.audit import Auditor
 from vigil.errors import VigilError
 from vigil.plan.models import Plan, Task
@@ -27,6 +27,9 @@ from vigil.safety import (
     require_plan,
     resolve_secrets,
 )
+from vigil.safety.audit import AuditFailed
+from vigil.safety.halt import Ledger, ledger_path
+from vigil.safety.keys import trusted_keys
 from vigil.safety.policy import Decision, Requirement, authorize, environment_of, requirements
 from vigil.safety.tokens import RUN
 
@@ -49,6 +52,8 @@ class Authority:
         self.run_id = run_id
         self.auditor = auditor
         self.policy = config.section("policy", PolicyConfig)
+        # Halts lifted only by a signed unhalt: the ledger beside the keys.
+        self.ledger = Ledger(ledger_path(user_config_dir()), _trusted())
         self.grant: Grant | None = load_grant(grant_id) if grant_id else None
         self.plan_hash = plan.content_hash()
         self._by_task: dict[str, list[Requirement]] = {}
@@ -82,7 +87,7 @@ class Authority:
     def preflight(self, plan_path: str | None) -> None:
         """Before a run starts: refuse if halted or if the grant does not cover the plan."""
         try:
-            check_not_halted(self.store, self.plan.project)
+            check_not_halted(self.store, self.plan.project, self.ledger)
             require_plan(self.plan, self.policy, self.grant, _now(), plan_path=plan_path)
         except VigilError as refusal:
             # A refused start is a privileged decision too: it goes on the record.
@@ -105,20 +110,26 @@ class Authority:
         if not reqs:
             return Decision(True, None, "nothing privileged")
         try:
-            check_not_halted(self.store, self.plan.project)
+            check_not_halted(self.store, self.plan.project, self.ledger)
         except VigilError as exc:
             # A halt refuses; a store that cannot say whether the project is halted is a
             # transient failure (VIGIL-STORE), not a halt: the decision keeps its code.
             decision = Decision(False, exc.code, exc.cause)
-            self._audit(task, reqs[0], decision)
-            return decision
+            return self._audited(task, reqs[0], decision)
         now = _now()
         for req in reqs:
-            decision = authorize(req, self.grant, now, self.plan_hash)
-            self._audit(task, req, decision)
+            decision = self._audited(task, req, authorize(req, self.grant, now, self.plan_hash))
             if not decision.allowed:
                 return decision
         return Decision(True, None, f"allowed by grant {self.grant.id if self.grant else '-'}")
+
+    def _audited(self, task: Task, req: Requirement, decision: Decision) -> Decision:
+        """``decision`` once it is on the record; a refusal if it could not be recorded."""
+        try:
+            self._audit(task, req, decision)
+        except AuditFailed as exc:
+            return Decision(False, exc.code, exc.cause)
+        return decision
 
     def network_allowed(self, task: Task, phase_requires: tuple[str, ...] = ()) -> bool:
         """Network inside the sandbox: only if declared (and granted: see :meth:`authorize`)."""
@@ -176,6 +187,13 @@ def action_capabilities(task: Task, config: Config) -> tuple[str, ...]:
         agents = dict(config.section("agents", AgentsConfig).root)
         return tuple(agent_capabilities(task.agent, agents))
     return ()
+
+
+def _trusted() -> list[Any]:
+    try:
+        return list(trusted_keys())
+    except VigilError:
+        return []
 
 
 def _now() -> datetime:

@@ -16,10 +16,13 @@ from vigil.actions.run import shell_argv
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.engine.audit import Auditor
+from vigil.engine.decisions import held_attempt, review_answer, review_subject
 from vigil.engine.state import WAITING, RunState
 from vigil.errors import ExitCode, UsageError, VigilError
 from vigil.executors.process import LogSink, run_process
 from vigil.report.view import load_state
+from vigil.safety.decisions import REVIEW_DECISION, decision_key, sign_statement
+from vigil.safety.keys import SigningKey
 from vigil.workspace import Changeset, Workspace, combined_diff
 
 
@@ -107,6 +110,7 @@ def decide_review(
     comment: str = "",
     actor: str | None = None,
     resume: bool = True,
+    key: SigningKey | None = None,
 ) -> list[str]:
     """Approve (commit) or reject (discard) held changes; returns the tasks decided."""
     _, state = load_state(store, run_id)
@@ -114,15 +118,23 @@ def decide_review(
     if not held:
         raise NothingToReview(f"run {run_id} has no changes waiting for review")
     who = actor or whoami()
-    store.append(
-        run_id,
-        [
-            (ev.REVIEW_DECIDED, {"task": t, "approve": approve, "by": who, "comment": comment})
-            for t in held
-        ],
-        at=time.time(),
-    )
-    auditor = Auditor(config)
+    signer = key or decision_key()
+    decisions = []
+    for t in held:
+        data: dict[str, Any] = {"task": t, "approve": approve, "by": who, "comment": comment}
+        # Signed for this run and the exact attempt whose changes are held.
+        data["statement"] = sign_statement(
+            signer,
+            kind=REVIEW_DECISION,
+            project=state.plan.project,
+            run=run_id,
+            subject=review_subject(t, held_attempt(state, t)),
+            task=t,
+            answer=review_answer(data),
+            by=who,
+        )
+        decisions.append((ev.REVIEW_DECIDED, data))
+    auditor = Auditor(config, store=store)
     for t in held:
         auditor.record(
             action="review.approve" if approve else "review.reject",
@@ -132,6 +144,7 @@ def decide_review(
             task=t,
             reason=comment or ("changes approved" if approve else "changes rejected"),
         )
+    store.append(run_id, decisions, at=time.time())
     if resume:
         from vigil.engine.escalations import continue_run
 
@@ -191,7 +204,7 @@ def rollback_run(
         ],
         at=time.time(),
     )
-    Auditor(config).record(
+    Auditor(config, store=store).record(
         action="rollback",
         decision="allow",
         actor=who,
@@ -219,7 +232,7 @@ def _compensate(
     from vigil.engine.authority import Authority
 
     authority = Authority(
-        config, store, state.plan, run_id, grant_id=grant, auditor=Auditor(config)
+        config, store, state.plan, run_id, grant_id=grant, auditor=Auditor(config, store=store)
     )
     done = [
         ts

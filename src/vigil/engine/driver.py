@@ -41,6 +41,7 @@ from vigil.engine.decide import (
     blocked_by_failed_checks,
     decide,
 )
+from vigil.engine.decisions import DECISION_KINDS, DecisionGate, Verdict, audit_fields, note_for
 from vigil.engine.nursery import Nursery
 from vigil.engine.state import PHASE_CHECKING, RunState
 from vigil.errors import Category, CommitFailed, VigilError, category_of
@@ -166,7 +167,8 @@ class Driver:
             limits=limits,
             settings=SandboxSettings.from_config(config.data),
         )
-        self.auditor = Auditor(config)
+        self.auditor = Auditor(config, store=store)
+        self.gate = DecisionGate(run_id)
         self.resources = ActionResources.from_config(
             config, allow_stale=bool(self.options.get("allow_stale_prompts"))
         )
@@ -186,9 +188,11 @@ class Driver:
         """Run until the run ends (returns its state) or is interrupted (``interrupted``)."""
         with self.store.lock_run(self.run_id):
             journal = self._load()
-            self.state = RunState.replay(self.run_id, self.plan, journal, self.options)
+            # A person's decisions are admitted only if their signatures verify.
+            self.state, fresh = self.gate.replay(self.plan, journal, self.options)
             if self.state.finished is not None:
                 return self.state.finished
+            self._note_decisions(fresh)
             self._recover()
             # A commit cut short by a crash is finished before anything else runs.
             self.ws.recover()
@@ -295,18 +299,38 @@ class Driver:
         if self.observer is not None:
             self.observer(events, self.state)
 
+    def _note_decisions(self, judged: list[tuple[ev.Event, Verdict]]) -> None:
+        """Audit each decision acted on or refused, then journal that it was (one step)."""
+        for event, verdict in judged:
+            self.auditor.record(**audit_fields(self.run_id, event, verdict))
+            self._commit([note_for(event, verdict)])
+
     def _poll_external(self) -> None:
-        halted = halt_of(self.store, self.plan.project)
+        halted = halt_of(self.store, self.plan.project, self.authority.ledger)
         if halted is not None and not self.state.cancel_requested:
             # A halt stops the run at this safe point: running attempts end and are discarded.
             reason = f"halted by {halted.actor}: {halted.reason}"
+            self.auditor.record(
+                action="run.halt",
+                decision="deny",
+                run=self.run_id,
+                actor=halted.actor,
+                reason=reason,
+            )
             self._commit([(ev.CANCEL_REQUESTED, {"reason": reason, "by": halted.actor})])
             self.stop.set("cancel")
         fresh = self.store.events(self.run_id, after=self._cursor)
         for stored in fresh:
             self._cursor = max(self._cursor, stored.seq)
             if stored.kind in EXTERNAL_KINDS:
-                self.state.apply(ev.Event(stored.kind, stored.data, stored.at, stored.seq))
+                event = ev.Event(stored.kind, stored.data, stored.at, stored.seq)
+                if stored.kind in DECISION_KINDS:
+                    verdict = self.gate.judge(event, self.state)
+                    if verdict.relevant and (not verdict.admit or verdict.statement is not None):
+                        self._note_decisions([(event, verdict)])
+                    if not verdict.admit:
+                        continue
+                self.state.apply(event)
                 if stored.kind == ev.CANCEL_REQUESTED:
                     self.stop.set("cancel")
 

@@ -15,8 +15,11 @@ from typing import Any, Literal
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
+from vigil.engine.decisions import escalation_answer
 from vigil.errors import ExitCode, RunLocked, VigilError
 from vigil.report.view import iso, load_state
+from vigil.safety.decisions import ESCALATION_ANSWER, decision_key, sign_statement
+from vigil.safety.keys import SigningKey
 
 
 class EscalationNotFound(VigilError):
@@ -127,6 +130,7 @@ def answer_escalation(
     comment: str = "",
     actor: str | None = None,
     resume: Literal["background", "inline", "none"] = "background",
+    key: SigningKey | None = None,
 ) -> Escalation:
     """Answer ``esc_id``; the run goes on (resumed here or in the background if idle)."""
     esc = find_escalation(store, esc_id)
@@ -136,7 +140,7 @@ def answer_escalation(
         if esc.choices and value not in esc.choices:
             raise BadAnswer(f"{value!r} is not one of {', '.join(esc.choices)}")
     who = actor or whoami()
-    data = {
+    data: dict[str, Any] = {
         "id": esc.id,
         "task": esc.task_id,
         "decision": decision,
@@ -144,8 +148,20 @@ def answer_escalation(
         "comment": comment,
         "by": who,
     }
+    # The answer is a signed statement bound to this project, run, question and answer;
+    # the driver acts on it only if the signature verifies (engine/decisions.py).
+    data["statement"] = sign_statement(
+        key or decision_key(),
+        kind=ESCALATION_ANSWER,
+        project=esc.project,
+        run=esc.run_id,
+        subject=esc.id,
+        task=esc.task_id,
+        answer=escalation_answer(data),
+        by=who,
+    )
+    _record_answer(config, store, esc, decision, comment, who)
     store.append(esc.run_id, [(ev.ESCALATION_ANSWERED, data)], at=time.time())
-    _record_answer(config, esc, decision, comment, who)
     if resume != "none":
         continue_run(config, store, esc.run_id, inline=resume == "inline")
     return esc
@@ -173,12 +189,15 @@ def continue_run(config: Config, store: Any, run_id: str, *, inline: bool) -> st
     return None
 
 
-def _record_answer(config: Config, esc: Escalation, decision: str, comment: str, who: str) -> None:
-    """Put the answer and who gave it in the audit log."""
+def _record_answer(
+    config: Config, store: Any, esc: Escalation, decision: str, comment: str, who: str
+) -> None:
+    """Put the signed answer and who gave it in the audit log (the driver adds its own)."""
     from vigil.engine.audit import audit_event
 
     audit_event(
         config,
+        store,
         actor=who,
         action="escalation.answer",
         decision="allow" if decision != "reject" else "deny",

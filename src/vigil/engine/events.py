@@ -30,6 +30,9 @@ ROLLBACK_DONE = "rollback.done"
 # Escalations: a question for a person that blocks one task and nothing else.
 ESCALATION_OPENED = "escalation.opened"
 ESCALATION_ANSWERED = "escalation.answered"
+# A person's decision (answer, review) verified, or refused, by the driver acting on it.
+DECISION_ACCEPTED = "decision.accepted"
+DECISION_REFUSED = "decision.refused"
 
 # Outcomes of one attempt.
 SUCCEEDED = "succeeded"

@@ -89,9 +89,8 @@ def start_run(
         from vigil.engine.audit import Auditor
         from vigil.engine.authority import Authority
 
-        Authority(config, store, plan, run_id, grant_id=grant, auditor=Auditor(config)).preflight(
-            plan_path
-        )
+        auditor = Auditor(config, store=store)
+        Authority(config, store, plan, run_id, grant_id=grant, auditor=auditor).preflight(plan_path)
     created = store.create_run(
         NewRun(
             id=run_id,

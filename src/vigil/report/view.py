@@ -70,7 +70,10 @@ def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
         record = dataclasses.replace(record, state=shown)
     plan = Plan.model_validate_json(record.plan_json)
     journal = [ev.Event(s.kind, s.data, s.at, s.seq) for s in store.events(run_id)]
-    return record, RunState.replay(run_id, plan, journal, dict(record.options))
+    # Decisions whose signatures do not verify are left out, as the driver leaves them out.
+    from vigil.engine.decisions import replay_verified
+
+    return record, replay_verified(run_id, plan, journal, dict(record.options))
 
 
 def run_view(record: Any, state: RunState) -> dict[str, Any]:

@@ -17,6 +17,7 @@ several processes can append; an append reads only the log's last line.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vigil.errors import ExitCode, TransientError, VigilError
 from vigil.safety import merkle, note
 from vigil.safety.keys import SigningKey
 
@@ -46,6 +48,12 @@ FIELDS = (
     "prev",
     "sealed",
 )
+
+
+class AuditFailed(TransientError):
+    code = "VIGIL-AUDIT-UNWRITABLE"
+    title = "an audit entry could not be written, so the action it records was not taken"
+    remedy = "Free disk space or fix the permissions of .vigil/audit, then `vigil resume RUN`."
 
 
 def audit_path(state_dir: Path) -> Path:
@@ -181,12 +189,28 @@ class AuditLog:
                 "sealed": int(sealed_entry["size"]) if sealed_entry else 0,
             }
             line = json.dumps(values, separators=(",", ":")).encode()
-            os.write(fd, line + b"\n")
-            if self.fsync:
-                os.fsync(fd)
+            self._write_whole(fd, size, line + b"\n")
             if self.key is not None and seq % self.checkpoint_every == 0:
                 self._checkpoint_locked(fd, self.key)
         return AuditEntry(seq, line)
+
+    def _write_whole(self, fd: int, size: int, data: bytes) -> None:
+        """Write ``data`` at the end and make it durable, or leave the log as it was.
+
+        A short write (a full disk) or a failed ``fsync`` is undone and raised: an entry
+        either is wholly in the log and durable, or the caller learns it is not.
+        """
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(28, "No space left on device (short write)")
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            # If even this fails, the next append drops the torn line and verify reports it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
 
     @staticmethod
     def _drop_torn_tail(fd: int, size: int) -> int:

@@ -133,11 +133,18 @@ def _scan_entries(lines: list[bytes], leaves: list[bytes], log: str) -> list[Pro
 
 
 def verify(
-    path: Path, trusted: list[TrustedKey], *, extra_notes: tuple[str, ...] = ()
+    path: Path,
+    trusted: list[TrustedKey],
+    *,
+    extra_notes: tuple[str, ...] = (),
+    head: tuple[int, str] | None = None,
 ) -> VerifyReport:
     """Check the log at ``path`` and its checkpoints; the report names the first bad entry.
 
     ``extra_notes`` are checkpoints kept elsewhere (a witness), checked like the local ones.
+    ``head`` is the store's record of the newest sealed ``(size, hex root)``: a log cut
+    below it or edited within it, or a store record older than the log's newest signed
+    checkpoint (a rolled-back store), is a problem.
     """
     log, ckpt_file = str(path), str(checkpoints_path(path))
     try:
@@ -201,6 +208,8 @@ def verify(
             break
         sealed = ckpt.size
 
+    problems += _compare_head(head, leaves, checkpoints, log)
+
     # A chain finding names the exact entry; a checkpoint mismatch only bounds a range, so
     # the exact finding goes first when it falls inside that range.
     exact = [p.seq for p in problems if p.seq is not None and all(p is not r for r, _ in ranges)]
@@ -219,6 +228,64 @@ def verify(
         root=merkle.root_of(leaves).hex(),
         problems=problems,
     )
+
+
+STORE = "store"
+
+
+def _compare_head(
+    head: tuple[int, str] | None,
+    leaves: list[bytes],
+    checkpoints: list[note.Checkpoint],
+    log: str,
+) -> list[Problem]:
+    """Problems found by comparing the log with the store's record of its head."""
+    newest = max((c.size for c in checkpoints), default=0)
+    if head is None:
+        if leaves:
+            return [
+                Problem(
+                    f"the store holds no record of this log, which has {len(leaves)} entries: "
+                    "the record was deleted or the store was replaced",
+                    None,
+                    None,
+                    STORE,
+                )
+            ]
+        return []
+    size, root = head
+    if size > len(leaves):
+        seq = len(leaves) + 1
+        return [
+            Problem(
+                f"the store records {size} sealed entries but the log has {len(leaves)}: "
+                "the log's tail was cut",
+                seq,
+                seq,
+                log,
+            )
+        ]
+    if merkle.root_of(leaves[:size]).hex() != root:
+        return [
+            Problem(
+                f"entries 1..{size} do not match the store's record of the sealed log: "
+                "the log was edited",
+                size,
+                size,
+                log,
+            )
+        ]
+    if newest > size:
+        return [
+            Problem(
+                f"the store's record ({size} entries) is older than the log's newest signed "
+                f"checkpoint ({newest}): the store's record was rolled back",
+                None,
+                None,
+                STORE,
+            )
+        ]
+    return []
 
 
 def _read_checkpoints(

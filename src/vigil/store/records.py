@@ -66,3 +66,14 @@ class Halt:
     reason: str
     actor: str
     at: float
+    statement: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """The newest sealed size and root of one audit log, as the store keeps it."""
+
+    log: str
+    size: int
+    root: str
+    updated_at: float

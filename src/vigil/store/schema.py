@@ -54,4 +54,14 @@ halts = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("actor", sa.Text, nullable=False),
     sa.Column("at", sa.Double, nullable=False),
+    sa.Column("statement", sa.Text, nullable=True),
+)
+
+audit_heads = sa.Table(
+    "audit_heads",
+    metadata,
+    sa.Column("log", sa.String(500), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
 )

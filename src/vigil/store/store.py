@@ -35,9 +35,9 @@ from vigil.store.locks import (
     advisory_lock_held,
     file_lock_held,
 )
-from vigil.store.records import RUN_STATES, Halt, NewRun, RunRecord, StoredEvent
+from vigil.store.records import RUN_STATES, AuditHead, Halt, NewRun, RunRecord, StoredEvent
+from vigil.store.schema import audit_heads, halts, runs
 from vigil.store.schema import events as events_table
-from vigil.store.schema import halts, runs
 
 
 def _dumps(value: dict[str, Any]) -> str:
@@ -296,31 +296,69 @@ class Store:
         with self._read() as conn:
             return advisory_lock_held(conn, run_id)
 
-    def set_halt(self, project: str, reason: str, actor: str, at: float) -> None:
-        """Halt ``project`` (``"*"`` for all), replacing any earlier halt of it."""
+    def set_halt(
+        self, project: str, reason: str, actor: str, at: float, statement: str | None = None
+    ) -> None:
+        """Halt ``project`` (``"*"`` for all), replacing any earlier halt or unhalt of it."""
         _check_text("project", project, _ID_LIMIT)
         _check_text("reason", reason)
         _check_text("actor", actor)
-        values = {"project": project, "reason": reason, "actor": actor, "at": at}
+        values = {
+            "project": project,
+            "reason": reason,
+            "actor": actor,
+            "at": at,
+            "statement": statement,
+        }
         stmt = self._upsert_dialect().insert(halts).values(values)
         stmt = stmt.on_conflict_do_update(
             index_elements=[halts.c.project],
-            set_={"reason": reason, "actor": actor, "at": at},
+            set_={"reason": reason, "actor": actor, "at": at, "statement": statement},
         )
         with self._write() as conn:
             conn.execute(stmt)
 
+    def lift_halt(self, project: str, statement: str) -> bool:
+        """Keep the halt row of ``project`` as a tombstone holding the signed unhalt."""
+        with self._write() as conn:
+            stmt = (
+                halts.update()
+                .where(halts.c.project == project)
+                .values(statement=statement)
+                .returning(halts.c.project)
+            )
+            return conn.execute(stmt).first() is not None
+
     def clear_halt(self, project: str) -> bool:
-        """Lift the halt of ``project``; False if there was none."""
+        """Delete the halt row of ``project``; False if there was none."""
         with self._write() as conn:
             stmt = halts.delete().where(halts.c.project == project).returning(halts.c.project)
             return conn.execute(stmt).first() is not None
 
     def halts(self) -> list[Halt]:
-        """Every halt in force, by project name."""
+        """Every halt row (halts and lifted tombstones), by project name."""
         with self._read() as conn:
             rows = conn.execute(sa.select(halts).order_by(halts.c.project))
-            return [Halt(row.project, row.reason, row.actor, row.at) for row in rows]
+            return [Halt(row.project, row.reason, row.actor, row.at, row.statement) for row in rows]
+
+    def set_audit_head(self, log: str, size: int, root: str, at: float) -> None:
+        """Record the newest sealed size and root of the audit log ``log``."""
+        values = {"log": log, "size": size, "root": root, "updated_at": at}
+        stmt = self._upsert_dialect().insert(audit_heads).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[audit_heads.c.log],
+            set_={"size": size, "root": root, "updated_at": at},
+        )
+        with self._write() as conn:
+            conn.execute(stmt)
+
+    def audit_head(self, log: str) -> AuditHead | None:
+        """The recorded head of the audit log ``log``, if any."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(audit_heads).where(audit_heads.c.log == log)).first()
+            if row is None:
+                return None
+            return AuditHead(row.log, int(row.size), str(row.root), float(row.updated_at))
 
     def close(self) -> None:
         """Close the connections; locks taken from this store stay as they are."""
