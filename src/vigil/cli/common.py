@@ -60,7 +60,7 @@ def opened_store(config: Config) -> Iterator[Any]:
     """The project's run store, closed afterwards."""
     from vigil.store import open_store
 
-    store = open_store(config.database_url)
+    store = open_store(config.database_url, history=config.state_dir)
     try:
         yield store
     finally:

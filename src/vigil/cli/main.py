@@ -62,6 +62,22 @@ def report_error(err: VigilError, *, as_json: bool) -> None:
     err_console.print(f"[dim]remedy:[/] {err.remedy}", markup=True)
 
 
+def _store_failure(exc: BaseException) -> VigilError | None:
+    """A database driver's error that escaped the store's own mapping, as VIGIL-STORE."""
+    import sqlite3
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from vigil.errors import StoreError
+
+    if not isinstance(exc, sqlite3.Error | psycopg.Error | sa.exc.DBAPIError):
+        return None
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return StoreError(f"the run store failed: {first}", failure="failed")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vigil`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -81,6 +97,12 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
+        store_error = _store_failure(exc)
+        if store_error is not None:
+            if debug:
+                traceback.print_exc()
+            report_error(store_error, as_json=_wants_json(args))
+            sys.exit(int(store_error.exit_code))
         if debug:
             raise
         sys.stderr.write(
