@@ -105,9 +105,9 @@ def commands(ws: Path) -> list[subprocess.CompletedProcess[str]]:
 
 def _offsets(size: int) -> list[int]:
     page = 4096
-    header = [0, 5, 16, 17, 18, 19, 21, 24, 28, 44, 52, 56, 96]
-    schema_page = [100, 101, 105, 107, 120, 300, 1000, 2000, 3000, 3500, 4000, 4090]
-    data = [page * k + d for k in range(1, size // page) for d in (0, 8, 200, 2048, 4000)]
+    header = [0, 5, 16, 18, 21, 28, 44, 56, 96]
+    schema_page = [100, 105, 107, 120, 300, 1000, 2000, 3000, 3500, 4000, 4090]
+    data = [page * k + d for k in range(1, size // page) for d in (8, 2048)]
     return [o for o in header + schema_page + data if o < size]
 
 
@@ -127,7 +127,10 @@ def test_flipped_bytes_anywhere_are_store_errors_or_harmless(
         data = bytearray(target.read_bytes())
         data[offset] ^= 0xFF
         target.write_bytes(bytes(data))
-        for out in commands(ws):
+        # Every command a person would try next, at a third of the offsets (they are
+        # slow); listing and inspecting at all of them.
+        tried = commands(ws) if offset % 3 == 0 else commands(ws)[:2]
+        for out in tried:
             assert out.returncode != ExitCode.INTERNAL, (offset, out.stdout, out.stderr)
             assert "Traceback" not in out.stderr, (offset, out.stderr)
             if "VIGIL-STORE" in out.stderr:

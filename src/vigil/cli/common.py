@@ -45,14 +45,15 @@ WorkspaceOpt = Annotated[
 def workspace_path(workspace: Path | None) -> Path:
     """The workspace a command acts on."""
     if workspace is not None:
-        return workspace.resolve()
+        return workspace.expanduser().resolve()
     env = os.environ.get("VIGIL_WORKSPACE")
     return Path(env).resolve() if env else Path.cwd().resolve()
 
 
-def config_for(workspace: Path | None) -> Config:
-    """Configuration of the workspace a command acts on."""
-    return load_config(workspace_path(workspace))
+def config_for(workspace: Path | None, *, create: bool = False) -> Config:
+    """Configuration of the workspace a command acts on; a missing one is refused unless
+    ``create`` (``vigil run --create``)."""
+    return load_config(workspace_path(workspace), create=create)
 
 
 @contextmanager

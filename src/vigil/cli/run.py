@@ -161,12 +161,16 @@ def run(
         ),
     ] = False,
     workspace: WorkspaceOpt = None,
+    create: Annotated[
+        bool,
+        typer.Option("--create", help="Create the --workspace directory if it does not exist."),
+    ] = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
     from vigil.plan import load_plan
 
-    config = config_for(workspace)
+    config = config_for(workspace, create=create)
     loaded = load_plan(plan)
     with opened_store(config) as store:
         progress = progress_for(fmt is Format.json)

@@ -279,3 +279,7 @@ def store_errors(target: Target) -> Iterator[None]:
         raise
     except (sa.exc.DBAPIError, sqlite3.Error, psycopg.Error) as exc:
         raise as_store_error(exc, target) from exc
+    except UnicodeDecodeError as exc:
+        # The driver found bytes in a text column that are not UTF-8: vigil never wrote
+        # them, so the file is damaged.
+        raise damaged(target, f"undecodable text: {exc.reason}") from exc
