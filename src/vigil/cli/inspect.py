@@ -19,8 +19,8 @@ from vigil.cli.common import (
     opened_store,
 )
 from vigil.cli.progress import STYLE
-from vigil.engine.driver import attempt_log, logs_dir
 from vigil.errors import UsageError
+from vigil.layout import attempt_log, logs_dir
 from vigil.plan.duration import format_duration
 from vigil.report import build_report, iso, load_state, render_markdown, run_view
 

@@ -19,9 +19,9 @@ from textual.widgets import DataTable, Footer, Log, Static
 
 from vigil.cli.progress import STYLE
 from vigil.engine import events as ev
-from vigil.engine.driver import attempt_log
 from vigil.engine.state import RunState, TaskState
 from vigil.errors import RunNotFound, UsageError
+from vigil.layout import attempt_log
 from vigil.plan.duration import format_duration
 from vigil.plan.models import Plan
 

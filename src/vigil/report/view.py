@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from vigil.engine import events as ev
+from vigil.engine.replay import load_state
 from vigil.engine.state import RunState
-from vigil.errors import RunNotFound
-from vigil.plan.models import Plan
+from vigil.layout import iso
 
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as an ISO 8601 UTC timestamp (None stays None)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
-    """The run's record and its state folded from the journal."""
-    record = store.get_run(run_id)
-    if record is None:
-        raise RunNotFound(f"no run {run_id!r} in {store.url}")
-    plan = Plan.model_validate_json(record.plan_json)
-    journal = [ev.Event(s.kind, s.data, s.at, s.seq) for s in store.events(run_id)]
-    return record, RunState.replay(run_id, plan, journal, dict(record.options))
+__all__ = ["iso", "load_state", "run_view"]
 
 
 def run_view(record: Any, state: RunState) -> dict[str, Any]:
