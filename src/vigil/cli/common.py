@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from vigil.cli.terminal import SafeConsole
 from vigil.config import Config, load_config
 
-console = Console(highlight=False, soft_wrap=False)
+# Markup is parsed only where a call passes markup=True (values in it go through
+# vigil.cli.terminal.escape); control characters are escaped in everything printed.
+console = SafeConsole(highlight=False, soft_wrap=False)
 # soft_wrap: a remedy line (often a command to copy) is never broken at 80 columns.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Format(enum.StrEnum):

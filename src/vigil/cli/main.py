@@ -55,11 +55,14 @@ def report_error(err: VigilError, *, as_json: bool) -> None:
         sys.stdout.write(json.dumps({"error": err.to_dict()}, indent=2) + "\n")
         return
     from vigil.cli.common import err_console
+    from vigil.cli.terminal import escape
 
-    err_console.print(f"[bold red]error[/] [bold]{err.code}[/]: {err.cause}", markup=True)
+    err_console.print(
+        f"[bold red]error[/] [bold]{escape(err.code)}[/]: {escape(err.cause)}", markup=True
+    )
     for line in err.details:
         err_console.print(f"  {line}", markup=False)
-    err_console.print(f"[dim]remedy:[/] {err.remedy}", markup=True)
+    err_console.print(f"[dim]remedy:[/] {escape(err.remedy)}", markup=True)
 
 
 def _store_failure(exc: BaseException) -> VigilError | None:
@@ -105,8 +108,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(int(store_error.exit_code))
         if debug:
             raise
+        from vigil.cli.terminal import printable
+
         sys.stderr.write(
-            f"error VIGIL-INTERNAL: {type(exc).__name__}: {exc}\n"
+            f"error VIGIL-INTERNAL: {type(exc).__name__}: {printable(exc, multiline=False)}\n"
             "remedy: this is a bug in vigil; run again with --debug and report the output.\n"
         )
         sys.exit(int(ExitCode.INTERNAL))

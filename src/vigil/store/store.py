@@ -32,7 +32,7 @@ from vigil.store.connect import (
 )
 from vigil.store.history import history_in
 from vigil.store.locks import AdvisoryRunLock, FileRunLock, RunLock
-from vigil.store.records import RUN_STATES, Halt, NewRun, RunRecord, StoredEvent
+from vigil.store.records import RUN_ID_PATTERN, RUN_STATES, Halt, NewRun, RunRecord, StoredEvent
 from vigil.store.schema import events as events_table
 from vigil.store.schema import halts, runs
 
@@ -222,6 +222,8 @@ class Store:
         """Record a new run in state ``pending``; False (and no change) if the id exists."""
         for name, limit in _RUN_TEXT_LIMITS.items():
             _check_text(name, getattr(run, name), limit)
+        if RUN_ID_PATTERN.fullmatch(run.id) is None:
+            raise ValueError(f"run id {run.id!r} is not letters, digits, '_', '.', '-'")
         options = _dumps(run.options)
         values = {
             "id": run.id,
