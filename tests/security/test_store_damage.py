@@ -104,10 +104,11 @@ def commands(ws: Path) -> list[subprocess.CompletedProcess[str]]:
 
 
 def _offsets(size: int) -> list[int]:
+    """Header fields, the schema page (sqlite_master), and one spot in every data page."""
     page = 4096
-    header = [0, 5, 16, 18, 21, 28, 44, 56, 96]
-    schema_page = [100, 105, 107, 120, 300, 1000, 2000, 3000, 3500, 4000, 4090]
-    data = [page * k + d for k in range(1, size // page) for d in (8, 2048)]
+    header = [0, 16, 18, 21, 28, 56, 96]
+    schema_page = [100, 105, 107, 300, 2000, 4000]
+    data = [page * k + (2048 if k % 2 else 8) for k in range(1, size // page)]
     return [o for o in header + schema_page + data if o < size]
 
 
@@ -117,9 +118,9 @@ def test_flipped_bytes_anywhere_are_store_errors_or_harmless(
 ) -> None:
     db = pristine / ".vigil" / "vigil.db"
     offsets = _offsets(db.stat().st_size)
-    assert len(offsets) > 30
+    assert len(offsets) > 20
     detected = 0
-    for offset in offsets:
+    for index, offset in enumerate(offsets):
         ws = tmp_path / f"flip-{offset}"
         shutil.copytree(pristine, ws, symlinks=True)
         before = history(ws)
@@ -127,9 +128,9 @@ def test_flipped_bytes_anywhere_are_store_errors_or_harmless(
         data = bytearray(target.read_bytes())
         data[offset] ^= 0xFF
         target.write_bytes(bytes(data))
-        # Every command a person would try next, at a third of the offsets (they are
-        # slow); listing and inspecting at all of them.
-        tried = commands(ws) if offset % 3 == 0 else commands(ws)[:2]
+        # Listing and inspecting after every flip; reading logs and running again after
+        # every fourth (each command is a process start).
+        tried = commands(ws) if index % 4 == 0 else commands(ws)[:2]
         for out in tried:
             assert out.returncode != ExitCode.INTERNAL, (offset, out.stdout, out.stderr)
             assert "Traceback" not in out.stderr, (offset, out.stderr)
