@@ -23,8 +23,8 @@ from clitools import spawn, status, tagged, vigil, write_plan
 from enginetools import HANG, Harness, one_phase, wait_for_event
 from vigil.engine import events as ev
 from vigil.engine.audit import Auditor
-from vigil.safety.audit import AuditFailed as AuditUnwritable
 from vigil.engine.driver import FAULT_POINTS
+from vigil.safety.audit import AuditFailed as AuditUnwritable
 from vigil.store import open_store
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -21,6 +21,7 @@ class ExitCode(enum.IntEnum):
     CANCELLED = 3
     REFUSED = 4
     WAITING = 5
+    STORE = 6
     INTERNAL = 70
 
 
@@ -72,6 +73,10 @@ class VigilError(Exception):
             cls.category = _CATEGORY_OF_EXIT.get(cls.exit_code, Category.INTERNAL)
         if not cls.__dict__.get("catalogued", True):
             return  # a category base: never raised itself, so not a published code
+        if "code" not in cls.__dict__ and cls.__mro__[1] is not VigilError:
+            # A variant of its parent's error (same code, its own exit code or remedy):
+            # the catalogue keeps the parent's entry.
+            return
         existing = CATALOG.get(cls.code)
         if existing is not None and existing is not cls and existing.__name__ != cls.__name__:
             raise TypeError(f"error code {cls.code} is defined twice")
@@ -226,10 +231,50 @@ class PlanChanged(PermanentError):
 
 
 class StoreError(TransientError):
+    """The run store failed; ``failure`` names the cause for programs (``--format json``).
+
+    The variants below carry the exit code of their kind of cause; none is a bug in vigil.
+    """
+
     code = "VIGIL-STORE"
     title = "the run store could not be opened or written"
     remedy = "Check VIGIL_DATABASE_URL and that the database is reachable and writable."
-    exit_code = ExitCode.INTERNAL
+    exit_code = ExitCode.STORE
+
+    def __init__(
+        self,
+        cause: str,
+        remedy: str | None = None,
+        *,
+        failure: str = "failed",
+        details: list[str] | None = None,
+    ) -> None:
+        super().__init__(cause, remedy, details=details)
+        self.failure = failure
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as JSON, with the kind of store failure."""
+        return {**super().to_dict(), "failure": self.failure}
+
+
+class StoreMisconfigured(StoreError):
+    """The store URL, its credentials, its database or its location need fixing (exit 2)."""
+
+    exit_code = ExitCode.USAGE
+    category = Category.PERMANENT
+
+
+class StoreRefused(StoreError):
+    """The store is locked by another process, or would start history afresh (exit 4)."""
+
+    exit_code = ExitCode.REFUSED
+    category = Category.REFUSED
+
+
+class StoreDamaged(StoreError):
+    """The store's file or its disk is damaged or full (exit 6)."""
+
+    exit_code = ExitCode.STORE
 
 
 class LimitExceeded(VigilError):

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sentinel import Sentinel
 
+from sentinel import Sentinel
 from vigil.workspace import beneath
 from vigil.workspace.beneath import Blocked, Tree, UnsafePath
 

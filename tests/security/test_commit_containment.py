@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from sentinel import Sentinel
 
+from sentinel import Sentinel
 from test_workspace_support import attempt, overlay_available, run
 from vigil.errors import VigilError
 from vigil.workspace import ChangeEntry, Changeset, Conflict, Drift, FileState, Workspace

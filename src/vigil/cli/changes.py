@@ -18,6 +18,7 @@ from vigil.cli.common import (
     emit_json,
     opened_store,
 )
+from vigil.cli.terminal import escape
 from vigil.config import whoami
 from vigil.engine.changes import (
     decide_review,
@@ -79,7 +80,7 @@ def review(
         return
     for c in changes:
         status = "held for review" if c.held else ("committed" if c.committed else "not committed")
-        console.print(f"[bold]{c.task}[/] (attempt {c.attempt}, {status})")
+        console.print(f"[bold]{escape(c.task)}[/] (attempt {c.attempt}, {status})", markup=True)
         if stat:
             console.print(c.changeset.stat(), markup=False)
         else:
@@ -135,7 +136,7 @@ def rollback(
     for path in outcome.restored:
         console.print(f"  {path}", markup=False)
     for path in outcome.overwritten:
-        console.print(f"  [yellow]overwrote drifted[/] {path}")
+        console.print(f"  [yellow]overwrote drifted[/] {escape(path)}", markup=True)
     for comp in outcome.compensations:
         mark = "ok" if comp.get("ok") else comp.get("refused") or f"exit {comp.get('exit_code')}"
         console.print(f"  rollback command of {comp['task']}: {mark}")
@@ -171,11 +172,14 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
         emit_json(report)
         return
     colour = "green" if isolation.mode == "overlay" else "yellow"
-    console.print(f"isolation: [bold {colour}]{isolation.mode}[/] ({isolation.reason})")
+    console.print(
+        f"isolation: [bold {colour}]{escape(isolation.mode)}[/] ({escape(isolation.reason)})",
+        markup=True,
+    )
     for c in isolation.checks:
         console.print(f"  {'✓' if c.ok else '✗'} {c.name}: {c.detail}", markup=False)
     if isolation.warning:
-        console.print(f"[yellow]warning:[/] {isolation.warning}")
+        console.print(f"[yellow]warning:[/] {escape(isolation.warning)}", markup=True)
     if steps:
         console.print(f"  steps run as: {steps}", markup=False)
     console.print(f"store: {report['store']}")

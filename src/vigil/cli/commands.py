@@ -15,6 +15,7 @@ GROUPS = [
     "vigil.cli.safety",
     "vigil.cli.humans",
     "vigil.cli.serve",
+    "vigil.cli.store",
 ]
 
 

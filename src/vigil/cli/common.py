@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from vigil.cli.terminal import SafeConsole
 from vigil.config import Config, load_config
 
-console = Console(highlight=False, soft_wrap=False)
+# Markup is parsed only where a call passes markup=True (values in it go through
+# vigil.cli.terminal.escape); control characters are escaped in everything printed.
+console = SafeConsole(highlight=False, soft_wrap=False)
 # soft_wrap: a remedy line (often a command to copy) is never broken at 80 columns.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Format(enum.StrEnum):
@@ -45,14 +47,15 @@ WorkspaceOpt = Annotated[
 def workspace_path(workspace: Path | None) -> Path:
     """The workspace a command acts on."""
     if workspace is not None:
-        return workspace.resolve()
+        return workspace.expanduser().resolve()
     env = os.environ.get("VIGIL_WORKSPACE")
     return Path(env).resolve() if env else Path.cwd().resolve()
 
 
-def config_for(workspace: Path | None) -> Config:
-    """Configuration of the workspace a command acts on."""
-    return load_config(workspace_path(workspace))
+def config_for(workspace: Path | None, *, create: bool = False) -> Config:
+    """Configuration of the workspace a command acts on; a missing one is refused unless
+    ``create`` (``vigil run --create``)."""
+    return load_config(workspace_path(workspace), create=create)
 
 
 @contextmanager
@@ -60,7 +63,7 @@ def opened_store(config: Config) -> Iterator[Any]:
     """The project's run store, closed afterwards."""
     from vigil.store import open_store
 
-    store = open_store(config.database_url)
+    store = open_store(config.database_url, history=config.state_dir)
     try:
         yield store
     finally:

@@ -15,6 +15,7 @@ from vigil.cli.common import (
     emit_json,
     opened_store,
 )
+from vigil.cli.terminal import escape
 from vigil.engine.escalations import answer_escalation, list_escalations
 from vigil.errors import UsageError
 
@@ -46,7 +47,11 @@ def escalations(
         return
     for e in found:
         data = e.to_dict()
-        console.print(f"[bold]{e.id}[/]  run {e.run_id}  task {e.task_id}  ({e.kind})")
+        console.print(
+            f"[bold]{escape(e.id)}[/]  run {escape(e.run_id)}  task {escape(e.task_id)}  "
+            f"({escape(e.kind)})",
+            markup=True,
+        )
         console.print(f"  {e.question}", markup=False)
         if e.choices:
             console.print(f"  choices: {', '.join(e.choices)}", markup=False)

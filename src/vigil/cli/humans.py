@@ -127,6 +127,7 @@ def postmortem(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Write a postmortem of a failed run: timeline, first failure, what to change."""
+    from vigil.cli.terminal import printable
     from vigil.report.postmortem import postmortem_for, render_markdown
 
     config = config_for(workspace)
@@ -134,7 +135,7 @@ def postmortem(
         data = postmortem_for(config, store, run_id, force=force)
     text = json.dumps(data, indent=2) + "\n" if fmt is Format.json else render_markdown(data)
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(printable(text))
         return
     try:
         output.parent.mkdir(parents=True, exist_ok=True)

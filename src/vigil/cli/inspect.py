@@ -19,8 +19,9 @@ from vigil.cli.common import (
     opened_store,
 )
 from vigil.cli.progress import STYLE
-from vigil.engine.driver import attempt_log, logs_dir
+from vigil.cli.terminal import escape, for_terminal, printable
 from vigil.errors import UsageError
+from vigil.layout import attempt_log, logs_dir
 from vigil.plan.duration import format_duration
 from vigil.report import build_report, load_state, render_markdown, run_view
 from vigil.report.view import run_row
@@ -75,8 +76,9 @@ def status(
         emit_json(view)
         return
     console.print(
-        f"run [bold]{view['id']}[/] ({view['plan']}): "
-        f"[{STYLE.get(view['state'], '')}]{view['state']}[/]"
+        f"run [bold]{escape(view['id'])}[/] ({escape(view['plan'])}): "
+        f"[{STYLE.get(view['state'], '')}]{escape(view['state'])}[/]",
+        markup=True,
     )
     if view["resume"]:
         console.print(f"its driver is gone; continue it with `{view['resume']}`")
@@ -119,14 +121,14 @@ def logs(
             if attempt is not None and a.number != attempt:
                 continue
             path = attempt_log(config.state_dir, run_id, ts.task.id, a.number)
-            out.write(f"==> {ts.task.id} attempt {a.number} ({a.state}) <==\n")
+            out.write(for_terminal(f"==> {ts.task.id} attempt {a.number} ({a.state}) <==\n"))
             if path.exists():
-                out.write(path.read_text(encoding="utf-8", errors="replace"))
+                out.write(for_terminal(path.read_text(encoding="utf-8", errors="replace")))
             out.flush()
     if task is None:
         for path in sorted(logs_dir(config.state_dir, run_id).glob("_phase.*.log")):
-            out.write(f"==> {path.stem} <==\n")
-            out.write(path.read_text(encoding="utf-8", errors="replace"))
+            out.write(for_terminal(f"==> {path.stem} <==\n"))
+            out.write(for_terminal(path.read_text(encoding="utf-8", errors="replace")))
 
 
 def report(
@@ -144,7 +146,8 @@ def report(
     if fmt == "json":
         emit_json(data)
     else:
-        sys.stdout.write(render_markdown(data))
+        # vigil's own document: escaped wherever it goes, a file included.
+        sys.stdout.write(printable(render_markdown(data)))
 
 
 def register(app: typer.Typer) -> None:

@@ -55,11 +55,30 @@ def report_error(err: VigilError, *, as_json: bool) -> None:
         sys.stdout.write(json.dumps({"error": err.to_dict()}, indent=2) + "\n")
         return
     from vigil.cli.common import err_console
+    from vigil.cli.terminal import escape
 
-    err_console.print(f"[bold red]error[/] [bold]{err.code}[/]: {err.cause}", markup=True)
+    err_console.print(
+        f"[bold red]error[/] [bold]{escape(err.code)}[/]: {escape(err.cause)}", markup=True
+    )
     for line in err.details:
         err_console.print(f"  {line}", markup=False)
-    err_console.print(f"[dim]remedy:[/] {err.remedy}", markup=True)
+    err_console.print(f"[dim]remedy:[/] {escape(err.remedy)}", markup=True)
+
+
+def _store_failure(exc: BaseException) -> VigilError | None:
+    """A database driver's error that escaped the store's own mapping, as VIGIL-STORE."""
+    import sqlite3
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from vigil.errors import StoreError
+
+    if not isinstance(exc, sqlite3.Error | psycopg.Error | sa.exc.DBAPIError):
+        return None
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return StoreError(f"the run store failed: {first}", failure="failed")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,10 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
+        store_error = _store_failure(exc)
+        if store_error is not None:
+            if debug:
+                traceback.print_exc()
+            report_error(store_error, as_json=_wants_json(args))
+            sys.exit(int(store_error.exit_code))
         if debug:
             raise
+        from vigil.cli.terminal import printable
+
         sys.stderr.write(
-            f"error VIGIL-INTERNAL: {type(exc).__name__}: {exc}\n"
+            f"error VIGIL-INTERNAL: {type(exc).__name__}: {printable(exc, multiline=False)}\n"
             "remedy: this is a bug in vigil; run again with --debug and report the output.\n"
         )
         sys.exit(int(ExitCode.INTERNAL))

@@ -18,10 +18,11 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Log, Static
 
 from vigil.cli.progress import STYLE
+from vigil.cli.terminal import literal, printable
 from vigil.engine import events as ev
-from vigil.engine.driver import attempt_log
 from vigil.engine.state import RunState, TaskState
 from vigil.errors import RunNotFound, UsageError
+from vigil.layout import attempt_log
 from vigil.plan.duration import format_duration
 from vigil.plan.models import Plan
 
@@ -119,12 +120,12 @@ def _row(ts: TaskState, now: float) -> list[Any]:
     if ts.blocked_by:
         note = f"blocked by {ts.blocked_by}"
     return [
-        ts.phase,
-        ts.task.id,
+        literal(ts.phase),
+        literal(ts.task.id),
         Text(label, style=STYLE.get(ts.state, "")),
-        str(last.number) if last else "",
-        _elapsed(ts, now),
-        note,
+        literal(last.number if last else ""),
+        literal(_elapsed(ts, now)),
+        literal(note),
     ]
 
 
@@ -205,8 +206,8 @@ class MonitorApp(App[None]):
         done = sum(1 for ts in state.tasks.values() if ts.state in ("succeeded", "failed"))
         text = Text.assemble(
             ("run ", "bold"),
-            (watch.run_id, "bold cyan"),
-            f"  {state.plan.name} ({state.plan.project})  ",
+            (printable(watch.run_id, multiline=False), "bold cyan"),
+            printable(f"  {state.plan.name} ({state.plan.project})  ", multiline=False),
             (run_state, f"bold {STYLE.get(run_state, '')}"),
             f"  {elapsed}  {done}/{len(state.tasks)} tasks done",
         )
@@ -214,14 +215,20 @@ class MonitorApp(App[None]):
         for i, phase in enumerate(state.phases):
             if i:
                 phases.append(" → ")
-            phases.append(f"{phase.id} {phase.state}", style=STYLE.get(phase.state, ""))
-        running = ", ".join(sorted(state.running)) or "nothing"
+            phases.append(
+                printable(f"{phase.id} {phase.state}", multiline=False),
+                style=STYLE.get(phase.state, ""),
+            )
+        running = printable(", ".join(sorted(state.running)) or "nothing", multiline=False)
         return Text("\n").join([text, phases, Text(f"running: {running}")])
 
     def _escalations(self) -> Text:
         lines = [
-            f"⚠ escalation {key} on {e.get('task')}: {e.get('question', '')}"
-            + (f" [{' / '.join(map(str, e['choices']))}]" if e.get("choices") else "")
+            printable(
+                f"⚠ escalation {key} on {e.get('task')}: {e.get('question', '')}"
+                + (f" [{' / '.join(map(str, e['choices']))}]" if e.get("choices") else ""),
+                multiline=False,
+            )
             for key, e in self.watch_run.escalations.items()
         ]
         return Text("\n".join(lines))
@@ -231,7 +238,7 @@ class MonitorApp(App[None]):
         log = self.query_one("#log", Log)
         ts = self.watch_run.state.tasks.get(self.selected or "")
         if ts is None or not ts.attempts:
-            title.update(f"log: {self.selected or '—'} (no attempt yet)")
+            title.update(literal(f"log: {self.selected or '—'} (no attempt yet)"))
             if self._shown != (self.selected, None, 0):
                 log.clear()
                 self._shown = (self.selected, None, 0)
@@ -242,14 +249,19 @@ class MonitorApp(App[None]):
         path = attempt_log(self.watch_run.state_dir, self.watch_run.run_id, ts.task.id, number)
         size = path.stat().st_size if path.exists() else 0
         title.update(
-            f"log: {ts.task.id} attempt {number}/{numbers[-1]} ({attempt.state})"
-            "   [ ] other attempts · l read · t tasks"
+            literal(
+                f"log: {ts.task.id} attempt {number}/{numbers[-1]} ({attempt.state})"
+                "   [ ] other attempts · l read · t tasks"
+            )
         )
         if self._shown == (ts.task.id, number, size):
             return
         self._shown = (ts.task.id, number, size)
         log.clear()
-        log.write_lines(self.watch_run.log_lines(ts.task.id, number))
+        log.write_lines(
+            printable(line, multiline=False)
+            for line in self.watch_run.log_lines(ts.task.id, number)
+        )
 
     # ------------------------------------------------------------------ actions
 

@@ -18,6 +18,7 @@ from vigil.cli.common import (
     emit_json,
     workspace_path,
 )
+from vigil.cli.terminal import escape, for_terminal
 from vigil.errors import UsageError
 
 plan_app = typer.Typer(help="Check, convert and describe plans.", no_args_is_help=True)
@@ -45,11 +46,12 @@ def check(plan: PlanArg, fmt: FormatOpt = Format.text) -> None:
         return
     tasks = sum(len(p.tasks) for p in loaded.plan.phases)
     console.print(
-        f"[green]ok[/] {plan}: plan [bold]{loaded.plan.name}[/] "
-        f"({len(loaded.plan.phases)} phases, {tasks} tasks)"
+        f"[green]ok[/] {escape(plan)}: plan [bold]{escape(loaded.plan.name)}[/] "
+        f"({len(loaded.plan.phases)} phases, {tasks} tasks)",
+        markup=True,
     )
     for index, p in enumerate(order, 1):
-        console.print(f"phase {index} [bold]{p.phase}[/]")
+        console.print(f"phase {index} [bold]{escape(p.phase)}[/]", markup=True)
         for n, wave in enumerate(p.waves, 1):
             joined = ", ".join(wave)
             label = "in parallel" if len(wave) > 1 else "alone"
@@ -120,7 +122,10 @@ def plans_list(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> 
         last_run = r["last_run"]
         outcome = "never run" if last_run is None else f"last run {last_run['state']}"
         bad = f"  [red]{r['problems']} problem(s)[/]" if r["problems"] else ""
-        console.print(f"[bold]{r['name']}[/]  {r['path']}  ({outcome}){bad}")
+        console.print(
+            f"[bold]{escape(r['name'])}[/]  {escape(r['path'])}  ({escape(outcome)}){bad}",
+            markup=True,
+        )
         if r["description"]:
             console.print(f"    {r['description']}", markup=False)
 
@@ -135,7 +140,7 @@ def plans_show(
     root, dirs = _plan_dirs(workspace)
     for e in discover_plans(root, dirs):
         if name in (e.name, str(e.path), Path(e.path).stem):
-            sys.stdout.write((root / e.path).read_text(encoding="utf-8"))
+            sys.stdout.write(for_terminal((root / e.path).read_text(encoding="utf-8")))
             return
     raise UsageError(f"no plan named {name!r}", "See the plans with `vigil plans list`.")
 

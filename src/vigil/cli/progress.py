@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vigil.cli.common import console
+from vigil.cli.terminal import printable
 from vigil.engine import events as ev
 from vigil.engine.state import RunState
 from vigil.plan.duration import format_duration
@@ -47,7 +48,8 @@ class PlainProgress:
         for e in events:
             line = describe(e)
             if line:
-                self.stream.write(f"{_stamp(e.at)} {state.run_id} {line}\n")
+                shown = printable(f"{state.run_id} {line}", multiline=False)
+                self.stream.write(f"{_stamp(e.at)} {shown}\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from vigil.cli.common import (
     opened_store,
 )
 from vigil.cli.progress import progress_for
+from vigil.cli.terminal import escape, for_terminal
 from vigil.config import Config
 from vigil.engine.runs import RunOutcome, cancel_run, resumable_runs, resume_run, start_run
 from vigil.errors import ExitCode, UsageError
@@ -78,11 +79,16 @@ def _dry_run_summary(
         raise typer.Exit(int(EXIT_FOR_STATE.get(outcome.state, ExitCode.RUN_FAILED)))
     console.rule("dry run: nothing was changed")
     for c in changes:
-        console.print(f"[bold]{c.task}[/]: {c.changeset.stat().splitlines()[-1]}")
-    sys.stdout.write(diff_text if diff_text.endswith("\n") or not diff_text else diff_text + "\n")
+        console.print(
+            f"[bold]{escape(c.task)}[/]: {escape(c.changeset.stat().splitlines()[-1])}",
+            markup=True,
+        )
+    shown = diff_text if diff_text.endswith("\n") or not diff_text else diff_text + "\n"
+    sys.stdout.write(for_terminal(shown))
     for m in missing:
         console.print(
-            f"[yellow]needs a grant[/] in {m.environment} for {', '.join(m.capabilities)} "
+            f"[yellow]needs a grant[/] in {escape(m.environment)} for "
+            f"{escape(', '.join(m.capabilities))} "
             f"(tasks {', '.join(m.tasks)})"
         )
     if missing:
@@ -116,7 +122,10 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
         counts[label] = counts.get(label, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     colour = {"succeeded": "green", "failed": "red"}.get(outcome.state, "yellow")
-    console.print(f"run [bold]{outcome.run_id}[/] [bold {colour}]{outcome.state}[/]: {parts}")
+    console.print(
+        f"run [bold]{escape(outcome.run_id)}[/] [bold {colour}]{outcome.state}[/]: {escape(parts)}",
+        markup=True,
+    )
     if outcome.state == "interrupted":
         console.print(f"resume with: vigil resume {outcome.run_id}")
     else:
@@ -161,12 +170,22 @@ def run(
         ),
     ] = False,
     workspace: WorkspaceOpt = None,
+    create: Annotated[
+        bool,
+        typer.Option("--create", help="Create the --workspace directory if it does not exist."),
+    ] = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
     from vigil.plan import load_plan
+    from vigil.store.records import RUN_ID_PATTERN
 
-    config = config_for(workspace)
+    if run_id is not None and RUN_ID_PATTERN.fullmatch(run_id) is None:
+        raise UsageError(
+            f"--run-id {run_id!r} is not a valid run id",
+            "Use 1 to 200 letters, digits, '_', '.' or '-', starting with a letter or digit.",
+        )
+    config = config_for(workspace, create=create)
     loaded = load_plan(plan)
     with opened_store(config) as store:
         progress = progress_for(fmt is Format.json)

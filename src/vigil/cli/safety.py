@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from vigil.cli.common import Format, FormatOpt, WorkspaceOpt, config_for, console, emit_json
+from vigil.cli.terminal import escape, literal, printable
 from vigil.errors import ExitCode, UsageError, VigilError
 
 keys_app = typer.Typer(
@@ -163,43 +164,48 @@ def grant_list(
     active: bool = typer.Option(False, "--active", help="Only grants usable now."),
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """List stored grants."""
+    """List stored grants as their verified tokens say (never the editable file beside)."""
     from rich.table import Table
 
-    from vigil.safety.grants import list_grants
+    from vigil.safety.grants import list_grants, token_view
 
     now = datetime.now(UTC)
-    grants = [g for g in list_grants() if not active or g.status(now) == "active"]
+    views = [token_view(g, now) for g in list_grants()]
+    views = [v for v in views if not active or v["status"] == "active"]
     if fmt is Format.json:
-        emit_json([g.to_dict(now) for g in grants])
+        emit_json(views)
         return
     table = Table("id", "project", "env", "allow", "expires", "status", box=None)
-    for g in grants:
+    for v in views:
+        status = v["status"] + (" (break-glass)" if v["break_glass"] else "")
+        if v["metadata_differs"]:
+            status += f" (file edited: {', '.join(v['metadata_differs'])})"
         table.add_row(
-            g.id,
-            g.project,
-            ",".join(g.environments),
-            ",".join(g.capabilities) or "-",
-            f"{g.expires_at:%Y-%m-%d %H:%M}Z",
-            g.status(now) + (" (break-glass)" if g.break_glass else ""),
+            literal(v["id"]),
+            literal(v["project"]),
+            literal(",".join(v["environments"]) or "-"),
+            literal(",".join(v["capabilities"]) or "-"),
+            literal(f"{datetime.fromisoformat(v['expires_at']):%Y-%m-%d %H:%M}Z"),
+            literal(status, style="red" if v["metadata_differs"] else ""),
         )
     console.print(table)
 
 
 @grant_app.command("show")
 def grant_show(grant_id: str, fmt: FormatOpt = Format.text) -> None:
-    """Show one grant, verified."""
-    from vigil.safety.grants import load_grant
+    """Show one grant as its verified token says; fields of the stored file that disagree
+    with the token are named under ``metadata_differs``."""
+    from vigil.safety.grants import load_grant, token_view
 
-    grant = load_grant(grant_id)
-    data = grant.to_dict(datetime.now(UTC))
+    data = token_view(load_grant(grant_id), datetime.now(UTC))
     if fmt is Format.json:
         emit_json(data)
         return
     for key, value in data.items():
         if isinstance(value, list):
             value = ",".join(value) or "-"
-        console.print(f"{key:>13}: {value if value is not None else '-'}", markup=False)
+        shown = printable(value if value is not None else "-", multiline=False)
+        console.print(f"{key:>16}: {shown}", markup=False)
 
 
 @grant_app.command("revoke")
@@ -297,8 +303,9 @@ def policy_show(
     if not rows:
         console.print("this plan needs no grant", markup=False)
     for row in rows:
-        mark = "[green]allowed[/]" if row["allowed"] else f"[red]{row['code']}[/]"
-        console.print(f"  {row['task']} {row['environment']} {row['capability']}: {mark}")
+        mark = "[green]allowed[/]" if row["allowed"] else f"[red]{escape(row['code'])}[/]"
+        who = escape(f"{row['task']} {row['environment']} {row['capability']}")
+        console.print(f"  {who}: {mark}", markup=True)
     missing = out["missing"]
     assert isinstance(missing, list)
     for item in missing:
@@ -409,7 +416,8 @@ def audit_verify(
         )
     console.print(
         f"[green]ok[/] {report.entries} entries, {report.checkpoints} signed checkpoints, "
-        f"sealed through {report.sealed}; root {report.root[:16]}…"
+        f"sealed through {report.sealed}; root {report.root[:16]}…",
+        markup=True,
     )
 
 
@@ -465,7 +473,7 @@ def explain_cmd(code: str, fmt: FormatOpt = Format.text) -> None:
             }
         )
         return
-    console.print(f"[bold]{entry.code}[/]: {entry.title}")
+    console.print(f"[bold]{entry.code}[/]: {entry.title}", markup=True)
     console.print(f"remedy: {entry.remedy}", markup=False)
     console.print(f"category: {entry.category}", markup=False)
     console.print(f"exit code: {int(entry.exit_code)}", markup=False)

@@ -17,10 +17,11 @@ from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.engine.audit import Auditor
 from vigil.engine.decisions import held_attempt, review_answer, review_subject
+from vigil.engine.replay import load_state
 from vigil.engine.state import WAITING, RunState
 from vigil.errors import ExitCode, UsageError, VigilError
 from vigil.executors.process import LogSink, run_process
-from vigil.report.view import load_state
+from vigil.layout import rollback_log
 from vigil.safety.decisions import REVIEW_DECISION, decision_key, sign_statement
 from vigil.safety.keys import SigningKey
 from vigil.workspace import Changeset, Workspace, combined_diff
@@ -249,7 +250,7 @@ def _compensate(
                 {"task": ts.task.id, "ok": False, "refused": f"{decision.code}: {decision.reason}"}
             )
             continue
-        log = config.state_dir / "logs" / run_id / ts.task.id / "rollback.log"
+        log = rollback_log(config.state_dir, run_id, ts.task.id)
         sink = LogSink(log)
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
         env.update(state.plan.env)

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from vigil.actions.run import RunAction
@@ -46,6 +45,7 @@ from vigil.engine.nursery import Nursery
 from vigil.engine.state import PHASE_CHECKING, RunState
 from vigil.errors import Category, CommitFailed, VigilError, category_of
 from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
+from vigil.layout import attempt_log, logs_dir, phase_log
 from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
@@ -105,21 +105,6 @@ class PhaseCheckResult:
     passed: bool
     reason: str
     stopped: bool
-
-
-def logs_dir(state_dir: Path, run_id: str) -> Path:
-    """Where a run's captured output lives."""
-    return state_dir / "logs" / run_id
-
-
-def attempt_log(state_dir: Path, run_id: str, task_id: str, attempt: int) -> Path:
-    """The log file of one attempt."""
-    return logs_dir(state_dir, run_id) / task_id / f"{attempt}.log"
-
-
-def phase_log(state_dir: Path, run_id: str, phase_id: str) -> Path:
-    """The log file of one phase's completion checks."""
-    return logs_dir(state_dir, run_id) / f"_phase.{phase_id}.log"
 
 
 class Driver:

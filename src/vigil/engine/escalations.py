@@ -16,8 +16,9 @@ from typing import Any, Literal
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.engine.decisions import escalation_answer
+from vigil.engine.replay import load_state
 from vigil.errors import ExitCode, RunLocked, VigilError
-from vigil.report.view import iso, load_state
+from vigil.layout import iso
 from vigil.safety.decisions import ESCALATION_ANSWER, decision_key, sign_statement
 from vigil.safety.keys import SigningKey
 

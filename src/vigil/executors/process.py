@@ -147,11 +147,9 @@ class LogSink:
         return data.decode("utf-8", errors="replace")
 
     def idle(self) -> None:
-        """The command has been quiet for a while: emit what redaction was holding back,
-        so a live view is never behind by more than one idle interval."""
-        if self._flush_transform is not None:
-            with self._lock:
-                self._write_locked(self._flush_transform())
+        """The command has been quiet for a while. Nothing is released: what redaction
+        holds back is the possible start of a secret, and only more output or the end of
+        the stream (``close``) may release it, never time."""
 
     def note(self, text: str) -> None:
         """Add a line from vigil itself (not the command) to the log."""

@@ -13,9 +13,9 @@ from typing import Any
 
 from vigil.config import Config
 from vigil.engine import events as ev
-from vigil.engine.driver import attempt_log, phase_log
 from vigil.engine.state import FAILED, RunState, TaskState
 from vigil.errors import ExitCode, VigilError
+from vigil.layout import attempt_log, phase_log
 from vigil.plan.duration import format_duration
 from vigil.report.completion import build_report
 from vigil.report.view import iso, load_state, run_view

@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime
 from typing import Any
 
-from vigil.engine import events as ev
+from vigil.engine.replay import INTERRUPTED, load_state, resume_command, shown_state
 from vigil.engine.state import RunState
-from vigil.errors import RunNotFound
-from vigil.plan.models import Plan
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as an ISO 8601 UTC timestamp (None stays None)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-INTERRUPTED = "interrupted"
-DRIVEN_STATES = frozenset({"pending", "running"})
-
-
-def shown_state(store: Any, record: Any) -> str:
-    """The run's state as people should see it.
-
-    A run recorded as ``running`` whose driver is gone (killed, or stopped by Ctrl-C: its
-    lock is free) is ``interrupted``: nothing moves it on until ``vigil resume``.
-    """
-    if record.state in DRIVEN_STATES and store.run_lock_held(record.id) is False:
-        return INTERRUPTED
-    return str(record.state)
-
-
-def resume_command(run_id: str) -> str:
-    """The command that continues an interrupted run."""
-    return f"vigil resume {run_id}"
+from vigil.layout import iso
 
 
 def run_row(store: Any, record: Any) -> dict[str, Any]:
@@ -59,21 +29,15 @@ def run_row(store: Any, record: Any) -> dict[str, Any]:
     }
 
 
-def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
-    """The run's record (its state as :func:`shown_state` says) and its state folded
-    from the journal."""
-    record = store.get_run(run_id)
-    if record is None:
-        raise RunNotFound(f"no run {run_id!r} in {store.url}")
-    shown = shown_state(store, record)
-    if shown != record.state:
-        record = dataclasses.replace(record, state=shown)
-    plan = Plan.model_validate_json(record.plan_json)
-    journal = [ev.Event(s.kind, s.data, s.at, s.seq) for s in store.events(run_id)]
-    # Decisions whose signatures do not verify are left out, as the driver leaves them out.
-    from vigil.engine.decisions import replay_verified
-
-    return record, replay_verified(run_id, plan, journal, dict(record.options))
+__all__ = [
+    "INTERRUPTED",
+    "iso",
+    "load_state",
+    "resume_command",
+    "run_row",
+    "run_view",
+    "shown_state",
+]
 
 
 def run_view(record: Any, state: RunState) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vigil.errors import ExitCode, TransientError, VigilError
+from vigil.errors import TransientError
 from vigil.safety import merkle, note
 from vigil.safety.keys import SigningKey
 

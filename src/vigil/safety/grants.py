@@ -264,3 +264,66 @@ def check_grant(
     if revs.revoked(grant.grant_ids, grant.token.revocation_ids):
         raise GrantRevoked(f"grant {grant.id} was revoked")
     tokens.authorize(grant.token, request, now)
+
+
+def _allows(grant: Grant, environment: str, capability: str, plan: str | None) -> bool:
+    """Whether the token itself allows one request (at its issue time, so expiry aside)."""
+    request = Request(grant.project, environment, capability, plan)
+    try:
+        tokens.authorize(grant.token, request, grant.token.issued_at)
+    except GrantRefused:
+        return False
+    return True
+
+
+def token_view(grant: Grant, now: datetime) -> dict[str, Any]:
+    """What the verified token says about ``grant``, for display: never the editable
+    metadata stored beside it. An attenuated token's scope is found by asking the token
+    (each environment and capability of its authority block against its checks).
+    ``metadata_differs`` names the stored fields that disagree with the token."""
+    token = grant.token
+
+    def scope(plan: str | None) -> tuple[list[str], list[str]]:
+        # Every grant allows running in its environments (``run``), capabilities or not.
+        pairs = [
+            (e, c)
+            for e in token.environments
+            for c in (*token.capabilities, tokens.RUN)
+            if _allows(grant, e, c, plan)
+        ]
+        caps = {c for _, c in pairs if c != tokens.RUN or tokens.RUN in token.capabilities}
+        return sorted({e for e, _ in pairs}), sorted(caps)
+
+    # A plan binding added by attenuation is a check, not a fact: try the stored plan,
+    # and if the token allows nothing with it, the token without one.
+    plan = token.plan_hash or grant.plan_hash
+    environments, capabilities = scope(plan)
+    if not environments and plan != token.plan_hash:
+        plan = token.plan_hash
+        environments, capabilities = scope(plan)
+    expires = token.expires_at if token.blocks == 1 else grant.expires_at
+    view: dict[str, Any] = {
+        "id": grant.id,
+        "token_id": token.grant_id,
+        "project": token.project,
+        "environments": environments,
+        "capabilities": capabilities,
+        "issued_at": token.issued_at.isoformat(),
+        "expires_at": expires.isoformat(),
+        "plan": plan,
+        "break_glass": token.break_glass,
+        "attenuations": token.blocks - 1,
+        "signer": token.signer,
+        "status": grant.status(now),
+    }
+    differs = []
+    if list(grant.environments) != environments:
+        differs.append("environments")
+    if list(grant.capabilities) != capabilities:
+        differs.append("capabilities")
+    if grant.plan_hash != plan:
+        differs.append("plan")
+    if grant.expires_at != expires:
+        differs.append("expires_at")
+    view["metadata_differs"] = differs
+    return view

@@ -10,9 +10,14 @@ Occurrences may overlap; their ranges are merged and each merged range becomes `
 (as GitHub Actions prints). The mask is shorter than any maskable secret, so masking repeats
 until no occurrence is left, even one made by the mask and its neighbours.
 
-:class:`StreamRedactor` masks output as it arrives: it holds back the last
-``hold`` characters (the longest encoded form) so that a secret split across two chunks is
-still seen whole, and never emits a prefix of a possible occurrence.
+:class:`StreamRedactor` masks output as it arrives. It holds back exactly the tail that
+could still be the start of a secret (a prefix of any encoded form, or a partial match of
+a token pattern) and emits everything before it at once. Time never releases the held
+tail: only the next bytes (proving it is not a secret) or the end of the stream do, so a
+secret written in parts with pauses between them is still masked whole. Memory is bounded:
+the tail is shorter than the longest encoded form, except for a token that keeps matching
+(a private key block), which is masked and swallowed up to its end once it passes
+``_MAX_HOLD`` characters.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import json
 import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
+
+import regex
 
 MASK = "***"
 MIN_LENGTH = 4
@@ -38,7 +45,12 @@ TOKEN_PATTERNS = (
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*\Z)",
 )
 _TOKENS = re.compile("|".join(f"(?:{p})" for p in TOKEN_PATTERNS))
-_TOKEN_HOLD = 512
+# The same patterns for the ``regex`` module, whose partial matching says whether the end
+# of what has arrived could still become a token.
+_TOKENS_PARTIAL = regex.compile("|".join(f"(?:{p})" for p in TOKEN_PATTERNS))
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
+_PEM_END_HOLD = 64
 _MAX_HOLD = 1 << 20
 
 
@@ -94,6 +106,22 @@ class Redactor:
         )
         self.tokens = tokens
         self.longest = max((len(f) for f in self.forms), default=0)
+        self._prefixes = frozenset(f[:n] for f in self.forms for n in range(1, len(f)))
+
+    def held_from(self, text: str) -> int:
+        """Where the tail of ``text`` that could still grow into an occurrence begins
+        (``len(text)`` when nothing can)."""
+        start = len(text)
+        for i in range(max(0, len(text) - self.longest + 1), len(text)):
+            if text[i:] in self._prefixes:
+                start = i
+                break
+        if self.tokens:
+            for match in _TOKENS_PARTIAL.finditer(text, partial=True):
+                # A partial match, or a whole one reaching the end, may still grow.
+                if match.end() == len(text):
+                    start = min(start, match.start())
+        return start
 
     def ranges(self, text: str) -> list[tuple[int, int]]:
         """Merged ``[start, end)`` ranges of every occurrence in ``text``."""
@@ -129,33 +157,61 @@ class Redactor:
 
 
 class StreamRedactor:
-    """Redacts a stream chunk by chunk; ``feed`` what arrives, ``close`` at the end."""
+    """Redacts a stream chunk by chunk; ``feed`` what arrives, ``close`` at its end.
+
+    There is no flush by time: what is held back is a possible secret's beginning.
+    """
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
-        self.hold = max(redactor.longest, _TOKEN_HOLD if redactor.tokens else 0)
         self._pending = ""
+        self._in_key = False
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
+    @property
+    def held(self) -> int:
+        """How many characters are held back now (for tests and the memory bound)."""
+        return len(self._pending)
+
     def feed(self, chunk: str | bytes) -> str:
-        """The part of the stream so far that is safe to show, masked."""
+        """The part of the stream so far that cannot belong to a secret, masked."""
         if isinstance(chunk, bytes):
             chunk = self._decoder.decode(chunk)
         buffer = self._pending + chunk
-        ranges = self.redactor.ranges(buffer)
-        cut = max(0, len(buffer) - self.hold)
-        # Never cut inside an occurrence, nor emit one that may still grow (a token
-        # running to the end of what has arrived so far).
-        for start, end in reversed(ranges):
-            if start < cut < end or (end == len(buffer) and start < cut):
+        if self._in_key:
+            end = _PEM_END.search(buffer)
+            if end is None:
+                # Inside a private key already masked: swallow it, keep what may be its end.
+                self._pending = buffer[-_PEM_END_HOLD:]
+                return ""
+            self._in_key = False
+            buffer = buffer[end.end() :]
+        cut = self.redactor.held_from(buffer)
+        # Never cut inside an occurrence, nor right after one: the next bytes may extend
+        # it or start an adjacent one, and the whole run must become one mask.
+        for start, end_at in reversed(self.redactor.ranges(buffer)):
+            if start < cut <= end_at:
                 cut = start
-        if cut == 0 and len(buffer) > _MAX_HOLD:
-            cut = len(buffer)
+        if len(buffer) - cut > _MAX_HOLD:
+            return self._overflow(buffer)
         emit, self._pending = buffer[:cut], buffer[cut:]
         return self.redactor.redact(emit)
 
+    def _overflow(self, buffer: str) -> str:
+        """The held tail outgrew the bound: it is one long match, so mask it now."""
+        begins = list(_PEM_BEGIN.finditer(buffer))
+        if begins and _PEM_END.search(buffer, begins[-1].end()) is None:
+            self._in_key = True
+        self._pending = ""
+        return self.redactor.redact(buffer)
+
     def close(self) -> str:
-        """The rest of the stream, masked."""
+        """The rest of the stream, masked: the end proves what was held is complete."""
         rest = self._pending + self._decoder.decode(b"", final=True)
         self._pending = ""
+        if self._in_key:
+            # The key's mask went out when it overflowed; what follows its end is shown.
+            self._in_key = False
+            end = _PEM_END.search(rest)
+            return "" if end is None else self.redactor.redact(rest[end.end() :])
         return self.redactor.redact(rest)

@@ -21,7 +21,13 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from vigil.errors import ConfigError, StoreError
+from vigil.errors import (
+    ConfigError,
+    StoreDamaged,
+    StoreError,
+    StoreMisconfigured,
+    StoreRefused,
+)
 
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 PG_CONNECT_TIMEOUT_S: Final = 10
@@ -61,17 +67,19 @@ def parse_target(url: str) -> Target:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
-        raise StoreError(
+        raise StoreMisconfigured(
             f"{url!r} is not a database URL",
             "Use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB.",
+            failure="unsupported-url",
         ) from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
-            raise StoreError(
+            raise StoreMisconfigured(
                 f"{parsed.render_as_string(hide_password=True)} is an in-memory database",
                 "Point the store at a file (sqlite:///PATH) so runs survive the process.",
+                failure="unsupported-url",
             )
         return Target(parsed, "sqlite", Path(database).expanduser().absolute())
     if backend == "postgresql":
@@ -79,14 +87,16 @@ def parse_target(url: str) -> Target:
             # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
             parsed = parsed.set(drivername="postgresql+psycopg")
         elif parsed.drivername != "postgresql+psycopg":
-            raise StoreError(
+            raise StoreMisconfigured(
                 f"driver {parsed.drivername!r} is not supported",
                 "Use postgresql+psycopg://USER@HOST:PORT/DB.",
+                failure="unsupported-url",
             )
         return Target(parsed, "postgresql", None)
-    raise StoreError(
+    raise StoreMisconfigured(
         f"database {backend!r} is not supported by the run store",
         "Use SQLite (sqlite:///PATH) or PostgreSQL (postgresql+psycopg://...).",
+        failure="unsupported-url",
     )
 
 
@@ -111,9 +121,10 @@ def create_engine(target: Target, *, sqlite_synchronous: str = "FULL") -> sa.Eng
     try:
         target.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(
+        raise StoreMisconfigured(
             f"cannot create {target.sqlite_path.parent}: {exc.strerror or exc}",
             "Choose a writable --workspace or set VIGIL_DATABASE_URL to a writable path.",
+            failure="permission",
         ) from exc
     engine = sa.create_engine(
         target.url,
@@ -146,23 +157,116 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
-def as_store_error(exc: BaseException, target: Target) -> StoreError:
-    """The StoreError a person should see for a driver failure on ``target``."""
+def _sqlite_name(exc: BaseException) -> str:
+    """SQLite's own error name (``SQLITE_CORRUPT``, ...), empty when there is none."""
+    orig = getattr(exc, "orig", None) or exc
+    return str(getattr(orig, "sqlite_errorname", "") or "")
+
+
+_SQLITE_DAMAGED: Final = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_IOERR")
+_SQLITE_DENIED: Final = ("SQLITE_PERM", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_AUTH")
+_PG_AUTH: Final = ("28000", "28P01")
+_PG_NO_DATABASE: Final = "3D000"
+
+
+def _sqlite_error(exc: BaseException, target: Target) -> StoreError:
     message = _first_line(exc)
-    if target.backend == "postgresql":
-        return StoreError(f"PostgreSQL at {target.display} failed: {message}")
+    name = _sqlite_name(exc)
     path = target.sqlite_path
     lowered = message.lower()
-    if "not a database" in lowered or "malformed" in lowered:
-        return StoreError(f"{path} is not a readable SQLite database ({message})", DAMAGED_REMEDY)
-    if "locked" in lowered or "busy" in lowered:
-        return StoreError(
+    if name.startswith("SQLITE_FULL") or "disk is full" in lowered:
+        return StoreDamaged(
+            f"{path}: the disk is full ({message})",
+            "Free disk space, then resume the run with `vigil resume RUN_ID`.",
+            failure="disk-full",
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in lowered:
+        return StoreRefused(
             f"{path} stayed locked by another process for {SQLITE_BUSY_TIMEOUT_S:.0f} s",
             "Find the process holding it (`fuser FILE`) and let it finish or stop it.",
+            failure="locked",
         )
-    if "disk is full" in lowered:
-        return StoreError(f"{path}: {message}", "Free disk space, then resume the run.")
-    return StoreError(f"SQLite database {path} failed: {message}")
+    if name.startswith(_SQLITE_DENIED) or "readonly" in lowered or "unable to open" in lowered:
+        return StoreMisconfigured(
+            f"{path} cannot be opened for writing ({message})",
+            "Give your user read and write access to the file and its directory, or set "
+            "VIGIL_DATABASE_URL to a store you can write.",
+            failure="permission",
+        )
+    if (
+        name.startswith(_SQLITE_DAMAGED)
+        or "not a database" in lowered
+        or "malformed" in lowered
+        or "corrupt" in lowered
+    ):
+        return StoreDamaged(
+            f"{path} is not a readable SQLite database ({message})",
+            DAMAGED_REMEDY,
+            failure="damaged",
+        )
+    # Anything else SQLite says about a store vigil created (a missing table or column,
+    # a constraint the schema has lost) means the file no longer holds vigil's schema.
+    return StoreDamaged(
+        f"{path} does not hold a store vigil can use ({message})",
+        DAMAGED_REMEDY,
+        failure="damaged",
+    )
+
+
+def _postgresql_error(exc: BaseException, target: Target) -> StoreError:
+    message = _first_line(exc)
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    where = f"PostgreSQL at {target.display}"
+    if sqlstate in _PG_AUTH or "authentication failed" in message:
+        return StoreMisconfigured(
+            f"{where} refused the login ({message})",
+            "Check the user and password in VIGIL_DATABASE_URL (or ~/.pgpass) and the "
+            "server's pg_hba.conf.",
+            failure="auth",
+        )
+    if sqlstate == _PG_NO_DATABASE or ("database" in message and "does not exist" in message):
+        return StoreMisconfigured(
+            f"{where}: the database does not exist ({message})",
+            "Create it (`createdb NAME`) or name an existing database in VIGIL_DATABASE_URL.",
+            failure="missing-database",
+        )
+    if sqlstate.startswith("53100") or "No space left" in message:
+        return StoreDamaged(
+            f"{where} is out of disk space ({message})",
+            "Free space on the database server, then resume the run.",
+            failure="disk-full",
+        )
+    if sqlstate.startswith("42501"):
+        return StoreMisconfigured(
+            f"{where} denied access ({message})",
+            "Grant the store's user rights on vigil's tables (see docs/security.md).",
+            failure="permission",
+        )
+    if isinstance(orig, psycopg.OperationalError) and not sqlstate:
+        return StoreMisconfigured(
+            f"{where} cannot be reached ({message})",
+            "Start the server or fix the host and port in VIGIL_DATABASE_URL.",
+            failure="unreachable",
+        )
+    return StoreError(f"{where} failed: {message}", failure="failed")
+
+
+def as_store_error(exc: BaseException, target: Target) -> StoreError:
+    """The StoreError a person should see for a driver failure on ``target``."""
+    if target.backend == "postgresql":
+        return _postgresql_error(exc, target)
+    return _sqlite_error(exc, target)
+
+
+def damaged(target: Target, what: str) -> StoreDamaged:
+    """The error for a row that the database returned but vigil cannot decode."""
+    where = target.sqlite_path or target.display
+    return StoreDamaged(
+        f"{where} holds a damaged record ({what})",
+        DAMAGED_REMEDY if target.backend == "sqlite" else "Restore the database from a backup.",
+        failure="damaged",
+    )
 
 
 @contextmanager
@@ -175,3 +279,7 @@ def store_errors(target: Target) -> Iterator[None]:
         raise
     except (sa.exc.DBAPIError, sqlite3.Error, psycopg.Error) as exc:
         raise as_store_error(exc, target) from exc
+    except UnicodeDecodeError as exc:
+        # The driver found bytes in a text column that are not UTF-8: vigil never wrote
+        # them, so the file is damaged.
+        raise damaged(target, f"undecodable text: {exc.reason}") from exc

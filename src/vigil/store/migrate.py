@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 import sqlalchemy as sa
 
-from vigil.errors import StoreError
+from vigil.errors import StoreMisconfigured
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -59,9 +59,10 @@ def _check_known(revision: str) -> None:
     except CommandError:
         known = None
     if known is None:
-        raise StoreError(
+        raise StoreMisconfigured(
             f"the store's schema is at revision {revision!r}, newer than this vigil knows",
             "Upgrade vigil to the version that last wrote this store.",
+            failure="newer-schema",
         )
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 RUN_STATES: Final = frozenset({"pending", "running", "succeeded", "failed", "cancelled", "waiting"})
 """Every value the ``state`` column of a run may hold."""
+
+RUN_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+"""What a run id may be: it names files (logs, reports), so no separator, no markup."""
 
 ALL_PROJECTS: Final = "*"
 """The project name of a halt that stops every project."""

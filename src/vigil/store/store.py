@@ -12,22 +12,25 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from vigil.errors import RunNotFound, StoreError
+from vigil.errors import RunNotFound, StoreError, StoreRefused
 from vigil.store import migrate
 from vigil.store.connect import (
     WRITE_OPTION,
     Target,
     create_engine,
+    damaged,
     parse_target,
     sqlite_synchronous_from_env,
     store_errors,
 )
+from vigil.store.history import history_in
 from vigil.store.locks import (
     AdvisoryRunLock,
     FileRunLock,
@@ -35,7 +38,15 @@ from vigil.store.locks import (
     advisory_lock_held,
     file_lock_held,
 )
-from vigil.store.records import RUN_STATES, AuditHead, Halt, NewRun, RunRecord, StoredEvent
+from vigil.store.records import (
+    RUN_ID_PATTERN,
+    RUN_STATES,
+    AuditHead,
+    Halt,
+    NewRun,
+    RunRecord,
+    StoredEvent,
+)
 from vigil.store.schema import audit_heads, halts, runs
 from vigil.store.schema import events as events_table
 
@@ -74,23 +85,72 @@ def _check_text(name: str, value: str, max_length: int | None = None) -> None:
         raise ValueError(f"{name} must be 1 to {max_length} characters, got {len(value)}")
 
 
+class _Undecodable(Exception):
+    """A row the database returned that is not what vigil wrote (a damaged store)."""
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Undecodable(f"text expected, found {type(value).__name__}")
+    return value
+
+
+def _optional_number(value: object) -> float | None:
+    return None if value is None else _number(value)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Undecodable(f"number expected, found {type(value).__name__}")
+    return float(value)
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Undecodable(f"integer expected, found {type(value).__name__}")
+    return value
+
+
+def _object(value: object) -> dict[str, Any]:
+    try:
+        loaded = json.loads(_text(value))
+    except ValueError as exc:
+        raise _Undecodable(f"invalid JSON: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise _Undecodable("a JSON object expected")
+    return loaded
+
+
 def _record(row: sa.Row[Any]) -> RunRecord:
     m = row._mapping
+    state = _text(m["state"])
+    if state not in RUN_STATES:
+        raise _Undecodable(f"unknown run state {state!r}")
     return RunRecord(
-        id=m["id"],
-        plan_name=m["plan_name"],
-        project=m["project"],
-        plan_hash=m["plan_hash"],
-        plan_json=m["plan_json"],
-        plan_path=m["plan_path"],
-        workspace=m["workspace"],
-        options=json.loads(m["options"]),
-        state=m["state"],
-        created_at=m["created_at"],
-        started_at=m["started_at"],
-        ended_at=m["ended_at"],
-        updated_at=m["updated_at"],
-        last_seq=m["last_seq"],
+        id=_text(m["id"]),
+        plan_name=_text(m["plan_name"]),
+        project=_text(m["project"]),
+        plan_hash=_text(m["plan_hash"]),
+        plan_json=_text(m["plan_json"]),
+        plan_path=_text(m["plan_path"]),
+        workspace=_text(m["workspace"]),
+        options=_object(m["options"]),
+        state=state,
+        created_at=_number(m["created_at"]),
+        started_at=_optional_number(m["started_at"]),
+        ended_at=_optional_number(m["ended_at"]),
+        updated_at=_number(m["updated_at"]),
+        last_seq=_integer(m["last_seq"]),
+    )
+
+
+def _event(row: sa.Row[Any]) -> StoredEvent:
+    return StoredEvent(
+        run_id=_text(row.run_id),
+        seq=_integer(row.seq),
+        kind=_text(row.kind),
+        data=_object(row.data),
+        at=_number(row.at),
     )
 
 
@@ -140,8 +200,11 @@ class Store:
     def _read(self) -> Iterator[sa.Connection]:
         with self._errors():
             conn = self._open(self._reader)
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+            except _Undecodable as exc:
+                raise damaged(self._target, str(exc)) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -160,6 +223,11 @@ class Store:
         # INSERT .. ON CONFLICT is dialect-specific in SQLAlchemy; both backends have it.
         return postgresql if self._target.backend == "postgresql" else sqlite
 
+    def _is_empty(self) -> bool:
+        """Whether the database holds no tables at all (a store never created)."""
+        with self._read() as conn:
+            return not sa.inspect(conn).get_table_names()
+
     def _migrate(self) -> None:
         with self._errors():
             migrate.upgrade(self._open(self._reader), self._open(self._writer))
@@ -168,6 +236,8 @@ class Store:
         """Record a new run in state ``pending``; False (and no change) if the id exists."""
         for name, limit in _RUN_TEXT_LIMITS.items():
             _check_text(name, getattr(run, name), limit)
+        if RUN_ID_PATTERN.fullmatch(run.id) is None:
+            raise ValueError(f"run id {run.id!r} is not letters, digits, '_', '.', '-'")
         options = _dumps(run.options)
         values = {
             "id": run.id,
@@ -200,7 +270,7 @@ class Store:
         """The run's summary row, or None."""
         with self._read() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
-        return None if row is None else _record(row)
+            return None if row is None else _record(row)
 
     def list_runs(
         self,
@@ -270,16 +340,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
-            return [
-                StoredEvent(
-                    run_id=row.run_id,
-                    seq=row.seq,
-                    kind=row.kind,
-                    data=json.loads(row.data),
-                    at=row.at,
-                )
-                for row in conn.execute(query)
-            ]
+            return [_event(row) for row in conn.execute(query)]
 
     def lock_run(self, run_id: str) -> RunLock:
         """Take the run's lock; raises RunLocked (naming the holder) if another has it."""
@@ -339,7 +400,16 @@ class Store:
         """Every halt row (halts and lifted tombstones), by project name."""
         with self._read() as conn:
             rows = conn.execute(sa.select(halts).order_by(halts.c.project))
-            return [Halt(row.project, row.reason, row.actor, row.at, row.statement) for row in rows]
+            return [
+                Halt(
+                    _text(row.project),
+                    _text(row.reason),
+                    _text(row.actor),
+                    _number(row.at),
+                    row.statement,
+                )
+                for row in rows
+            ]
 
     def set_audit_head(self, log: str, size: int, root: str, at: float) -> None:
         """Record the newest sealed size and root of the audit log ``log``."""
@@ -384,13 +454,24 @@ class Store:
         return f"Store({self.display_url!r})"
 
 
-def open_store(url: str, *, sqlite_synchronous: str | None = None) -> Store:
+def open_store(
+    url: str,
+    *,
+    sqlite_synchronous: str | None = None,
+    history: Path | None = None,
+    new_store: bool = False,
+) -> Store:
     """Open the store at ``url``, creating the SQLite directory and migrating to head.
 
     ``sqlite_synchronous`` overrides ``VIGIL_SQLITE_SYNCHRONOUS`` (FULL or NORMAL).
+    ``history`` is the workspace's state directory: a missing or empty store beside the
+    history of earlier runs there is refused (VIGIL-STORE, exit 4) unless ``new_store``.
     """
     target = parse_target(url)
     sync = sqlite_synchronous or sqlite_synchronous_from_env()
+    found = [] if history is None or new_store else history_in(history)
+    if found and target.sqlite_path is not None and _sqlite_missing(target.sqlite_path):
+        raise _history_refusal(target, history, found)
     engine = create_engine(target, sqlite_synchronous=sync.upper())
     try:
         store = Store(url, target, engine)
@@ -398,8 +479,30 @@ def open_store(url: str, *, sqlite_synchronous: str | None = None) -> Store:
         engine.dispose()
         raise
     try:
+        if found and store._is_empty():
+            raise _history_refusal(target, history, found)
         store._migrate()
     except BaseException:
         store.close()
         raise
     return store
+
+
+def _sqlite_missing(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # opening it reports the real problem (permission, not a file)
+
+
+def _history_refusal(target: Target, state_dir: Path | None, found: list[str]) -> StoreRefused:
+    kind = "missing or empty" if target.backend == "sqlite" else "empty"
+    return StoreRefused(
+        f"the store {target.display} is {kind}, but {state_dir} holds earlier runs "
+        f"({', '.join(found)}); vigil will not start their history afresh",
+        "Restore the store from a backup, point VIGIL_DATABASE_URL at the right one, or "
+        "start a new store here with `vigil store init --force`.",
+        failure="history-without-store",
+    )

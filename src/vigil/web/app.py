@@ -135,7 +135,7 @@ def create_app(config: Config, *, token: str, open_reads: bool, store: Any = Non
     from vigil.store import open_store
 
     owned = store is None
-    opened = open_store(config.database_url) if store is None else store
+    opened = open_store(config.database_url, history=config.state_dir) if store is None else store
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

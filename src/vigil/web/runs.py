@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from vigil.config import Config
-from vigil.engine.driver import attempt_log
 from vigil.engine.state import RunState
 from vigil.errors import UsageError
+from vigil.layout import attempt_log
 from vigil.report.view import run_row
 from vigil.store import RUN_STATES
 

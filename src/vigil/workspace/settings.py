@@ -7,11 +7,12 @@ import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from vigil.workspace.errors import SandboxUnavailable
+from vigil.workspace.limits import WorkspaceConfig
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -90,6 +91,15 @@ class SandboxSettings(BaseModel):
     def tmp_bytes(self) -> int:
         """The size of each private tmpfs in bytes (0: the kernel's default)."""
         return parse_size(self.tmp_size) if self.tmp_size != "auto" else 0
+
+
+class WorkspaceSection(SandboxSettings, WorkspaceConfig):
+    """All of ``[workspace]``, as ``vigil.toml`` is checked against it: isolation, the
+    sandbox's settings and the changeset limits. Each reader then takes its own part."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    isolation: Literal["auto", "overlay", "snapshot", "off"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,42 @@
+"""Where vigil keeps a workspace's files under its state directory (``.vigil/``).
+
+One place for the layout, so the engine that writes these files and the commands, the
+dashboard and the reports that read them agree without importing one another.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def logs_dir(state_dir: Path, run_id: str) -> Path:
+    """Where a run's captured output lives."""
+    return state_dir / "logs" / run_id
+
+
+def attempt_log(state_dir: Path, run_id: str, task_id: str, attempt: int) -> Path:
+    """The log file of one attempt."""
+    return logs_dir(state_dir, run_id) / task_id / f"{attempt}.log"
+
+
+def phase_log(state_dir: Path, run_id: str, phase_id: str) -> Path:
+    """The log file of one phase's completion checks."""
+    return logs_dir(state_dir, run_id) / f"_phase.{phase_id}.log"
+
+
+def rollback_log(state_dir: Path, run_id: str, task_id: str) -> Path:
+    """The log file of a task's rollback steps."""
+    return logs_dir(state_dir, run_id) / task_id / "rollback.log"
+
+
+def reports_dir(state_dir: Path) -> Path:
+    """Where completion reports are written."""
+    return state_dir / "reports"
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as an ISO 8601 UTC timestamp (None stays None)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
