@@ -31,7 +31,7 @@ from vigil.store.connect import (
 from vigil.store.locks import AdvisoryRunLock, FileRunLock, RunLock
 from vigil.store.records import RUN_STATES, Halt, NewRun, RunRecord, StoredEvent
 from vigil.store.schema import events as events_table
-from vigil.store.schema import halts, runs
+from vigil.store.schema import halts, run_plans, runs
 
 
 def _dumps(value: dict[str, Any]) -> str:
@@ -101,6 +101,11 @@ _RUN_TEXT_LIMITS: dict[str, int | None] = {
 }
 
 
+_RUN_WITH_PLAN = sa.select(runs, run_plans.c.plan_json).join(
+    run_plans, run_plans.c.run_id == runs.c.id
+)
+
+
 class Store:
     """Runs, their journals, and halts, in SQLite or PostgreSQL."""
 
@@ -168,7 +173,6 @@ class Store:
             "plan_name": run.plan_name,
             "project": run.project,
             "plan_hash": run.plan_hash,
-            "plan_json": run.plan_json,
             "plan_path": run.plan_path,
             "workspace": run.workspace,
             "options": options,
@@ -188,12 +192,15 @@ class Store:
         )
         with self._write() as conn:
             # RETURNING, not rowcount: drivers disagree on rowcount for INSERT .. ON CONFLICT.
-            return conn.execute(stmt).first() is not None
+            if conn.execute(stmt).first() is None:
+                return False
+            conn.execute(run_plans.insert().values(run_id=run.id, plan_json=run.plan_json))
+            return True
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run's summary row, or None."""
         with self._read() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+            row = conn.execute(_RUN_WITH_PLAN.where(runs.c.id == run_id)).first()
         return None if row is None else _record(row)
 
     def list_runs(
@@ -206,7 +213,7 @@ class Store:
         """Runs newest first, optionally of one project and in some states."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        query = _RUN_WITH_PLAN.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
         if project is not None:
             query = query.where(runs.c.project == project)
         if states is not None:
