@@ -1,0 +1,138 @@
+"""Fixed cost of a ``vigil`` command: whole-process wall time, median of N runs.
+
+Sets up throw-away workspaces (a small plan; a finished 10,000-task run made with the
+engine alone; 100 small finished runs), then runs each command N times, interleaved
+(one of each per round), and prints the median beside the goal from issue 12.
+Prints numbers; passes or fails nothing.
+
+    python bench/cli_latency.py [--rounds 7] [--status-tasks 10000] [--runs 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SMALL_PLAN = """\
+name: small
+project: bench
+phases:
+  - id: build
+    tasks:
+      - {id: compile, run: "true"}
+      - {id: test, run: "true", needs: [compile]}
+      - {id: lint, run: "true"}
+  - id: ship
+    tasks:
+      - {id: package, run: "true"}
+"""
+
+
+def vigil_cmd() -> list[str]:
+    """The installed ``vigil`` entry point next to this Python, as a user would run it."""
+    exe = Path(sys.executable).with_name("vigil")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "vigil.cli.main"]
+
+
+def make_runs(workspace: Path, tasks: int, count: int) -> str:
+    """``count`` finished engine-only runs of ``tasks`` tasks in ``workspace``; the last id."""
+    code = (
+        "import sys, os\n"
+        "from pathlib import Path\n"
+        "import engine_throughput as et\n"
+        "from vigil.config import load_config\n"
+        "from vigil.engine import driver\n"
+        "from vigil.engine.runs import start_run\n"
+        "from vigil.store import open_store\n"
+        "driver.execute_attempt = et._no_process\n"
+        "ws = Path(sys.argv[1]); config = load_config(ws)\n"
+        "store = open_store(config.database_url)\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    out = start_run(config, store, et.make_plan(int(sys.argv[2])), 'bench.yaml',"
+        " max_parallel=2)\n"
+        "print(out.run_id)\n"
+    )
+    env = dict(os.environ, VIGIL_ISOLATION="off", VIGIL_SQLITE_SYNCHRONOUS="NORMAL")
+    env.pop("VIGIL_DATABASE_URL", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent)] + sys.path)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(workspace), str(tasks), str(count)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one whole process; raises if it fails."""
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return elapsed
+
+
+def main() -> None:
+    """Set up, measure, print."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--status-tasks", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-cli-bench-"))
+    try:
+        small, big, many = tmp / "small", tmp / "big", tmp / "many"
+        for ws in (small, big, many):
+            ws.mkdir()
+        (small / "plan.yaml").write_text(SMALL_PLAN)
+        print(f"setting up: a {args.status_tasks}-task run and {args.runs} runs ...", flush=True)
+        big_run = make_runs(big, args.status_tasks, 1)
+        make_runs(many, 3, args.runs)
+        vigil = vigil_cmd()
+        env = dict(os.environ, VIGIL_ISOLATION="off")
+        env.pop("VIGIL_DATABASE_URL", None)
+        env.pop("VIGIL_WORKSPACE", None)
+        cases = [
+            ("vigil --version", [*vigil, "--version"], 0.15),
+            ("vigil plan check (4 tasks)", [*vigil, "plan", "check", str(small / "plan.yaml")], 0.3),
+            (
+                f"vigil status ({args.status_tasks} tasks)",
+                [*vigil, "status", big_run, "-w", str(big)],
+                0.3,
+            ),
+            (f"vigil runs ({args.runs} runs)", [*vigil, "runs", "-n", "100", "-w", str(many)], 0.2),
+        ]
+        times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        for name, argv, _ in cases:  # warm the page cache and .pyc files once
+            timed(argv, env)
+        for _ in range(args.rounds):
+            for name, argv, _ in cases:
+                times[name].append(timed(argv, env))
+        load = os.getloadavg()[0]
+        print(
+            f"{args.rounds} interleaved rounds, python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} CPUs, load average {load:.1f}"
+        )
+        print(f"{'command':<32} {'median':>8} {'min':>8} {'goal':>8}")
+        for name, _, goal in cases:
+            t = times[name]
+            print(f"{name:<32} {statistics.median(t):7.3f}s {min(t):7.3f}s {goal:7.2f}s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
