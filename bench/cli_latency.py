@@ -63,7 +63,7 @@ def make_runs(workspace: Path, tasks: int, count: int) -> str:
     )
     env = dict(os.environ, VIGIL_ISOLATION="off", VIGIL_SQLITE_SYNCHRONOUS="NORMAL")
     env.pop("VIGIL_DATABASE_URL", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent)] + sys.path)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), *sys.path])
     done = subprocess.run(
         [sys.executable, "-c", code, str(workspace), str(tasks), str(count)],
         env=env,
@@ -107,7 +107,11 @@ def main() -> None:
         env.pop("VIGIL_WORKSPACE", None)
         cases = [
             ("vigil --version", [*vigil, "--version"], 0.15),
-            ("vigil plan check (4 tasks)", [*vigil, "plan", "check", str(small / "plan.yaml")], 0.3),
+            (
+                "vigil plan check (4 tasks)",
+                [*vigil, "plan", "check", str(small / "plan.yaml")],
+                0.3,
+            ),
             (
                 f"vigil status ({args.status_tasks} tasks)",
                 [*vigil, "status", big_run, "-w", str(big)],
@@ -116,7 +120,7 @@ def main() -> None:
             (f"vigil runs ({args.runs} runs)", [*vigil, "runs", "-n", "100", "-w", str(many)], 0.2),
         ]
         times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-        for name, argv, _ in cases:  # warm the page cache and .pyc files once
+        for _name, argv, _ in cases:  # warm the page cache and .pyc files once
             timed(argv, env)
         for _ in range(args.rounds):
             for name, argv, _ in cases:

@@ -15,7 +15,6 @@ from vigil.cli.common import (
     emit_json,
     opened_store,
 )
-from vigil.engine.escalations import answer_escalation, list_escalations
 from vigil.errors import UsageError
 
 app = typer.Typer(
@@ -33,6 +32,8 @@ def escalations(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """List open questions with their full context."""
+    from vigil.engine.escalations import list_escalations
+
     if ctx.invoked_subcommand is not None:
         return
     config = config_for(workspace)
@@ -78,6 +79,8 @@ def answer(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Answer a question; the run continues (here, if no process is driving it)."""
+    from vigil.engine.escalations import answer_escalation
+
     chosen = [
         n
         for n, on in (("approve", approve), ("reject", reject), ("value", value is not None))

@@ -6,8 +6,6 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from vigil.cli.common import (
     Format,
@@ -17,12 +15,11 @@ from vigil.cli.common import (
     console,
     emit_json,
     opened_store,
+    print_table,
 )
-from vigil.cli.progress import STYLE
-from vigil.engine.driver import attempt_log, logs_dir
 from vigil.errors import UsageError
-from vigil.plan.duration import format_duration
-from vigil.report import build_report, iso, load_state, render_markdown, run_view
+
+# Each command imports what it needs: `vigil runs` should not load the engine.
 
 
 def runs(
@@ -32,6 +29,10 @@ def runs(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """List runs, newest first."""
+    from vigil.cli.progress import STYLE
+    from vigil.plan.duration import format_duration
+    from vigil.report.view import iso
+
     config = config_for(workspace)
     with opened_store(config) as store:
         records = store.list_runs(project=project, limit=limit)
@@ -53,19 +54,16 @@ def runs(
     if not rows:
         console.print("no runs yet; start one with `vigil run PLAN`")
         return
-    table = Table(box=None, header_style="bold")
-    for col in ("run", "plan", "state", "started", "duration"):
-        table.add_column(col)
+    lines = []
     for r in records:
         dur = format_duration(r.ended_at - r.started_at) if r.ended_at and r.started_at else ""
-        table.add_row(
-            r.id,
-            r.plan_name,
-            Text(r.state, style=STYLE.get(r.state, "")),
-            (iso(r.started_at) or "")[:19].replace("T", " "),
-            dur,
-        )
-    console.print(table)
+        started = (iso(r.started_at) or "")[:19].replace("T", " ")
+        lines.append((r.id, r.plan_name, r.state, started, dur))
+    print_table(
+        ("run", "plan", "state", "started", "duration"),
+        lines,
+        [STYLE.get(r.state, "") for r in records],
+    )
 
 
 def status(
@@ -74,6 +72,9 @@ def status(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Show a run and every task with its attempts."""
+    from vigil.cli.progress import STYLE
+    from vigil.report.view import load_state, run_view
+
     config = config_for(workspace)
     with opened_store(config) as store:
         record, state = load_state(store, run_id)
@@ -85,21 +86,17 @@ def status(
         f"run [bold]{view['id']}[/] ({view['plan']}): "
         f"[{STYLE.get(view['state'], '')}]{view['state']}[/]"
     )
-    table = Table(box=None, header_style="bold")
-    for col in ("phase", "task", "state", "attempts", "last"):
-        table.add_column(col)
+    lines = []
     for t in view["tasks"]:
         last = t["attempts"][-1] if t["attempts"] else None
         note = t["reason"] or (last["reason"] if last and last["reason"] else "") or ""
         label = t["state"] + (" (degraded)" if t["degraded"] else "")
-        table.add_row(
-            t["phase"],
-            t["id"],
-            Text(label, style=STYLE.get(t["state"], "")),
-            str(len(t["attempts"])),
-            Text(note, overflow="fold"),
-        )
-    console.print(table)
+        lines.append((t["phase"], t["id"], label, str(len(t["attempts"])), note))
+    print_table(
+        ("phase", "task", "state", "attempts", "last"),
+        lines,
+        [STYLE.get(t["state"], "") for t in view["tasks"]],
+    )
 
 
 def logs(
@@ -109,6 +106,9 @@ def logs(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Print captured output of a run, a task, or one attempt."""
+    from vigil.engine.driver import attempt_log, logs_dir
+    from vigil.report.view import load_state
+
     config = config_for(workspace)
     with opened_store(config) as store:
         _record, state = load_state(store, run_id)
@@ -142,6 +142,8 @@ def report(
     """Print a run's completion report (Markdown or JSON)."""
     if fmt not in ("md", "json", "text"):
         raise UsageError(f"unknown report format {fmt!r}", "Use --format md or --format json.")
+    from vigil.report import build_report, load_state, render_markdown, run_view
+
     config = config_for(workspace)
     with opened_store(config) as store:
         record, state = load_state(store, run_id)
