@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -74,14 +75,21 @@ def make_runs(workspace: Path, tasks: int, count: int) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one whole process; raises if it fails."""
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one whole process; raises if it fails.
+
+    CPU time is shown beside wall time because it moves much less when other work shares
+    the machine.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -120,20 +128,23 @@ def main() -> None:
             (f"vigil runs ({args.runs} runs)", [*vigil, "runs", "-n", "100", "-w", str(many)], 0.2),
         ]
         times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        cpu: dict[str, list[float]] = {name: [] for name, _, _ in cases}
         for _name, argv, _ in cases:  # warm the page cache and .pyc files once
             timed(argv, env)
         for _ in range(args.rounds):
             for name, argv, _ in cases:
-                times[name].append(timed(argv, env))
+                wall, used = timed(argv, env)
+                times[name].append(wall)
+                cpu[name].append(used)
         load = os.getloadavg()[0]
         print(
             f"{args.rounds} interleaved rounds, python {sys.version.split()[0]}, "
             f"{os.cpu_count()} CPUs, load average {load:.1f}"
         )
-        print(f"{'command':<32} {'median':>8} {'min':>8} {'goal':>8}")
+        print(f"{'command':<32} {'median':>8} {'min':>8} {'CPU':>8} {'goal':>8}")
         for name, _, goal in cases:
-            t = times[name]
-            print(f"{name:<32} {statistics.median(t):7.3f}s {min(t):7.3f}s {goal:7.2f}s")
+            t, c = times[name], statistics.median(cpu[name])
+            print(f"{name:<32} {statistics.median(t):7.3f}s {min(t):7.3f}s {c:7.3f}s {goal:7.2f}s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -263,23 +263,20 @@ class Store:
 
     def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
         """The run's events with seq greater than ``after``, in seq order."""
+        cols = events_table.c
         query = (
-            sa.select(events_table)
+            sa.select(cols.seq, cols.kind, cols.data, cols.at)
             .where(events_table.c.run_id == run_id, events_table.c.seq > after)
             .order_by(events_table.c.seq)
         )
         if limit is not None:
             query = query.limit(limit)
+        loads = json.loads
         with self._read() as conn:
+            # Tuples, not Row attribute access: a 10,000-task run has 30,000 events.
             return [
-                StoredEvent(
-                    run_id=row.run_id,
-                    seq=row.seq,
-                    kind=row.kind,
-                    data=json.loads(row.data),
-                    at=row.at,
-                )
-                for row in conn.execute(query)
+                StoredEvent(run_id, seq, kind, loads(data), at)
+                for seq, kind, data, at in conn.execute(query).tuples()
             ]
 
     def lock_run(self, run_id: str) -> RunLock:
