@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.engine import events as ev
-from vigil.engine.state import RunState
 from vigil.errors import RunNotFound
-from vigil.plan.models import Plan
+
+if TYPE_CHECKING:
+    # Imported by load_state: `vigil runs` needs iso() and none of the plan models.
+    from vigil.engine.state import RunState
 
 
 def iso(ts: float | None) -> str | None:
@@ -20,6 +22,9 @@ def iso(ts: float | None) -> str | None:
 
 def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
     """The run's record and its state folded from the journal."""
+    from vigil.engine.state import RunState
+    from vigil.plan.models import Plan
+
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
