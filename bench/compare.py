@@ -271,7 +271,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
     width = max(len(n) for n in names)
-    header = f"{'':<{width}}" + "".join(f" {w.name:>19}" for w in loads)
+    header = f"{'':<{width}}" + "".join(f" {w.name:>20}" for w in loads)
     print(header)
     for name in names:
         cells = []
