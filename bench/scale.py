@@ -7,6 +7,10 @@ to ``docs/img/scale.png`` (needs matplotlib: ``pip install -e '.[bench]'``).
 Prints numbers; passes or fails nothing.
 
     python bench/scale.py [--max 10000] [--sizes 1000,10000,100000] [--parallel 2]
+                          [--json OUT.json] [--baseline BEFORE.json] [--from-json ROWS.json]
+
+``--json`` saves the rows; ``--baseline`` draws a saved run (e.g. of an older commit) as a
+second series; ``--from-json`` plots saved rows without running anything.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def one_size(n: int, parallel: int) -> dict[str, float]:
     }
 
 
-def plot(rows: list[dict[str, float]]) -> None:
+def plot(rows: list[dict[str, float]], baseline: list[dict[str, float]] | None = None) -> None:
     """Per-task cost against plan size, log-scaled plan size."""
     try:
         import matplotlib
@@ -59,6 +63,10 @@ def plot(rows: list[dict[str, float]]) -> None:
     xs = [r["tasks"] for r in rows]
     ax.plot(xs, [r["ms_per_task"] for r in rows], marker="o", label="wall")
     ax.plot(xs, [r["cpu_ms_per_task"] for r in rows], marker="s", label="driver CPU")
+    if baseline:
+        bx = [r["tasks"] for r in baseline]
+        ax.plot(bx, [r["ms_per_task"] for r in baseline], "--o", label="wall, before")
+        ax.plot(bx, [r["cpu_ms_per_task"] for r in baseline], "--s", label="driver CPU, before")
     ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
@@ -88,7 +96,14 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="save the rows here")
+    parser.add_argument("--baseline", type=Path, default=None, help="rows to draw beside")
+    parser.add_argument("--from-json", type=Path, default=None, help="plot these rows only")
     args = parser.parse_args()
+    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+    if args.from_json is not None:
+        plot(json.loads(args.from_json.read_text()), baseline)
+        return
     if args.one is not None:
         print(json.dumps(one_size(args.one, args.parallel)))
         return
@@ -117,8 +132,10 @@ def main() -> None:
             f"{row['cpu_ms_per_task']:8.3f}ms {row['peak_mib']:8.0f}MiB",
             flush=True,
         )
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
     if not args.no_plot:
-        plot(rows)
+        plot(rows, baseline)
 
 
 if __name__ == "__main__":
