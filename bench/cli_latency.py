@@ -6,6 +6,7 @@ engine alone; 100 small finished runs), then runs each command N times, interlea
 Prints numbers; passes or fails nothing.
 
     python bench/cli_latency.py [--rounds 7] [--status-tasks 10000] [--runs 100]
+                                [--baseline-src OLD_CHECKOUT/src]
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def vigil_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "vigil.cli.main"]
 
 
-def make_runs(workspace: Path, tasks: int, count: int) -> str:
+Case = tuple[str, list[str], float]
+
+
+def make_runs(workspace: Path, tasks: int, count: int, base_env: dict[str, str]) -> str:
     """``count`` finished engine-only runs of ``tasks`` tasks in ``workspace``; the last id."""
     code = (
         "import sys, os\n"
@@ -62,9 +66,9 @@ def make_runs(workspace: Path, tasks: int, count: int) -> str:
         " max_parallel=2)\n"
         "print(out.run_id)\n"
     )
-    env = dict(os.environ, VIGIL_ISOLATION="off", VIGIL_SQLITE_SYNCHRONOUS="NORMAL")
-    env.pop("VIGIL_DATABASE_URL", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), *sys.path])
+    env = dict(base_env, VIGIL_SQLITE_SYNCHRONOUS="NORMAL")
+    src = [base_env["PYTHONPATH"]] if base_env.get("PYTHONPATH") else []
+    env["PYTHONPATH"] = os.pathsep.join([*src, str(Path(__file__).resolve().parent), *sys.path])
     done = subprocess.run(
         [sys.executable, "-c", code, str(workspace), str(tasks), str(count)],
         env=env,
@@ -92,59 +96,93 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def cases_for(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> list[Case]:
+    """Workspaces made by the code ``env`` selects, and the commands to time on them."""
+    small, big, many = tmp / "small", tmp / "big", tmp / "many"
+    for ws in (small, big, many):
+        ws.mkdir(parents=True)
+    (small / "plan.yaml").write_text(SMALL_PLAN)
+    big_run = make_runs(big, args.status_tasks, 1, env)
+    make_runs(many, 3, args.runs, env)
+    vigil = vigil_cmd()
+    return [
+        ("vigil --version", [*vigil, "--version"], 0.15),
+        ("vigil plan check (4 tasks)", [*vigil, "plan", "check", str(small / "plan.yaml")], 0.3),
+        (
+            f"vigil status ({args.status_tasks} tasks)",
+            [*vigil, "status", big_run, "-w", str(big)],
+            0.3,
+        ),
+        (f"vigil runs ({args.runs} runs)", [*vigil, "runs", "-n", "100", "-w", str(many)], 0.2),
+    ]
+
+
 def main() -> None:
     """Set up, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--status-tasks", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also time the vigil package under this src/ directory (e.g. an older "
+        "checkout), interleaved with this one, and print the ratio",
+    )
     args = parser.parse_args()
 
+    env = dict(os.environ, VIGIL_ISOLATION="off")
+    for name in ("VIGIL_DATABASE_URL", "VIGIL_WORKSPACE"):
+        env.pop(name, None)
+    trees = {"this": env}
+    if args.baseline_src is not None:
+        trees["baseline"] = dict(env, PYTHONPATH=str(args.baseline_src.resolve()))
     tmp = Path(tempfile.mkdtemp(prefix="vigil-cli-bench-"))
     try:
-        small, big, many = tmp / "small", tmp / "big", tmp / "many"
-        for ws in (small, big, many):
-            ws.mkdir()
-        (small / "plan.yaml").write_text(SMALL_PLAN)
         print(f"setting up: a {args.status_tasks}-task run and {args.runs} runs ...", flush=True)
-        big_run = make_runs(big, args.status_tasks, 1)
-        make_runs(many, 3, args.runs)
-        vigil = vigil_cmd()
-        env = dict(os.environ, VIGIL_ISOLATION="off")
-        env.pop("VIGIL_DATABASE_URL", None)
-        env.pop("VIGIL_WORKSPACE", None)
-        cases = [
-            ("vigil --version", [*vigil, "--version"], 0.15),
-            (
-                "vigil plan check (4 tasks)",
-                [*vigil, "plan", "check", str(small / "plan.yaml")],
-                0.3,
-            ),
-            (
-                f"vigil status ({args.status_tasks} tasks)",
-                [*vigil, "status", big_run, "-w", str(big)],
-                0.3,
-            ),
-            (f"vigil runs ({args.runs} runs)", [*vigil, "runs", "-n", "100", "-w", str(many)], 0.2),
-        ]
-        times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-        cpu: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-        for _name, argv, _ in cases:  # warm the page cache and .pyc files once
-            timed(argv, env)
+        cases = {tree: cases_for(tmp / tree, tenv, args) for tree, tenv in trees.items()}
+        runnable: dict[str, list[Case]] = {}
+        for tree, tree_cases in cases.items():
+            runnable[tree] = []
+            for case in tree_cases:  # warm the page cache and .pyc files once
+                try:
+                    timed(case[1], trees[tree])
+                except SystemExit as exc:
+                    print(f"  {tree}: {case[0]}: skipped, {exc}")
+                    continue
+                runnable[tree].append(case)
+        times: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.rounds):
-            for name, argv, _ in cases:
-                wall, used = timed(argv, env)
-                times[name].append(wall)
-                cpu[name].append(used)
+            for index in range(len(cases["this"])):
+                for tree in trees:
+                    for name, argv, _ in runnable[tree]:
+                        if name != cases["this"][index][0]:
+                            continue
+                        wall, used = timed(argv, trees[tree])
+                        times.setdefault((tree, name), []).append(wall)
+                        cpu.setdefault((tree, name), []).append(used)
         load = os.getloadavg()[0]
         print(
             f"{args.rounds} interleaved rounds, python {sys.version.split()[0]}, "
-            f"{os.cpu_count()} CPUs, load average {load:.1f}"
+            f"{os.cpu_count()} CPUs, load average {load:.1f}; CPU = user + system of the process"
         )
-        print(f"{'command':<32} {'median':>8} {'min':>8} {'CPU':>8} {'goal':>8}")
-        for name, _, goal in cases:
-            t, c = times[name], statistics.median(cpu[name])
-            print(f"{name:<32} {statistics.median(t):7.3f}s {min(t):7.3f}s {c:7.3f}s {goal:7.2f}s")
+        head = f"{'command':<30} {'wall':>8} {'CPU':>8} {'goal':>6}"
+        if "baseline" in trees:
+            head += f" {'base wall':>10} {'base CPU':>9} {'CPU ratio':>9}"
+        print(head)
+        for name, _, goal in cases["this"]:
+            wall = statistics.median(times[("this", name)])
+            used = statistics.median(cpu[("this", name)])
+            line = f"{name:<30} {wall:7.3f}s {used:7.3f}s {goal:5.2f}s"
+            if ("baseline", name) in times:
+                bwall = statistics.median(times[("baseline", name)])
+                bcpu = statistics.median(cpu[("baseline", name)])
+                line += f" {bwall:9.3f}s {bcpu:8.3f}s {used / bcpu:8.2f}x"
+            elif "baseline" in trees:
+                line += f" {'n/a':>10}"
+            print(line)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
