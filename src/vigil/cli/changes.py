@@ -7,7 +7,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.syntax import Syntax
 
 from vigil.cli.common import (
     Format,
@@ -19,16 +18,9 @@ from vigil.cli.common import (
     opened_store,
 )
 from vigil.cli.terminal import escape
-from vigil.config import whoami
-from vigil.engine.changes import (
-    decide_review,
-    rollback_run,
-    run_diff,
-    task_changes,
-    workspace_for,
-)
 from vigil.errors import UsageError, VigilError
-from vigil.report import load_state
+
+# The engine and workspace modules are imported inside the commands that use them.
 
 
 def _show_diff(text: str) -> None:
@@ -36,6 +28,8 @@ def _show_diff(text: str) -> None:
         console.print("no changes")
         return
     if console.is_terminal:
+        from rich.syntax import Syntax
+
         console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -54,6 +48,9 @@ def review(
     """Show a run's changes; approve or reject the ones held for review."""
     if approve and reject:
         raise UsageError("--approve and --reject exclude each other", "Choose one.")
+    from vigil.engine.changes import decide_review, task_changes, workspace_for
+    from vigil.report.view import load_state
+
     config = config_for(workspace)
     with opened_store(config) as store:
         if approve or reject:
@@ -92,6 +89,8 @@ def diff(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The combined diff of everything a run changed (or, for a dry run, would change)."""
+    from vigil.engine.changes import run_diff
+
     config = config_for(workspace)
     with opened_store(config) as store:
         text = run_diff(config, store, run_id)
@@ -117,6 +116,8 @@ def rollback(
     """Restore the files a run changed, newest first; refuses drifted files unless --force."""
     if file and all_:
         raise UsageError("--file and --all exclude each other", "Choose one.")
+    from vigil.engine.changes import rollback_run
+
     config = config_for(workspace)
     with opened_store(config) as store:
         outcome = rollback_run(
@@ -239,6 +240,8 @@ def _steps_identity(config: Any, mode: str) -> str | None:
     except VigilError as exc:
         return f"refused: {exc} ({exc.remedy})"
     if who is None:
+        from vigil.config import whoami
+
         return f"{whoami()} (uid {os.getuid()}), no capabilities"
     return f"{who.name} (uid {who.uid}), no capabilities; vigil runs as root"
 

@@ -6,7 +6,7 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,6 +68,45 @@ def opened_store(config: Config) -> Iterator[Any]:
         yield store
     finally:
         store.close()
+
+
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], styles: Sequence[str] | None = None
+) -> None:
+    """Rows under a bold header in aligned columns, as a borderless rich ``Table`` looks.
+
+    Linear in the number of rows: a rich ``Table`` measures and wraps every cell, which
+    took seconds for the 10,000 tasks of a large run. ``styles`` gives one style per row
+    for its third column (the state); plain text when stdout is not a terminal.
+    """
+    from rich.cells import cell_len
+
+    widths = [cell_len(c) for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], cell_len(cell))
+    last = len(columns) - 1
+
+    def pad(i: int, cell: str) -> str:
+        return cell if i == last else cell + " " * (widths[i] - cell_len(cell))
+
+    if not console.is_terminal:
+        out = [" " + "  ".join(pad(i, c) for i, c in enumerate(columns)).rstrip()]
+        out.extend(" " + "  ".join(pad(i, c) for i, c in enumerate(row)).rstrip() for row in rows)
+        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.flush()
+        return
+    from rich.text import Text
+
+    text = Text(" " + "  ".join(pad(i, c) for i, c in enumerate(columns)).rstrip(), style="bold")
+    for n, row in enumerate(rows):
+        text.append("\n ")
+        for i, cell in enumerate(row):
+            if i:
+                text.append("  ")
+            style = styles[n] if styles is not None and i == 2 else ""
+            text.append(pad(i, cell) if i < last else cell.rstrip(), style=style)
+    console.print(text, soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:

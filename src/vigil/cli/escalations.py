@@ -16,7 +16,6 @@ from vigil.cli.common import (
     opened_store,
 )
 from vigil.cli.terminal import escape
-from vigil.engine.escalations import answer_escalation, list_escalations
 from vigil.errors import UsageError
 
 app = typer.Typer(
@@ -34,6 +33,8 @@ def escalations(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """List open questions with their full context."""
+    from vigil.engine.escalations import list_escalations
+
     if ctx.invoked_subcommand is not None:
         return
     config = config_for(workspace)
@@ -83,6 +84,8 @@ def answer(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Answer a question; the run continues (here, if no process is driving it)."""
+    from vigil.engine.escalations import answer_escalation
+
     chosen = [
         n
         for n, on in (("approve", approve), ("reject", reject), ("value", value is not None))

@@ -6,8 +6,6 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from vigil.cli.common import (
     Format,
@@ -17,14 +15,12 @@ from vigil.cli.common import (
     console,
     emit_json,
     opened_store,
+    print_table,
 )
-from vigil.cli.progress import STYLE
 from vigil.cli.terminal import escape, for_terminal, printable
 from vigil.errors import UsageError
-from vigil.layout import attempt_log, logs_dir
-from vigil.plan.duration import format_duration
-from vigil.report import build_report, load_state, render_markdown, run_view
-from vigil.report.view import run_row
+
+# Each command imports what it needs: `vigil runs` should not load the engine.
 
 
 def runs(
@@ -34,6 +30,10 @@ def runs(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """List runs, newest first."""
+    from vigil.cli.progress import STYLE
+    from vigil.plan.duration import format_duration
+    from vigil.report.view import run_row
+
     config = config_for(workspace)
     with opened_store(config) as store:
         records = store.list_runs(project=project, limit=limit)
@@ -44,22 +44,21 @@ def runs(
     if not rows:
         console.print("no runs yet; start one with `vigil run PLAN`")
         return
-    table = Table(box=None, header_style="bold")
-    for col in ("run", "plan", "state", "started", "duration"):
-        table.add_column(col)
+    lines = []
     for row in rows:
         dur = format_duration(row["duration"]) if row["duration"] is not None else ""
-        table.add_row(
-            row["id"],
-            row["plan"],
-            Text(row["state"], style=STYLE.get(row["state"], "")),
-            (row["started_at"] or "")[:19].replace("T", " "),
-            dur,
-        )
-    console.print(table)
+        started = (row["started_at"] or "")[:19].replace("T", " ")
+        lines.append((row["id"], row["plan"], row["state"], started, dur))
+    print_table(
+        ("run", "plan", "state", "started", "duration"),
+        lines,
+        [STYLE.get(row["state"], "") for row in rows],
+    )
     for row in rows:
         if row["resume"]:
-            console.print(f"{row['id']}: its driver is gone; continue it with `{row['resume']}`")
+            console.print(
+                f"{printable(row['id'])}: its driver is gone; continue it with `{row['resume']}`"
+            )
 
 
 def status(
@@ -68,6 +67,9 @@ def status(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Show a run and every task with its attempts."""
+    from vigil.cli.progress import STYLE
+    from vigil.report.view import load_state, run_view
+
     config = config_for(workspace)
     with opened_store(config) as store:
         record, state = load_state(store, run_id)
@@ -82,21 +84,17 @@ def status(
     )
     if view["resume"]:
         console.print(f"its driver is gone; continue it with `{view['resume']}`")
-    table = Table(box=None, header_style="bold")
-    for col in ("phase", "task", "state", "attempts", "last"):
-        table.add_column(col)
+    lines = []
     for t in view["tasks"]:
         last = t["attempts"][-1] if t["attempts"] else None
         note = t["reason"] or (last["reason"] if last and last["reason"] else "") or ""
         label = t["state"] + (" (degraded)" if t["degraded"] else "")
-        table.add_row(
-            t["phase"],
-            t["id"],
-            Text(label, style=STYLE.get(t["state"], "")),
-            str(len(t["attempts"])),
-            Text(note, overflow="fold"),
-        )
-    console.print(table)
+        lines.append((t["phase"], t["id"], label, str(len(t["attempts"])), note))
+    print_table(
+        ("phase", "task", "state", "attempts", "last"),
+        lines,
+        [STYLE.get(t["state"], "") for t in view["tasks"]],
+    )
 
 
 def logs(
@@ -106,6 +104,9 @@ def logs(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Print captured output of a run, a task, or one attempt."""
+    from vigil.layout import attempt_log, logs_dir
+    from vigil.report.view import load_state
+
     config = config_for(workspace)
     with opened_store(config) as store:
         _record, state = load_state(store, run_id)
@@ -139,6 +140,8 @@ def report(
     """Print a run's completion report (Markdown or JSON)."""
     if fmt not in ("md", "json", "text"):
         raise UsageError(f"unknown report format {fmt!r}", "Use --format md or --format json.")
+    from vigil.report import build_report, load_state, render_markdown, run_view
+
     config = config_for(workspace)
     with opened_store(config) as store:
         record, state = load_state(store, run_id)

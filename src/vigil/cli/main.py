@@ -25,9 +25,20 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from vigil import __version__
+
+        typer.echo(f"vigil {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
+    ),
 ) -> None:
     if debug:
         os.environ["VIGIL_DEBUG"] = "1"
@@ -85,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vigil`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("VIGIL_DEBUG") == "1"
-    _register()
+    if args != ["--version"]:  # the version needs none of the commands' imports
+        _register()
     try:
         # Standalone mode lets typer print usage errors (exit 2) and handle --help itself.
         app(args=args, prog_name="vigil", standalone_mode=True)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from vigil.cli.common import console
 from vigil.cli.terminal import printable
 from vigil.engine import events as ev
-from vigil.engine.state import RunState
 from vigil.plan.duration import format_duration
+
+if TYPE_CHECKING:
+    # Only annotations: `vigil runs` imports STYLE from here and needs no engine state.
+    from rich.console import Group
+
+    from vigil.engine.state import RunState
 
 STYLE = {
     "succeeded": "green",
@@ -91,6 +93,8 @@ class LiveProgress:
     """A live table of phases and tasks, redrawn at most a few times a second."""
 
     def __init__(self) -> None:
+        from rich.live import Live
+
         self._live = Live(console=console, auto_refresh=False, transient=False)
         self._live.start()
         self._last = 0.0
@@ -105,6 +109,9 @@ class LiveProgress:
         self._live.update(self._render(state, now), refresh=True)
 
     def _render(self, state: RunState, now: float) -> Group:
+        from rich.console import Group
+        from rich.table import Table
+
         counts = Counter(ts.state for ts in state.tasks.values())
         head = Text.assemble(
             ("vigil ", "bold"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,11 +18,13 @@ from vigil.cli.common import (
     err_console,
     opened_store,
 )
-from vigil.cli.progress import progress_for
 from vigil.cli.terminal import escape, for_terminal
-from vigil.config import Config
-from vigil.engine.runs import RunOutcome, cancel_run, resumable_runs, resume_run, start_run
 from vigil.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    # The engine is imported by the commands that run it, not by every vigil command.
+    from vigil.config import Config
+    from vigil.engine.runs import RunOutcome
 
 EXIT_FOR_STATE = {
     "succeeded": ExitCode.OK,
@@ -177,6 +179,8 @@ def run(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
+    from vigil.cli.progress import progress_for
+    from vigil.engine.runs import start_run
     from vigil.plan import load_plan
     from vigil.store.records import RUN_ID_PATTERN
 
@@ -220,6 +224,9 @@ def resume(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Continue a run from its journal after a crash, Ctrl-C or reboot."""
+    from vigil.cli.progress import progress_for
+    from vigil.engine.runs import resumable_runs, resume_run
+
     config = config_for(workspace)
     if (run_id is None) == (not all_runs):
         raise UsageError(
@@ -254,6 +261,8 @@ def cancel(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Cancel a run: its processes are terminated (SIGTERM, then SIGKILL) and the run ends."""
+    from vigil.engine.runs import cancel_run
+
     config = config_for(workspace)
     with opened_store(config) as store:
         state = cancel_run(config, store, run_id, reason=reason)

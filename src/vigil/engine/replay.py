@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.engine import events as ev
-from vigil.engine.state import RunState
 from vigil.errors import RunNotFound
-from vigil.plan.models import Plan
+
+if TYPE_CHECKING:
+    # Imported by load_state only: `vigil runs` shows states without the plan models.
+    from vigil.engine.state import RunState
 
 INTERRUPTED = "interrupted"
 DRIVEN_STATES = frozenset({"pending", "running"})
@@ -33,6 +35,8 @@ def resume_command(run_id: str) -> str:
 def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
     """The run's record (its state as :func:`shown_state` says) and its state folded
     from the journal."""
+    from vigil.plan.models import Plan
+
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")

@@ -1,12 +1,45 @@
-"""Plans: the models, loading YAML plans and Markdown runbooks, checks, schema, conversion."""
+"""Plans: the models, loading YAML plans and Markdown runbooks, checks, schema, conversion.
 
-from vigil.plan.convert import to_yaml
-from vigil.plan.graph import PhaseOrder, execution_order
-from vigil.plan.library import PlanEntry, Scaffold, discover_plans, scaffold_project
-from vigil.plan.loader import LoadedPlan, load_plan, load_plan_text
-from vigil.plan.models import Check, Defaults, Phase, Plan, RetryPolicy, Task
-from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem
-from vigil.plan.schema import plan_json_schema
+The names below are imported on first use: a command that only reads a stored plan
+(``vigil status``) should not pay for the Markdown and YAML parsers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vigil.plan.convert import to_yaml
+    from vigil.plan.graph import PhaseOrder, execution_order
+    from vigil.plan.library import PlanEntry, Scaffold, discover_plans, scaffold_project
+    from vigil.plan.loader import LoadedPlan, load_plan, load_plan_text
+    from vigil.plan.models import Check, Defaults, Phase, Plan, RetryPolicy, Task
+    from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem
+    from vigil.plan.schema import plan_json_schema
+
+_MODULE_OF = {
+    "to_yaml": "convert",
+    "PhaseOrder": "graph",
+    "execution_order": "graph",
+    "PlanEntry": "library",
+    "Scaffold": "library",
+    "discover_plans": "library",
+    "scaffold_project": "library",
+    "LoadedPlan": "loader",
+    "load_plan": "loader",
+    "load_plan_text": "loader",
+    "Check": "models",
+    "Defaults": "models",
+    "Phase": "models",
+    "Plan": "models",
+    "RetryPolicy": "models",
+    "Task": "models",
+    "PlanInvalid": "problems",
+    "PlanNotFound": "problems",
+    "PlanProblem": "problems",
+    "plan_json_schema": "schema",
+}
 
 __all__ = [
     "Check",
@@ -30,3 +63,16 @@ __all__ = [
     "scaffold_project",
     "to_yaml",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

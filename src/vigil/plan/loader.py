@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Literal
 
-from vigil.plan.markdown import read_runbook
 from vigil.plan.models import Plan
 from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem
 from vigil.plan.validation import validate_plan
@@ -47,6 +46,9 @@ def load_plan_text(text: str, filename: str) -> LoadedPlan:
     text = text.removeprefix("\ufeff")
     data: object
     if kind == "markdown":
+        # The Markdown parser is imported only for runbooks: YAML plans never need it.
+        from vigil.plan.markdown import read_runbook
+
         runbook = read_runbook(text, filename)
         data, source_map, problems = runbook.data, runbook.source_map, runbook.problems
     else:

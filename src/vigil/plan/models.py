@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     WithJsonSchema,
     model_validator,
 )
@@ -255,6 +256,14 @@ class Plan(Model):
         default_factory=dict,
         description="secrets by name: {env: VAR}, {file: path} or {command: ...}",
     )
+    # Task by id, built once: the engine looks tasks up on every step, and a scan per lookup
+    # made a run quadratic in the number of tasks.
+    _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        """Index the tasks by id (the first one wins if a plan repeats an id)."""
+        for _, task in self.tasks():
+            self._by_id.setdefault(task.id, task)
 
     def tasks(self) -> Iterator[tuple[Phase, Task]]:
         """Every task with its phase, in plan order."""
@@ -264,10 +273,7 @@ class Plan(Model):
 
     def task(self, task_id: str) -> Task:
         """The task with this id; KeyError if there is none."""
-        for _, task in self.tasks():
-            if task.id == task_id:
-                return task
-        raise KeyError(task_id)
+        return self._by_id[task_id]
 
     def retry_for(self, task: Task) -> RetryPolicy:
         """The retry policy that applies to ``task``."""

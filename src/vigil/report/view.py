@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.engine.replay import INTERRUPTED, load_state, resume_command, shown_state
-from vigil.engine.state import RunState
 from vigil.layout import iso
+
+if TYPE_CHECKING:
+    from vigil.engine.state import RunState
 
 
 def run_row(store: Any, record: Any) -> dict[str, Any]:

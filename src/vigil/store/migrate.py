@@ -19,7 +19,7 @@ from vigil.errors import StoreMisconfigured
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD_REVISION: Final = "0002"
+HEAD_REVISION: Final = "0003"
 """The newest migration; a test checks it matches the ``migrations/versions`` scripts."""
 
 MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")

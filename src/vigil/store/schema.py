@@ -18,7 +18,6 @@ runs = sa.Table(
     sa.Column("plan_name", sa.Text, nullable=False),
     sa.Column("project", sa.Text, nullable=False),
     sa.Column("plan_hash", sa.String(128), nullable=False),
-    sa.Column("plan_json", sa.Text, nullable=False),
     sa.Column("plan_path", sa.Text, nullable=False),
     sa.Column("workspace", sa.Text, nullable=False),
     sa.Column("options", sa.Text, nullable=False),
@@ -45,6 +44,20 @@ events = sa.Table(
     sa.Column("kind", sa.String(100), nullable=False),
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("at", sa.Double, nullable=False),
+)
+
+# The plan lives apart from its run's summary row: that row is rewritten on every journal
+# append, and SQLite rewrites a row whole (see migration 0002).
+run_plans = sa.Table(
+    "run_plans",
+    metadata,
+    sa.Column(
+        "run_id",
+        sa.String(200),
+        sa.ForeignKey("runs.id", name="fk_run_plans_run_id"),
+        primary_key=True,
+    ),
+    sa.Column("plan_json", sa.Text, nullable=False),
 )
 
 halts = sa.Table(
