@@ -30,8 +30,6 @@ from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
 from vigil.workspace.protect import Protection, summary
 from vigil.workspace.state import FileState, state_at
 
-# Kept for readers of older code: a stray temporary of an interrupted write ends so.
-TMP_SUFFIX = ".vigil-tmp"
 # The one purpose whose changes may touch protected paths: a snapshot attempt wrote the
 # real workspace (vigil.toml included) and its restore puts back what a person wrote.
 RESTORE = "restore"
