@@ -30,8 +30,6 @@ from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
 from vigil.workspace.protect import Protection, summary
 from vigil.workspace.state import FileState, state_at
 
-# Kept for readers of older code: a stray temporary of an interrupted write ends so.
-TMP_SUFFIX = ".vigil-tmp"
 # The one purpose whose changes may touch protected paths: a snapshot attempt wrote the
 # real workspace (vigil.toml included) and its restore puts back what a person wrote.
 RESTORE = "restore"
@@ -80,6 +78,7 @@ def locked(lock_file: Path) -> Iterator[None]:
 
 
 _BLOCKED = object()
+_KINDS = {stat.S_IFREG: "file", stat.S_IFLNK: "symlink", stat.S_IFDIR: "dir"}
 
 
 def _current(tree: Tree, rel: str, expected: Mapping[str, FileState | None]) -> object:
@@ -133,8 +132,18 @@ def mismatches(root: Path, changeset: Changeset, *, expect: str) -> list[str]:
 def blocked_paths(root: Path, changeset: Changeset) -> list[str]:
     """Paths of ``changeset`` that lie below a link or a file the changeset does not change."""
     befores = {e.path: e.before for e in changeset.entries}
+    out = []
     with Tree(root) as tree:
-        return [p for p in changeset.paths if _current(tree, p, befores) is _BLOCKED]
+        for path in changeset.paths:
+            try:
+                tree.lstat(path)  # no content is read: only whether the path resolves
+            except Blocked as exc:
+                seen = befores.get(exc.rel)
+                if seen is None or seen.kind == "dir":
+                    out.append(path)
+            except UnsafePath:
+                out.append(path)
+    return out
 
 
 def protected_refusals(root: Path, changeset: Changeset, protection: Protection) -> list[str]:
@@ -197,12 +206,22 @@ class _Ops:
             raise ProtectedPathChanged(summary([reason]), details=[rel])
 
     def remove(self, entry: ChangeEntry) -> None:
-        now = self._now(entry.path)
-        if now is None or now == entry.after:
+        try:
+            st = self.tree.lstat(entry.path)
+        except Blocked:
+            st = None
+            self._now(entry.path)  # raises the conflict
+        if st is None:
+            return
+        after = entry.after
+        # Only a path of the final kind can already be in its final state; a file that is
+        # to be removed anyway (a huge one a step left behind) is not read.
+        same_kind = after is not None and after.kind == _KINDS.get(stat.S_IFMT(st.st_mode))
+        if same_kind and self._now(entry.path) == after:
             return
         self._guard(entry.path)
         self._tick()
-        if now.kind == "dir":
+        if stat.S_ISDIR(st.st_mode):
             self.tree.rmdir(entry.path)
         else:
             self.tree.unlink(entry.path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
 from vigil.workspace.protect import Protection, summary
 from vigil.workspace.spawn import SpawnSpec, reduced_env, resolve_cwd
-from vigil.workspace.state import FileState, scan
+from vigil.workspace.state import FileState, scan, scan_against, walk
 
 
 class SnapshotSandbox:
@@ -97,6 +98,7 @@ class SnapshotSandbox:
         # step made to vigil.toml shares its inode only until then.
         protection = Protection.of(self.root, [*self.protected, *self.exclude])
         try:
+            self._precount(before)
             after = scan(self.root, self.exclude)
             changeset = diff_states(before, after, IgnoreRules.for_workspace(self.root))
             self._check(changeset, protection)
@@ -105,6 +107,19 @@ class SnapshotSandbox:
         finally:
             self.discard()
         return changeset
+
+    def _precount(self, before: Mapping[str, FileState]) -> None:
+        """VIGIL-LIMIT from ``lstat`` alone, before anything new is hashed or copied: paths
+        that are new, changed kind or changed size count with their full size."""
+        tally = self.limits.tally()
+        for rel, _fd, _name, st in walk(self.root, self.exclude):
+            old = before.get(rel)
+            if stat.S_ISREG(st.st_mode):
+                if old is None or old.kind != "file" or old.size != st.st_size:
+                    tally.path(rel)
+                    tally.content(rel, st.st_size)
+            elif old is None:
+                tally.path(rel)
 
     def _check(self, changeset: Changeset, protection: Protection) -> None:
         """Protected paths (name, link, identity) and limits, before any content is copied."""
@@ -136,7 +151,7 @@ def restore_interrupted(
     data = json.loads(manifest.read_text())
     before = {k: FileState.from_dict(v) for k, v in data["before"].items()}
     with locked(applier.lock_file):
-        now = scan(root, exclude)
+        now = scan_against(root, before, exclude)
         back = diff_states(now, before, IgnoreRules())
         applier.apply(back, purpose=RESTORE)
     manifest.unlink()

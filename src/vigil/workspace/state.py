@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -154,6 +154,29 @@ def scan(root: Path, exclude: Collection[str] = ()) -> dict[str, FileState]:
     """The state of every tracked path under ``root``, keyed by relative posix path."""
     out: dict[str, FileState] = {}
     for rel, fd, name, st in walk(root, exclude):
+        state = state_in(fd, name, st)
+        if state is not None:
+            out[rel] = state
+    return out
+
+
+def scan_against(
+    root: Path, reference: Mapping[str, FileState], exclude: Collection[str] = ()
+) -> dict[str, FileState]:
+    """Like :func:`scan`, but a file hashes only when ``reference`` has a file of its size.
+
+    For undoing changes: a new file or one whose size changed is known to differ without
+    reading it (its state has no hash), so a huge or sparse file a step left behind is
+    removed without being read.
+    """
+    out: dict[str, FileState] = {}
+    for rel, fd, name, st in walk(root, exclude):
+        old = reference.get(rel)
+        if stat.S_ISREG(st.st_mode) and (
+            old is None or old.kind != "file" or old.size != st.st_size
+        ):
+            out[rel] = FileState("file", stat.S_IMODE(st.st_mode), None, st.st_size)
+            continue
         state = state_in(fd, name, st)
         if state is not None:
             out[rel] = state

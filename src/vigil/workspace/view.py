@@ -66,10 +66,6 @@ class StackedView:
         except (Blocked, UnsafePath):
             return None
 
-    def source(self, rel: str) -> Path | None:
-        """A real file holding the content at ``rel``, if it comes from the workspace."""
-        return None if rel in self.overrides else self.root / rel
-
     def store(self, rel: str, objects: ObjectStore, sha256: str) -> None:
         """Copy the workspace's content at ``rel`` into ``objects`` (links never followed)."""
         if rel in self.overrides or objects.has(sha256):
