@@ -69,7 +69,7 @@ def status(run_id: str, cwd: Path, env: dict[str, str] | None = None) -> dict[st
     return data
 
 
-def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
+def wait_for(predicate: Any, timeout: float = 120.0, interval: float = 0.05) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():

@@ -105,7 +105,7 @@ def test_kill9_at_journal_points_then_resume(tmp_path: Path, backend: str) -> No
         ws = tmp_path / f"round{round_no}"
         ws.mkdir()
         write_plan(ws / "chaos.yaml", chaos_plan(round_no))
-        run_id = f"chaos-{round_no}"
+        run_id = f"chaos-{backend}-{round_no}"
         url = store_url_of(ws)
         kind = rng.choice(KILL_KINDS)
         count = rng.randint(1, LAYERS * WIDTH - 1)
@@ -173,7 +173,7 @@ def test_kill9_while_writing_and_committing_100_files(tmp_path: Path, backend: s
         ws = tmp_path / f"h{round_no}"
         ws.mkdir()
         write_plan(ws / "plan.yaml", plan)
-        run_id = f"hundred-{round_no}"
+        run_id = f"hundred-{backend}-{round_no}"
         url = store_url_of(ws)
         proc = spawn("run", "plan.yaml", "--run-id", run_id, cwd=ws)
         kill_at(proc, url, run_id, kind, count)

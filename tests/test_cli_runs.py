@@ -62,19 +62,19 @@ def test_runs_logs_and_report(ws: Path) -> None:
     assert js["summary"]["succeeded"] == 1
 
 
-def test_second_driver_gets_run_locked(ws: Path) -> None:
+def test_second_driver_gets_run_locked(ws: Path, backend: str) -> None:
     write_plan(ws / "p.yaml", plan_of({"id": "slow", "run": "sleep 30"}))
-    first = spawn("run", "p.yaml", "--run-id", "locked", cwd=ws)
+    first = spawn("run", "p.yaml", "--run-id", f"locked-{backend}", cwd=ws)
     try:
-        wait_for(lambda: bool(tagged("locked/slow/")))
-        second = vigil("resume", "locked", cwd=ws)
+        wait_for(lambda: bool(tagged(f"locked-{backend}/slow/")))
+        second = vigil("resume", f"locked-{backend}", cwd=ws)
         assert second.returncode == ExitCode.REFUSED
         assert "VIGIL-RUN-LOCKED" in second.stderr
     finally:
         kill9(first)
 
 
-def test_kill9_takes_the_tasks_processes_along_and_resume_finishes(ws: Path) -> None:
+def test_kill9_takes_the_tasks_processes_along_and_resume_finishes(ws: Path, backend: str) -> None:
     script = (
         'if [ "$VIGIL_ATTEMPT" = 1 ]; then\n'
         "  (sleep 300 & echo $! > grandchild.pid; wait) &\n"
@@ -90,77 +90,77 @@ def test_kill9_takes_the_tasks_processes_along_and_resume_finishes(ws: Path) -> 
     write_plan(ws / "p.yaml", plan_of({"id": "t", "run": script}))
     # Without isolation the pid files written by attempt 1 stay visible to attempt 2.
     off = {"VIGIL_ISOLATION": "off"}
-    proc = spawn("run", "p.yaml", "--run-id", "k9", cwd=ws, env=off)
+    proc = spawn("run", "p.yaml", "--run-id", f"k9-{backend}", cwd=ws, env=off)
     wait_for(lambda: (ws / "grandchild.pid").exists() and (ws / "child.pid").exists())
     child = int((ws / "child.pid").read_text())
     kill9(proc)
     # The direct child dies with vigil (parent-death signal).
-    wait_for(lambda: not alive(child), timeout=5)
-    resumed = vigil("resume", "k9", cwd=ws, env=off)
+    wait_for(lambda: not alive(child), timeout=HANG)
+    resumed = vigil("resume", f"k9-{backend}", cwd=ws, env=off)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     grandchild = int((ws / "grandchild.pid").read_text())
     assert not alive(grandchild)
     assert (ws / "done").read_text() == "second\n"
-    attempts = status("k9", ws)["tasks"][0]["attempts"]
+    attempts = status(f"k9-{backend}", ws)["tasks"][0]["attempts"]
     assert [a["state"] for a in attempts] == ["interrupted", "succeeded"]
 
 
-def test_kill9_in_a_sandbox_takes_the_whole_attempt_along(ws: Path) -> None:
+def test_kill9_in_a_sandbox_takes_the_whole_attempt_along(ws: Path, backend: str) -> None:
     script = "(sleep 300 &) ; setsid sleep 300 & sleep 300"
     write_plan(ws / "p.yaml", plan_of({"id": "t", "run": script}))
-    proc = spawn("run", "p.yaml", "--run-id", "ns", cwd=ws)
-    wait_for(lambda: len(tagged("ns/t/1")) >= 4)
+    proc = spawn("run", "p.yaml", "--run-id", f"ns-{backend}", cwd=ws)
+    wait_for(lambda: len(tagged(f"ns-{backend}/t/1")) >= 4)
     kill9(proc)
     # No resume needed: the sandbox's pid namespace dies with vigil.
-    wait_for(lambda: not tagged("ns/"), timeout=10)
+    wait_for(lambda: not tagged(f"ns-{backend}/"), timeout=HANG)
 
 
-def test_ctrl_c_stops_gracefully_and_run_stays_resumable(ws: Path) -> None:
+def test_ctrl_c_stops_gracefully_and_run_stays_resumable(ws: Path, backend: str) -> None:
     script = 'if [ "$VIGIL_ATTEMPT" = 1 ]; then sleep 300; fi; echo ok > done'
     write_plan(ws / "p.yaml", plan_of({"id": "t", "run": script}, {"id": "u", "run": "true"}))
-    proc = spawn("run", "p.yaml", "--run-id", "cc", cwd=ws)
-    wait_for(lambda: bool(tagged("cc/t/")))
+    proc = spawn("run", "p.yaml", "--run-id", f"cc-{backend}", cwd=ws)
+    wait_for(lambda: bool(tagged(f"cc-{backend}/t/")))
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == ExitCode.CANCELLED, err
-    assert not tagged("cc/")
-    view = status("cc", ws)
+    assert not tagged(f"cc-{backend}/")
+    view = status(f"cc-{backend}", ws)
     # Nobody drives it now: it shows as interrupted, with the command that continues it.
-    assert view["state"] == "interrupted" and view["resume"] == "vigil resume cc"
+    assert view["state"] == "interrupted" and view["resume"] == f"vigil resume cc-{backend}"
     t = next(x for x in view["tasks"] if x["id"] == "t")
     assert t["attempts"][0]["state"] == "interrupted"
-    resumed = vigil("resume", "cc", cwd=ws)
+    resumed = vigil("resume", f"cc-{backend}", cwd=ws)
     assert resumed.returncode == 0
-    assert status("cc", ws)["state"] == "succeeded"
+    assert status(f"cc-{backend}", ws)["state"] == "succeeded"
 
 
-def test_cancel_from_another_terminal(ws: Path) -> None:
+def test_cancel_from_another_terminal(ws: Path, backend: str) -> None:
     script = "(sleep 300 & wait) & setsid sleep 300 & sleep 300"
     write_plan(
         ws / "p.yaml",
         plan_of({"id": "t", "run": script}, {"id": "later", "run": "true", "needs": ["t"]}),
     )
-    proc = spawn("run", "p.yaml", "--run-id", "cx", cwd=ws)
-    wait_for(lambda: len(tagged("cx/t/1")) >= 4)
-    out = vigil("cancel", "cx", "--reason", "going home", cwd=ws)
+    proc = spawn("run", "p.yaml", "--run-id", f"cx-{backend}", cwd=ws)
+    wait_for(lambda: len(tagged(f"cx-{backend}/t/1")) >= 4)
+    out = vigil("cancel", f"cx-{backend}", "--reason", "going home", cwd=ws)
     assert out.returncode == 0, out.stderr
     _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == ExitCode.CANCELLED, err
-    assert not tagged("cx/")
-    view = status("cx", ws)
+    assert not tagged(f"cx-{backend}/")
+    view = status(f"cx-{backend}", ws)
     assert view["state"] == "cancelled"
     assert {t["id"]: t["state"] for t in view["tasks"]} == {"t": "cancelled", "later": "cancelled"}
 
 
-def test_cancel_without_a_driver(ws: Path) -> None:
+def test_cancel_without_a_driver(ws: Path, backend: str) -> None:
     write_plan(ws / "p.yaml", plan_of({"id": "t", "run": "sleep 300"}))
-    proc = spawn("run", "p.yaml", "--run-id", "orphan", cwd=ws)
-    wait_for(lambda: bool(tagged("orphan/t/")))
+    proc = spawn("run", "p.yaml", "--run-id", f"orphan-{backend}", cwd=ws)
+    wait_for(lambda: bool(tagged(f"orphan-{backend}/t/")))
     kill9(proc)
-    out = vigil("cancel", "orphan", cwd=ws)
+    out = vigil("cancel", f"orphan-{backend}", cwd=ws)
     assert out.returncode == 0, out.stderr
-    assert status("orphan", ws)["state"] == "cancelled"
-    assert not tagged("orphan/")
+    assert status(f"orphan-{backend}", ws)["state"] == "cancelled"
+    assert not tagged(f"orphan-{backend}/")
 
 
 def test_resume_all(ws: Path) -> None:

@@ -229,40 +229,42 @@ SLOW_PLAN = {
 
 @pytest.mark.slow
 def test_ctrl_c_with_work_in_flight_stops_the_command(tmp_path: Path, store_url: str) -> None:
+    rid = f"ctrlc-{store_url.split(':')[0].split('+')[0]}"
     ws = tmp_path / "ws"
     ws.mkdir()
     write_plan(ws / "plan.yaml", SLOW_PLAN)
     env = _cli_env(store_url, ws)
-    proc = spawn("run", "plan.yaml", "--run-id", "ctrlc", cwd=ws, env=env)
+    proc = spawn("run", "plan.yaml", "--run-id", rid, cwd=ws, env=env)
     try:
-        wait_for_event(_url(store_url, ws), "ctrlc", ev.ATTEMPT_STARTED)
+        wait_for_event(_url(store_url, ws), rid, ev.ATTEMPT_STARTED)
         os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not tagged("ctrlc/"), "a step outlived the interrupted command"
-    view = status("ctrlc", ws, env=env)
+    assert not tagged(f"{rid}/"), "a step outlived the interrupted command"
+    view = status(rid, ws, env=env)
     assert view["state"] == "interrupted"
-    assert view["resume"] == "vigil resume ctrlc"
+    assert view["resume"] == f"vigil resume {rid}"
 
 
 @pytest.mark.slow
 def test_vigil_cancel_with_work_in_flight(tmp_path: Path, store_url: str) -> None:
+    rid = f"cancelme-{store_url.split(':')[0].split('+')[0]}"
     ws = tmp_path / "ws"
     ws.mkdir()
     write_plan(ws / "plan.yaml", SLOW_PLAN)
     env = _cli_env(store_url, ws)
-    proc = spawn("run", "plan.yaml", "--run-id", "cancelme", cwd=ws, env=env)
+    proc = spawn("run", "plan.yaml", "--run-id", rid, cwd=ws, env=env)
     try:
-        wait_for_event(_url(store_url, ws), "cancelme", ev.ATTEMPT_STARTED)
-        cancelled = vigil("cancel", "cancelme", cwd=ws, env=env, timeout=HANG)
+        wait_for_event(_url(store_url, ws), rid, ev.ATTEMPT_STARTED)
+        cancelled = vigil("cancel", rid, cwd=ws, env=env, timeout=HANG)
         assert cancelled.returncode == 0, cancelled.stderr
         proc.wait(timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not tagged("cancelme/")
-    view = status("cancelme", ws, env=env)
+    assert not tagged(f"{rid}/")
+    view = status(rid, ws, env=env)
     assert view["state"] == "cancelled"
     assert view["tasks"][0]["attempts"][0]["state"] == "cancelled"

@@ -36,6 +36,8 @@ class Cli:
         sqlite = store_url.startswith("sqlite")
         self.env = {} if sqlite else {"VIGIL_DATABASE_URL": store_url}
         self.url = f"sqlite:///{ws / '.vigil' / 'vigil.db'}" if sqlite else store_url
+        # Run ids name process tags, which are machine-wide: one id per backend.
+        self.rid = "dead-sqlite" if sqlite else "dead-pg"
 
     def runs(self) -> dict[str, dict[str, object]]:
         out = vigil("runs", "--format", "json", cwd=self.ws, env=self.env)
@@ -55,37 +57,37 @@ def cli(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 @pytest.mark.slow
 def test_killed_driver_shows_interrupted_and_the_resume_command(cli: Cli) -> None:
-    proc = spawn("run", "plan.yaml", "--run-id", "dead", cwd=cli.ws, env=cli.env)
+    proc = spawn("run", "plan.yaml", "--run-id", cli.rid, cwd=cli.ws, env=cli.env)
     try:
-        wait_for_event(cli.url, "dead", ev.ATTEMPT_STARTED)
+        wait_for_event(cli.url, cli.rid, ev.ATTEMPT_STARTED)
         # While the driver lives, the run is running.
-        assert cli.runs()["dead"]["state"] == "running"
-        assert status("dead", cli.ws, env=cli.env)["resume"] is None
+        assert cli.runs()[cli.rid]["state"] == "running"
+        assert status(cli.rid, cli.ws, env=cli.env)["resume"] is None
         kill9(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
-    row = cli.runs()["dead"]
-    assert row["state"] == "interrupted" and row["resume"] == "vigil resume dead"
-    view = status("dead", cli.ws, env=cli.env)
-    assert view["state"] == "interrupted" and view["resume"] == "vigil resume dead"
-    text = vigil("status", "dead", cwd=cli.ws, env=cli.env)
-    assert "interrupted" in text.stdout and "vigil resume dead" in text.stdout
+    row = cli.runs()[cli.rid]
+    assert row["state"] == "interrupted" and row["resume"] == f"vigil resume {cli.rid}"
+    view = status(cli.rid, cli.ws, env=cli.env)
+    assert view["state"] == "interrupted" and view["resume"] == f"vigil resume {cli.rid}"
+    text = vigil("status", cli.rid, cwd=cli.ws, env=cli.env)
+    assert "interrupted" in text.stdout and f"vigil resume {cli.rid}" in text.stdout
     listing = vigil("runs", cwd=cli.ws, env=cli.env)
-    assert "interrupted" in listing.stdout and "vigil resume dead" in listing.stdout
+    assert "interrupted" in listing.stdout and f"vigil resume {cli.rid}" in listing.stdout
     # The dashboard reads the same rows and view.
     store = open_store(cli.url)
     try:
         app = create_app(load_config(cli.ws), token="t" * 32, open_reads=True, store=store)
         with TestClient(app, base_url="http://127.0.0.1") as web:
             api = {r["id"]: r for r in web.get("/api/runs").json()}
-            assert api["dead"]["state"] == "interrupted"
-            assert web.get("/api/runs/dead").json()["resume"] == "vigil resume dead"
-            page = web.get("/runs/dead").text
-            assert "vigil resume dead" in page
+            assert api[cli.rid]["state"] == "interrupted"
+            assert web.get(f"/api/runs/{cli.rid}").json()["resume"] == f"vigil resume {cli.rid}"
+            page = web.get(f"/runs/{cli.rid}").text
+            assert f"vigil resume {cli.rid}" in page
     finally:
         store.close()
     # And the command shown does continue it; a cancel (nobody driving) ends it.
-    ended = vigil("cancel", "dead", cwd=cli.ws, env=cli.env, timeout=HANG)
+    ended = vigil("cancel", cli.rid, cwd=cli.ws, env=cli.env, timeout=HANG)
     assert ended.returncode == 0, ended.stderr
-    assert cli.runs()["dead"]["state"] == "cancelled"
+    assert cli.runs()[cli.rid]["state"] == "cancelled"

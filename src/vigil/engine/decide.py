@@ -51,6 +51,8 @@ class Decision:
     events: Journal = field(default_factory=list)
     starts: list[StartAttempt] = field(default_factory=list)
     checks: list[RunPhaseChecks] = field(default_factory=list)
+    # Each commit's ``changeset.committing`` is in ``events``: start a commit only after
+    # those events are journalled, and never start one that is not listed here.
     commits: list[CommitChangeset] = field(default_factory=list)
     wake_at: float | None = None
     done: bool = False

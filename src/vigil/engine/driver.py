@@ -195,7 +195,7 @@ class Driver:
                 self.stop.set(self.stop.reason or "interrupt")
                 # Normally nothing is in flight here; after an error in the loop itself,
                 # workers get the grace to end their processes, and no longer.
-                self.work.close(self.stop_grace)
+                self.work.close(0.0 if self._stopping_since is not None else self.stop_grace)
                 if self.resources.prefetcher is not None:
                     self.resources.prefetcher.close()
             if self.state.finished is not None:
@@ -589,7 +589,11 @@ class Driver:
             if ts.task.llm is None or (tid, number) in self._prefetched:
                 continue
             self._prefetched.add((tid, number))
-            if not self.authority.authorize(ts.task).allowed:
+            try:
+                allowed = self.authority.authorize(ts.task).allowed
+            except VigilError:
+                continue  # e.g. the audit log is full: the attempt meets the failure itself
+            if not allowed:
                 continue  # refused (and audited); the attempt will meet the refusal itself
             spec = self._spec(StartAttempt(tid, number, "main"))
             action = spec.action
