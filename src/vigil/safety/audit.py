@@ -51,9 +51,9 @@ FIELDS = (
 
 
 class AuditFailed(VigilError):
-    code = "VIGIL-AUDIT-WRITE"
+    code = "VIGIL-AUDIT-UNWRITABLE"
     title = "an audit entry could not be written, so the action it records was not taken"
-    remedy = "Free disk space or fix the permissions of the audit log's directory, then retry."
+    remedy = "Free disk space or fix the permissions of .vigil/audit, then `vigil resume RUN`."
     exit_code = ExitCode.REFUSED
 
 
