@@ -258,7 +258,7 @@ def test_a_full_disk_refuses_the_action_and_leaves_the_log_whole(
         monkeypatch.setattr(audit_module.os, "write", no_space)
         decision = authority.authorize(task)
         monkeypatch.setattr(audit_module.os, "write", real_write)
-    assert not decision.allowed and decision.code == "VIGIL-AUDIT-UNWRITABLE"
+    assert not decision.allowed and decision.code == AuditFailed.code
     assert auditor.path.read_bytes() == before
 
 

@@ -51,9 +51,9 @@ FIELDS = (
 
 
 class AuditFailed(VigilError):
-    code = "VIGIL-AUDIT-UNWRITABLE"
+    code = "VIGIL-AUDIT-WRITE"
     title = "an audit entry could not be written, so the action it records was not taken"
-    remedy = "Free disk space or fix the permissions of .vigil/audit, then `vigil resume RUN`."
+    remedy = "Free disk space or fix the permissions of the audit log's directory, then retry."
     exit_code = ExitCode.REFUSED
 
 
