@@ -402,6 +402,7 @@ def audit_verify(
         trusted_keys(),
         extra_notes=notes,
         head=(head.size, head.root) if head is not None else None,
+        check_store=True,
     )
     if fmt is Format.json:
         emit_json(report.to_dict())

@@ -138,13 +138,15 @@ def verify(
     *,
     extra_notes: tuple[str, ...] = (),
     head: tuple[int, str] | None = None,
+    check_store: bool = False,
 ) -> VerifyReport:
     """Check the log at ``path`` and its checkpoints; the report names the first bad entry.
 
     ``extra_notes`` are checkpoints kept elsewhere (a witness), checked like the local ones.
-    ``head`` is the store's record of the newest sealed ``(size, hex root)``: a log cut
-    below it or edited within it, or a store record older than the log's newest signed
-    checkpoint (a rolled-back store), is a problem.
+    With ``check_store``, ``head`` is the store's record of the newest sealed ``(size, hex
+    root)`` (None: the store has none): a log cut below it or edited within it, a store
+    record older than the log's newest signed checkpoint (a rolled-back store), or no
+    record for a non-empty log, is a problem.
     """
     log, ckpt_file = str(path), str(checkpoints_path(path))
     try:
@@ -208,7 +210,8 @@ def verify(
             break
         sealed = ckpt.size
 
-    problems += _compare_head(head, leaves, checkpoints, log)
+    if check_store:
+        problems += _compare_head(head, leaves, checkpoints, log)
 
     # A chain finding names the exact entry; a checkpoint mismatch only bounds a range, so
     # the exact finding goes first when it falls inside that range.
