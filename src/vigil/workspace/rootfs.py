@@ -53,9 +53,13 @@ def under(path: str, base: str) -> bool:
 
 def tool_dirs(*inside_only: str, hidden: Sequence[str] = ()) -> list[str]:
     """Directories that hold this Python, its packages or programs on ``PATH`` and that the
-    system directories do not cover. Paths inside ``inside_only`` (the workspace, the
-    attempt's directory) and inside a hidden path are left out; nested ones are merged."""
-    wanted = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path]
+    system directories do not cover. Paths inside or around ``inside_only`` (the
+    workspace, the attempt's directory) and inside a hidden path are left out; nested
+    ones are merged."""
+    paths = list(sys.path)
+    if paths and paths[0] in ("", os.getcwd()):
+        paths.pop(0)  # `python -m`/`-c` put the current directory there: no tool lives in it
+    wanted = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *paths]
     wanted += os.environ.get("PATH", "").split(os.pathsep)
     wanted += os.environ.get("PYTHONPATH", "").split(os.pathsep)
     found: set[str] = set()
@@ -74,6 +78,8 @@ def tool_dirs(*inside_only: str, hidden: Sequence[str] = ()) -> list[str]:
             real = os.path.join(home, os.path.relpath(real, home).split(os.sep)[0])
         if any(under(real, s) for s in (*inside_only, *hidden)):
             continue
+        if any(under(s, real) for s in inside_only):
+            continue  # never the surroundings of the workspace: the overlay shows it
         if home not in ("/", "") and under(home, real):
             continue  # never the whole home directory, or an ancestor of it
         found.add(real)
