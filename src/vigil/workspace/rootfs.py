@@ -10,8 +10,9 @@ empty private tmpfs; ``/proc`` and ``/dev`` are fresh.
 Host Unix sockets: the system directories are bind mounts (a socket there would be
 reachable; none lives there on a normal system). Every other host directory is mounted
 as an overlay, through which ``connect()`` to a socket file fails (the overlay inode is
-not the socket's), so a socket in the workspace, a tool directory or an extra path is
-dead inside the box. Abstract sockets belong to the network namespace.
+not the socket's), so a socket in the workspace or a tool directory is dead inside the
+box. Declared read-only paths are live binds (a step sees later changes) with every
+socket found in them masked; past 10,000 entries they are overlays too. Abstract sockets belong to the network namespace.
 
 Hidden paths (vigil's state, the user's keys and grants) are never bound; where one lies
 inside something that is (a tool directory bound from an ancestor, the workspace), it is
@@ -90,6 +91,29 @@ def tool_dirs(*inside_only: str, hidden: Sequence[str] = ()) -> list[str]:
     return kept
 
 
+_SCAN_LIMIT = 10000
+
+
+def _sockets_in(top: str) -> list[str] | None:
+    """Unix socket files under ``top``; None if it holds more than ``_SCAN_LIMIT`` entries."""
+    import stat
+
+    found: list[str] = []
+    seen = 0
+    for parent, dirs, files in os.walk(top):
+        seen += len(dirs) + len(files)
+        if seen > _SCAN_LIMIT:
+            return None
+        for name in files:
+            path = os.path.join(parent, name)
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
 @dataclass
 class RootPlan:
     """What goes into one sandbox's root. Host paths are passed through ``source`` (the
@@ -152,7 +176,14 @@ class RootPlan:
         for path in self.read_only:
             if any(under(path, h) for h in self.hidden):
                 continue
-            add(path, 1, self._read_only(path), shows_host=True)
+            sockets = _sockets_in(path)
+            if sockets is None:  # too big to scan each time: an overlay (a static view)
+                add(path, 1, self._read_only(path), shows_host=True)
+                continue
+            # A declared path is shown live (a bind), so its sockets are masked one by one.
+            add(path, 1, ["--ro-bind", self.source(path), path], shows_host=True)
+            for sock in sockets:
+                add(sock, 2, ["--ro-bind", "/dev/null", sock])
         ws = self.workspace
         add(
             ws,
