@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -109,11 +110,14 @@ def main() -> None:
         if old_src:
             cases["older version's command"] = _old_command(old_src, root)
         samples: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
             for name in random.sample(list(cases), len(cases)):
+                used = _cpu()
                 start = time.perf_counter()
                 cases[name]()
                 samples[name].append((time.perf_counter() - start) * 1000)
+                cpu[name].append((_cpu() - used) * 1000)
         for sandbox in held.values():
             sandbox.discard()
     bare = statistics.median(samples["bare subprocess `true`"])
@@ -121,11 +125,22 @@ def main() -> None:
         f"{platform.node()}: {os.cpu_count()} cores, Linux {platform.release()}, "
         f"load {os.getloadavg()[0]:.1f}, uid {os.getuid()}, {rounds} interleaved rounds"
     )
+    print("wall time: median, 10th percentile; CPU time (all processes): median")
     for name, values in samples.items():
         median = statistics.median(values)
         p10 = statistics.quantiles(values, n=10)[0]
+        used = statistics.median(cpu[name])
         over = f"  (+{median - bare:.2f} over bare)" if name != "bare subprocess `true`" else ""
-        print(f"{name:32s} median {median:6.2f} ms   p10 {p10:6.2f} ms{over}")
+        print(f"{name:32s} {median:6.2f} ms  p10 {p10:6.2f} ms  cpu {used:6.2f} ms{over}")
+
+
+def _cpu() -> float:
+    """CPU seconds used so far by this process and every child it waited for."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ def outside() -> Iterator[Path]:
     """A directory outside /tmp: the config dir lives here, and so do test-to-step signals."""
     base = Path(tempfile.mkdtemp(prefix="vigil-auth-", dir="/var/tmp"))
     (base / "signals").mkdir()
+    # Steps see only what is declared; a step running as another user must traverse it.
+    base.chmod(0o755)
     try:
         yield base
     finally:
@@ -48,9 +50,11 @@ def env(outside: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
+def ws(tmp_path: Path, outside: Path) -> Path:
     path = tmp_path / "ws"
     path.mkdir()
+    # The test signals steps through files: steps may read that directory (only).
+    (path / "vigil.toml").write_text(f'[workspace]\nread_only_paths = ["{outside / "signals"}"]\n')
     return path
 
 

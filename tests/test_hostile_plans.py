@@ -106,6 +106,11 @@ def test_hostile_steps_fail_and_leave_keys_grants_policy_and_audit_untouched(
     ws: Path, env: dict[str, str], outside: Path
 ) -> None:
     config = outside / "config"
+    # The steps may read the directory that holds the config dir (declared read-only):
+    # the config dir inside it must stay hidden all the same.
+    outside.chmod(0o755)
+    policy = POLICY + f'[workspace]\nread_only_paths = ["{outside}"]\n'.encode()
+    (ws / "vigil.toml").write_bytes(policy)
     # State worth attacking: a grant, a revocation, an audit log with a checkpoint.
     kept = cli(ws, env, "grant", "create", "--project", "shop", "--env", "dev", "--allow", "x")
     gone = cli(ws, env, "grant", "create", "--project", "shop", "--env", "dev", "--allow", "y")
@@ -147,7 +152,7 @@ def test_hostile_steps_fail_and_leave_keys_grants_policy_and_audit_untouched(
 
     # Nothing vigil trusts changed, byte for byte.
     assert tree(config) == config_before
-    assert (ws / "vigil.toml").read_bytes() == POLICY
+    assert (ws / "vigil.toml").read_bytes() == policy
     assert audit_log.read_bytes().startswith(audit_before)
     assert audit_log.with_name("log.checkpoints").read_bytes().startswith(checkpoints_before)
     verified = cli(ws, env, "audit", "verify", "--format", "json")

@@ -153,3 +153,15 @@ def test_writes_outside_the_workspace_never_reach_the_host(tmp_path: Path) -> No
         assert not target.exists(), target
         assert not Path(f"{target}.d").exists(), target
     assert changes.paths == []
+
+
+def test_step_cannot_create_user_namespaces(tmp_path: Path) -> None:
+    """No way back to capabilities: a new user namespace would grant them (inside it)."""
+    ws = make_workspace(tmp_path)
+    sandbox = ws.prepare("userns")
+    try:
+        proc = sh(sandbox, "unshare -U true; echo rc=$?; unshare -rm true; echo rc=$?")
+    finally:
+        sandbox.discard()
+    assert "rc=0" not in proc.stdout
+    assert proc.stdout.count("rc=") == 2

@@ -86,3 +86,39 @@ def test_private_tmp_has_a_size_limit(tmp_path: Path) -> None:
     assert "No space left on device" in proc.stderr
     assert "small-ok" in proc.stdout
     assert "home=1" in proc.stdout
+
+
+def test_through_the_engine_only_the_hog_fails(tmp_path: Path) -> None:
+    """[workspace] limits in vigil.toml reach the sandbox; the attempt that hits them
+    fails, its sibling succeeds, and nothing of theirs lands."""
+    from clitools import status, vigil, write_plan
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "vigil.toml").write_text('[workspace]\nmax_processes = 40\nmax_memory = "256M"\n')
+    bomb = f"python3 -c {FORK_BOMB!r} > bomb.txt && test \"$(cut -d' ' -f2 bomb.txt)\" = ''"
+    hog = "python3 -c 'bytearray(1 << 30)' && echo done > hog.txt"
+    plan = {
+        "name": "limits",
+        "project": "limits",
+        "phases": [
+            {
+                "id": "p",
+                "tasks": [
+                    {"id": "bomb", "run": bomb, "on_failure": "continue"},
+                    {"id": "hog", "run": hog, "on_failure": "continue"},
+                    {"id": "fine", "run": "echo fine > fine.txt"},
+                ],
+            }
+        ],
+    }
+    write_plan(ws / "plan.yaml", plan)
+    out = vigil("run", "plan.yaml", "--run-id", "lim", cwd=ws, env={"VIGIL_ISOLATION": "overlay"})
+    view = status("lim", ws)
+    states = {t["id"]: t["state"] for t in view["tasks"]}
+    assert states["fine"] == "succeeded", out.stdout + out.stderr
+    assert states["bomb"] == "failed"
+    assert states["hog"] == "failed"
+    assert (ws / "fine.txt").read_text() == "fine\n"
+    assert not (ws / "bomb.txt").exists()
+    assert not (ws / "hog.txt").exists()

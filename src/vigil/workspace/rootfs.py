@@ -10,8 +10,9 @@ empty private tmpfs; ``/proc`` and ``/dev`` are fresh.
 Host Unix sockets: the system directories are bind mounts (a socket there would be
 reachable; none lives there on a normal system). Every other host directory is mounted
 as an overlay, through which ``connect()`` to a socket file fails (the overlay inode is
-not the socket's), so a socket in the workspace, a tool directory or an extra path is
-dead inside the box. Abstract sockets belong to the network namespace.
+not the socket's), so a socket in the workspace or a tool directory is dead inside the
+box. Declared read-only paths are live binds (a step sees later changes) with every
+socket found in them masked; past 10,000 entries they are overlays too. Abstract sockets belong to the network namespace.
 
 Hidden paths (vigil's state, the user's keys and grants) are never bound; where one lies
 inside something that is (a tool directory bound from an ancestor, the workspace), it is
@@ -53,9 +54,13 @@ def under(path: str, base: str) -> bool:
 
 def tool_dirs(*inside_only: str, hidden: Sequence[str] = ()) -> list[str]:
     """Directories that hold this Python, its packages or programs on ``PATH`` and that the
-    system directories do not cover. Paths inside ``inside_only`` (the workspace, the
-    attempt's directory) and inside a hidden path are left out; nested ones are merged."""
-    wanted = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path]
+    system directories do not cover. Paths inside or around ``inside_only`` (the
+    workspace, the attempt's directory) and inside a hidden path are left out; nested
+    ones are merged."""
+    paths = list(sys.path)
+    if paths and paths[0] in ("", os.getcwd()):
+        paths.pop(0)  # `python -m`/`-c` put the current directory there: no tool lives in it
+    wanted = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *paths]
     wanted += os.environ.get("PATH", "").split(os.pathsep)
     wanted += os.environ.get("PYTHONPATH", "").split(os.pathsep)
     found: set[str] = set()
@@ -74,6 +79,8 @@ def tool_dirs(*inside_only: str, hidden: Sequence[str] = ()) -> list[str]:
             real = os.path.join(home, os.path.relpath(real, home).split(os.sep)[0])
         if any(under(real, s) for s in (*inside_only, *hidden)):
             continue
+        if any(under(s, real) for s in inside_only):
+            continue  # never the surroundings of the workspace: the overlay shows it
         if home not in ("/", "") and under(home, real):
             continue  # never the whole home directory, or an ancestor of it
         found.add(real)
@@ -82,6 +89,29 @@ def tool_dirs(*inside_only: str, hidden: Sequence[str] = ()) -> list[str]:
         if not any(under(path, k) for k in kept):
             kept.append(path)
     return kept
+
+
+_SCAN_LIMIT = 10000
+
+
+def _sockets_in(top: str) -> list[str] | None:
+    """Unix socket files under ``top``; None if it holds more than ``_SCAN_LIMIT`` entries."""
+    import stat
+
+    found: list[str] = []
+    seen = 0
+    for parent, dirs, files in os.walk(top):
+        seen += len(dirs) + len(files)
+        if seen > _SCAN_LIMIT:
+            return None
+        for name in files:
+            path = os.path.join(parent, name)
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    found.append(path)
+            except OSError:
+                continue
+    return found
 
 
 @dataclass
@@ -146,7 +176,14 @@ class RootPlan:
         for path in self.read_only:
             if any(under(path, h) for h in self.hidden):
                 continue
-            add(path, 1, self._read_only(path), shows_host=True)
+            sockets = _sockets_in(path)
+            if sockets is None:  # too big to scan each time: an overlay (a static view)
+                add(path, 1, self._read_only(path), shows_host=True)
+                continue
+            # A declared path is shown live (a bind), so its sockets are masked one by one.
+            add(path, 1, ["--ro-bind", self.source(path), path], shows_host=True)
+            for sock in sockets:
+                add(sock, 2, ["--ro-bind", "/dev/null", sock])
         ws = self.workspace
         add(
             ws,
