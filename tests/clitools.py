@@ -87,9 +87,29 @@ def alive(pid: int) -> bool:
 
 
 def tagged(prefix: str) -> list[int]:
-    from vigil.executors.process import tagged_processes
+    """Live processes whose tag, after its workspace scope, starts with ``prefix``
+    (``RUN/``, ``RUN/TASK/``...), in any workspace: see :func:`vigil.layout.run_tag`."""
+    from vigil.executors.process import TAG_VARIABLE
 
-    return tagged_processes(prefix)
+    needle = f"{TAG_VARIABLE}=".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[-1].split()[0] in (b"Z", b"X"):
+                    continue
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                items = fh.read().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        for item in items:
+            if item.startswith(needle):
+                tag = item[len(needle) :].decode(errors="replace")
+                if tag.partition(":")[2].startswith(prefix):
+                    found.append(int(entry))
+    return found
 
 
 def kill9(proc: subprocess.Popen[str]) -> None:

@@ -193,3 +193,31 @@ def test_the_examples_run_as_the_readme_says(ws: Path, example: str) -> None:
     out = vigil("run", str(root / example), "--workspace", str(ws), cwd=root)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "succeeded" in out.stdout
+
+
+def test_a_run_id_reused_in_another_workspace_is_left_alone(tmp_path: Path) -> None:
+    """Run ids are unique per store, not per machine: resuming a crashed run in one
+    workspace ends that run's leftovers, never the processes of a same-named run in
+    another workspace."""
+    off = {"VIGIL_ISOLATION": "off"}
+    script = "sleep 300 & echo $! > child.pid; wait"
+    spaces = []
+    for name in ("a", "b"):
+        ws = tmp_path / name
+        ws.mkdir()
+        write_plan(ws / "p.yaml", plan_of({"id": "t", "run": script}))
+        spaces.append((ws, spawn("run", "p.yaml", "--run-id", "same", cwd=ws, env=off)))
+    for ws, _ in spaces:
+        wait_for(lambda ws=ws: (ws / "child.pid").exists() and (ws / "child.pid").read_text() != "")
+    (ws_a, proc_a), (ws_b, proc_b) = spaces
+    # The first driver dies; its step's child survives it (it left the process group).
+    child_a = int((ws_a / "child.pid").read_text())
+    child_b = int((ws_b / "child.pid").read_text())
+    kill9(proc_a)
+    resumed = spawn("resume", "same", cwd=ws_a, env=off)
+    wait_for(lambda: not alive(child_a))
+    assert alive(child_b), "resuming one workspace's run ended another workspace's step"
+    assert proc_b.poll() is None
+    for proc in (resumed, proc_b):
+        proc.kill()
+        proc.wait(timeout=HANG)

@@ -126,6 +126,7 @@ def test_timeout_ends_the_whole_process_tree(
     h: Harness, isolation: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from vigil.executors.process import tagged_processes
+    from vigil.layout import run_tag
 
     monkeypatch.setenv("VIGIL_ISOLATION", isolation)
     script = "(sleep 300 & echo $! > grandchild.pid; wait) & sleep 300"
@@ -134,7 +135,9 @@ def test_timeout_ends_the_whole_process_tree(
     assert out.state == "failed"
     t = h.task(out.run_id, "hang")
     assert t["attempts"][0]["state"] == "timed_out"
-    assert not tagged_processes(f"{out.run_id}/"), "a process of the timed-out task outlived it"
+    assert not tagged_processes(run_tag(h.workspace.resolve(), out.run_id)), (
+        "a process of the timed-out task outlived it"
+    )
     if isolation == "off":
         pid = int((h.workspace / "grandchild.pid").read_text())
         assert not _alive(pid)

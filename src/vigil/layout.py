@@ -6,6 +6,7 @@ dashboard and the reports that read them agree without importing one another.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,3 +41,19 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_tag(workspace: Path, run_id: str) -> str:
+    """The start of the ``VIGIL_PROCESS_TAG`` of every process a run starts.
+
+    Run ids are unique within one store, not on one machine: two workspaces may each hold
+    a run called ``nightly``. The hashed workspace path in front keeps a resume or cancel
+    in one from ending the other's processes.
+    """
+    scope = hashlib.sha256(str(workspace).encode()).hexdigest()[:12]
+    return f"{scope}:{run_id}/"
+
+
+def process_tag(workspace: Path, run_id: str, task_id: str, attempt: int | str) -> str:
+    """The tag every process of one attempt (or a task's rollback steps) carries."""
+    return f"{run_tag(workspace, run_id)}{task_id}/{attempt}"

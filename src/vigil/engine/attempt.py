@@ -20,6 +20,7 @@ from vigil.actions.run import shell_argv
 from vigil.engine import events as ev
 from vigil.errors import CaptureFailed, InternalError, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
+from vigil.layout import process_tag
 from vigil.plan.models import Check, Plan, Task
 from vigil.workspace import AttemptSandbox, Changeset, Workspace
 
@@ -99,11 +100,6 @@ class AttemptResult:
         )
 
 
-def process_tag(run_id: str, task_id: str, attempt: int) -> str:
-    """The tag every process of this attempt carries."""
-    return f"{run_id}/{task_id}/{attempt}"
-
-
 def _stopped_outcome(stop_reason: str) -> str:
     return ev.CANCELLED if stop_reason == "cancel" else ev.INTERRUPTED
 
@@ -140,7 +136,7 @@ class Attempt:
         self.path = spec.env.get("PATH") or os.environ.get("PATH")
         self._sandbox = sandbox
         self._sink = sink
-        self._tag = process_tag(spec.run_id, spec.task.id, spec.attempt)
+        self._tag = process_tag(spec.workspace, spec.run_id, spec.task.id, spec.attempt)
         self._fingerprint: str | None = None
         self.elapsed = 0.0
 
@@ -196,7 +192,7 @@ class Attempt:
 def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -> AttemptResult:
     """Run the attempt's action and, if it succeeds, its checks; capture its changes."""
     sink = _sink(spec)
-    key = process_tag(spec.run_id, spec.task.id, spec.attempt)
+    key = process_tag(spec.workspace, spec.run_id, spec.task.id, spec.attempt)
     generation = workspace.generation()  # before the view exists: see Workspace.commit
     try:
         sandbox = workspace.prepare(key, base_layers=spec.base_layers, network=spec.network)

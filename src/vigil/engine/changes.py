@@ -21,7 +21,7 @@ from vigil.engine.replay import load_state
 from vigil.engine.state import WAITING, RunState
 from vigil.errors import ExitCode, UsageError, VigilError
 from vigil.executors.process import LogSink, run_process
-from vigil.layout import rollback_log
+from vigil.layout import process_tag, rollback_log
 from vigil.safety.decisions import REVIEW_DECISION, decision_key, sign_statement
 from vigil.safety.keys import SigningKey
 from vigil.workspace import Changeset, Workspace, combined_diff
@@ -263,7 +263,7 @@ def _compensate(
             sink=sink,
             timeout=state.plan.timeout_for(ts.task),
             stop=threading.Event(),
-            tag=f"{run_id}/{ts.task.id}/rollback",
+            tag=process_tag(config.workspace, run_id, ts.task.id, "rollback"),
         )
         sink.close()
         ran.append({"task": ts.task.id, "ok": out.ok, "exit_code": out.exit_code})

@@ -45,7 +45,7 @@ from vigil.engine.nursery import Nursery
 from vigil.engine.state import PHASE_CHECKING, RunState
 from vigil.errors import Category, CommitFailed, VigilError, category_of
 from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
-from vigil.layout import attempt_log, logs_dir, phase_log
+from vigil.layout import attempt_log, logs_dir, phase_log, process_tag, run_tag
 from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
@@ -235,7 +235,7 @@ class Driver:
         """End what a crashed driver left running and record those attempts as interrupted."""
         leftovers = [ts for ts in self.state.tasks.values() if ts.running is not None]
         if leftovers:
-            end_tagged(f"{self.run_id}/")
+            end_tagged(run_tag(self.workspace, self.run_id))
         batch = []
         for ts in leftovers:
             running = ts.running
@@ -445,7 +445,7 @@ class Driver:
             self.work.abandon(key)
             if isinstance(key, tuple) and key[0] == "attempt":
                 _, task_id, number = key
-                end_tagged(f"{self.run_id}/{task_id}/{number}", grace=0.0)
+                end_tagged(process_tag(self.workspace, self.run_id, task_id, number), grace=0.0)
                 why = f"cancelled; the attempt did not stop within {self.stop_grace:g}s"
                 batch.append(ev.attempt_finished(task_id, number, ev.CANCELLED, reason=why))
         self._stage(batch, now=now)
@@ -700,6 +700,7 @@ class Driver:
             log_path=phase_log(self.state_dir, self.run_id, phase_id),
             base_layers=self._base_layers(None),
             capture=False,
+            workspace=self.workspace,
         )
         self._fault("checks.execute")
         result = execute_attempt(spec, self.stop, self.ws)

@@ -15,6 +15,7 @@ from vigil.engine.driver import STOP_GRACE, Driver, FaultHook, Observer, gracefu
 from vigil.engine.state import RunState
 from vigil.errors import PlanChanged, RunLocked, RunNotFound, UsageError
 from vigil.executors.process import end_tagged
+from vigil.layout import run_tag
 from vigil.plan.models import Plan
 
 
@@ -255,7 +256,7 @@ def cancel_run(
         ) from None
     try:
         # Nobody drives the run: end what a crashed driver left behind and close the run.
-        end_tagged(f"{run_id}/")
+        end_tagged(run_tag(config.workspace, run_id))
         stored = store.events(run_id)
         state = RunState.replay(
             run_id, recorded_plan(record), [ev.Event(s.kind, s.data, s.at, s.seq) for s in stored]
