@@ -12,7 +12,8 @@ reachable; none lives there on a normal system). Every other host directory is m
 as an overlay, through which ``connect()`` to a socket file fails (the overlay inode is
 not the socket's), so a socket in the workspace or a tool directory is dead inside the
 box. Declared read-only paths are live binds (a step sees later changes) with every
-socket found in them masked; past 10,000 entries they are overlays too. Abstract sockets belong to the network namespace.
+socket found in them masked; past 10,000 entries they are overlays too. Abstract
+sockets belong to the network namespace.
 
 Hidden paths (vigil's state, the user's keys and grants) are never bound; where one lies
 inside something that is (a tool directory bound from an ancestor, the workspace), it is
