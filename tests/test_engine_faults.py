@@ -268,3 +268,48 @@ def test_vigil_cancel_with_work_in_flight(tmp_path: Path, store_url: str) -> Non
     view = status(rid, ws, env=env)
     assert view["state"] == "cancelled"
     assert view["tasks"][0]["attempts"][0]["state"] == "cancelled"
+
+
+class _RacingStore:
+    """A store through which another process's cancel lands between the driver's last
+    poll and its next append: the moment a journal cursor can skip an external event."""
+
+    def __init__(self, store: Any, run_id: str) -> None:
+        self._store = store
+        self._run_id = run_id
+        self.raced = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def append(self, run_id: str, events: list[tuple[str, dict[str, Any]]], **kw: Any) -> int:
+        starts = any(kind == ev.ATTEMPT_STARTED for kind, _ in events)
+        if starts and not self.raced.is_set():
+            self.raced.set()
+            self._store.append(
+                run_id, [(ev.CANCEL_REQUESTED, {"reason": "raced", "by": "other"})], at=time.time()
+            )
+        return int(self._store.append(run_id, events, **kw))
+
+
+def test_an_event_appended_between_poll_and_append_is_not_skipped(hb: Harness) -> None:
+    # The task can only end by the cancel: if the driver skipped it, the run would hang.
+    plan = one_phase({"id": "wait", "run": "while [ ! -e never ]; do sleep 0.05; done"})
+    racing = _RacingStore(hb.store, "race")
+    result: list[str] = []
+    from vigil.engine.runs import start_run
+
+    runner = threading.Thread(
+        target=lambda: result.append(
+            start_run(hb.config, racing, plan, "plan.yaml", run_id="race").state
+        ),
+        daemon=True,
+    )
+    runner.start()
+    runner.join(HANG)
+    if runner.is_alive():  # end the hung run before failing, so nothing outlives the test
+        hb.store.append("race", [(ev.CANCEL_REQUESTED, {"reason": "end", "by": "t"})], at=0.0)
+        runner.join(HANG)
+        pytest.fail("the driver skipped a cancel appended between its poll and its append")
+    assert racing.raced.is_set()
+    assert result == ["cancelled"]

@@ -142,6 +142,7 @@ class Driver:
         self._stopping_since: float | None = None
         self.state = RunState(run_id, plan, self.options)
         self._cursor = 0
+        self._own: set[int] = set()  # seqs of our events above the cursor
         self._staged: list[ev.Event] = []
         isolation = str(config.data.get("workspace", {}).get("isolation", "auto"))
         limits = Limits.from_config(config.section("workspace", WorkspaceConfig))
@@ -273,7 +274,7 @@ class Driver:
         if not self._staged and run_state is None:
             return
         events, self._staged = self._staged, []
-        self._cursor = self.store.append(
+        last = self.store.append(
             self.run_id,
             [(e.kind, e.data) for e in events],
             at=events[-1].at if events else time.time(),
@@ -281,6 +282,14 @@ class Driver:
             started_at=self.state.started_at,
             ended_at=self.state.ended_at,
         )
+        first = last - len(events) + 1
+        if first == self._cursor + 1:
+            self._cursor = last  # nothing came in between: no need to read our own events
+        else:
+            # Another process appended (an answer, a cancel) since the last poll: the next
+            # poll reads from the old cursor, so nothing of theirs is skipped, and passes
+            # over these events of our own.
+            self._own.update(range(first, last + 1))
         if self.observer is not None:
             self.observer(events, self.state)
 
@@ -307,6 +316,9 @@ class Driver:
         fresh = self.store.events(self.run_id, after=self._cursor)
         for stored in fresh:
             self._cursor = max(self._cursor, stored.seq)
+            if stored.seq in self._own:
+                self._own.discard(stored.seq)
+                continue
             if stored.kind in EXTERNAL_KINDS:
                 event = ev.Event(stored.kind, stored.data, stored.at, stored.seq)
                 if stored.kind in DECISION_KINDS:
