@@ -1,4 +1,4 @@
-"""Migration 0002: plans move out of the run's summary row, and nothing is lost."""
+"""Migration 0003: plans move out of the run's summary row, and nothing is lost."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ events = sa.Table(
 )
 
 # The plan lives apart from its run's summary row: that row is rewritten on every journal
-# append, and SQLite rewrites a row whole (see migration 0002).
+# append, and SQLite rewrites a row whole (see migration 0003).
 run_plans = sa.Table(
     "run_plans",
     metadata,
