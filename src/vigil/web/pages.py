@@ -31,7 +31,7 @@ from vigil.web.runs import TaskNotFound, attempt_changes, attempt_text, run_rows
 
 # Run states in the order the filter shows them; "live" ones refresh themselves.
 STATE_ORDER = ("running", "waiting", "pending", "failed", "cancelled", "succeeded")
-LIVE = frozenset({"running", "waiting", "pending"})
+LIVE = frozenset({"running", "waiting", "pending", "interrupted"})  # interrupted: cancellable
 NAME_LIMIT = 64
 
 
