@@ -74,6 +74,13 @@ def test_second_driver_gets_run_locked(ws: Path, backend: str) -> None:
         kill9(first)
 
 
+def _pid_in(path: Path) -> bool:
+    try:
+        return path.read_text().strip().isdigit()
+    except FileNotFoundError:
+        return False
+
+
 def test_kill9_takes_the_tasks_processes_along_and_resume_finishes(ws: Path, backend: str) -> None:
     script = (
         'if [ "$VIGIL_ATTEMPT" = 1 ]; then\n'
@@ -81,8 +88,10 @@ def test_kill9_takes_the_tasks_processes_along_and_resume_finishes(ws: Path, bac
         "  echo $$ > child.pid\n"
         "  sleep 300\n"
         "else\n"
-        # A zombie (dead, not yet reaped by init) does not count as alive.
-        '  st=$(sed "s/.*) //" /proc/$(cat grandchild.pid)/stat 2>/dev/null | cut -c1)\n'
+        # A zombie (dead, not yet reaped by init) does not count as alive; a process already
+        # reaped has no stat file (the script runs under `bash -e -o pipefail`).
+        "  gc=/proc/$(cat grandchild.pid)/stat\n"
+        '  st=$({ sed "s/.*) //" "$gc" 2>/dev/null || true; } | cut -c1)\n'
         '  if [ -n "$st" ] && [ "$st" != Z ]; then echo still-alive; exit 9; fi\n'
         "  echo second > done\n"
         "fi\n"
@@ -91,7 +100,8 @@ def test_kill9_takes_the_tasks_processes_along_and_resume_finishes(ws: Path, bac
     # Without isolation the pid files written by attempt 1 stay visible to attempt 2.
     off = {"VIGIL_ISOLATION": "off"}
     proc = spawn("run", "p.yaml", "--run-id", f"k9-{backend}", cwd=ws, env=off)
-    wait_for(lambda: (ws / "grandchild.pid").exists() and (ws / "child.pid").exists())
+    # Written, not only created: `echo $! > f` creates the file before it writes the pid.
+    wait_for(lambda: _pid_in(ws / "grandchild.pid") and _pid_in(ws / "child.pid"))
     child = int((ws / "child.pid").read_text())
     kill9(proc)
     # The direct child dies with vigil (parent-death signal).
