@@ -217,7 +217,12 @@ def test_a_forged_answer_is_refused_audited_and_not_acted_on(
 def test_a_forged_answer_seen_by_a_live_driver_is_refused(
     ws: Path, env: dict[str, str], store_url: str, outside: Path
 ) -> None:
-    gate = outside / "go"
+    signals = outside / "signals"
+    signals.mkdir()
+    gate = signals / "go"
+    # The step sees the gate's directory only when it is declared (the sandbox's root is
+    # built from an allowlist).
+    (ws / "vigil.toml").write_text(f'[workspace]\nread_only_paths = ["{signals}"]\n')
     plan = {
         "name": "live",
         "project": "shop",
