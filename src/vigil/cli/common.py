@@ -77,10 +77,14 @@ def print_table(
 
     Linear in the number of rows: a rich ``Table`` measures and wraps every cell, which
     took seconds for the 10,000 tasks of a large run. ``styles`` gives one style per row
-    for its third column (the state); plain text when stdout is not a terminal.
+    for its third column (the state); plain text when stdout is not a terminal. Cells
+    come from plans and runs, so control and bidi characters are shown escaped either way.
     """
     from rich.cells import cell_len
 
+    from vigil.cli.terminal import printable
+
+    rows = [[printable(cell, multiline=False) for cell in row] for row in rows]
     widths = [cell_len(c) for c in columns]
     for row in rows:
         for i, cell in enumerate(row):

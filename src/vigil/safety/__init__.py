@@ -12,46 +12,105 @@ The engine's calls, in the order a run makes them::
     audit.checkpoint()                                    # at the end of each run
 """
 
-from vigil.safety.audit import AuditEntry, AuditLog, audit_path
-from vigil.safety.audit_verify import Problem, VerifyReport, verify
-from vigil.safety.errors import (
-    GrantBreakGlass,
-    GrantExpired,
-    GrantInvalid,
-    GrantNotFound,
-    GrantPlan,
-    GrantRefused,
-    GrantRequired,
-    GrantRevoked,
-    GrantScope,
-    GrantUntrusted,
-)
-from vigil.safety.grants import (
-    Grant,
-    attenuate_grant,
-    check_grant,
-    create_grant,
-    grant_from_token,
-    list_grants,
-    load_grant,
-    revoke_grant,
-)
-from vigil.safety.halt import Halted, check_not_halted, halt, unhalt
-from vigil.safety.keys import SigningKey, TrustedKey, active_key, trusted_keys
-from vigil.safety.policy import (
-    Decision,
-    Missing,
-    PolicyConfig,
-    Requirement,
-    authorize,
-    check_plan,
-    environment_of,
-    require_plan,
-    requirements,
-)
-from vigil.safety.redact import Redactor, StreamRedactor
-from vigil.safety.secrets import redactor_for, resolve_secrets, secrets_for
-from vigil.safety.tokens import RUN, Request
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vigil.safety.audit import AuditEntry, AuditLog, audit_path
+    from vigil.safety.audit_verify import Problem, VerifyReport, verify
+    from vigil.safety.errors import (
+        GrantBreakGlass,
+        GrantExpired,
+        GrantInvalid,
+        GrantNotFound,
+        GrantPlan,
+        GrantRefused,
+        GrantRequired,
+        GrantRevoked,
+        GrantScope,
+        GrantUntrusted,
+    )
+    from vigil.safety.grants import (
+        Grant,
+        attenuate_grant,
+        check_grant,
+        create_grant,
+        grant_from_token,
+        list_grants,
+        load_grant,
+        revoke_grant,
+    )
+    from vigil.safety.halt import Halted, check_not_halted, halt, unhalt
+    from vigil.safety.keys import SigningKey, TrustedKey, active_key, trusted_keys
+    from vigil.safety.policy import (
+        Decision,
+        Missing,
+        PolicyConfig,
+        Requirement,
+        authorize,
+        check_plan,
+        environment_of,
+        require_plan,
+        requirements,
+    )
+    from vigil.safety.redact import Redactor, StreamRedactor
+    from vigil.safety.secrets import redactor_for, resolve_secrets, secrets_for
+    from vigil.safety.tokens import RUN, Request
+
+# Names are imported on first use: `vigil status` verifies signed decisions without
+# loading the grant tokens' Biscuit library.
+_MODULE_OF = {
+    "AuditEntry": "audit",
+    "AuditLog": "audit",
+    "Decision": "policy",
+    "Grant": "grants",
+    "GrantBreakGlass": "errors",
+    "GrantExpired": "errors",
+    "GrantInvalid": "errors",
+    "GrantNotFound": "errors",
+    "GrantPlan": "errors",
+    "GrantRefused": "errors",
+    "GrantRequired": "errors",
+    "GrantRevoked": "errors",
+    "GrantScope": "errors",
+    "GrantUntrusted": "errors",
+    "Halted": "halt",
+    "Missing": "policy",
+    "PolicyConfig": "policy",
+    "Problem": "audit_verify",
+    "RUN": "tokens",
+    "Redactor": "redact",
+    "Request": "tokens",
+    "Requirement": "policy",
+    "SigningKey": "keys",
+    "StreamRedactor": "redact",
+    "TrustedKey": "keys",
+    "VerifyReport": "audit_verify",
+    "active_key": "keys",
+    "attenuate_grant": "grants",
+    "audit_path": "audit",
+    "authorize": "policy",
+    "check_grant": "grants",
+    "check_not_halted": "halt",
+    "check_plan": "policy",
+    "create_grant": "grants",
+    "environment_of": "policy",
+    "grant_from_token": "grants",
+    "halt": "halt",
+    "list_grants": "grants",
+    "load_grant": "grants",
+    "redactor_for": "secrets",
+    "require_plan": "policy",
+    "requirements": "policy",
+    "resolve_secrets": "secrets",
+    "revoke_grant": "grants",
+    "secrets_for": "secrets",
+    "trusted_keys": "keys",
+    "unhalt": "halt",
+    "verify": "audit_verify",
+}
 
 __all__ = [
     "RUN",
@@ -103,3 +162,16 @@ __all__ = [
     "unhalt",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

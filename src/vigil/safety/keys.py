@@ -20,14 +20,17 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import biscuit_auth
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
 
 from vigil.config import user_config_dir
+
+if TYPE_CHECKING:
+    import biscuit_auth
 from vigil.errors import ExitCode, VigilError
 
 SIGNING_KEY_FILE = "signing.key"
@@ -74,6 +77,8 @@ class SigningKey:
 
     def biscuit_root(self) -> biscuit_auth.PrivateKey:
         """The key as a Biscuit root private key."""
+        import biscuit_auth  # only grants need it: reading a run's state does not
+
         return biscuit_auth.PrivateKey(f"ed25519-private/{self.private_hex}")
 
     def sign(self, message: bytes) -> bytes:
