@@ -6,8 +6,9 @@ does not load the engine's state and the plan models.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vigil.lazy import lazy_names
 
 if TYPE_CHECKING:
     from vigil.report.completion import build_report, render_markdown, write_report
@@ -25,14 +26,4 @@ _MODULE_OF = {
 __all__ = ["build_report", "iso", "load_state", "render_markdown", "run_view", "write_report"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_names(__name__, _MODULE_OF, globals())
