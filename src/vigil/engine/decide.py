@@ -114,8 +114,7 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     for start in retries[: max(0, free)]:
         d.starts.append(start)
     free -= len(d.starts)
-    questions = [tid for tid in state.ready if state.tasks[tid].task.approval is not None]
-    for task_id in questions:
+    for task_id in list(state.ready_approvals):
         d.events.append(_open_question(state, state.tasks[task_id], "approval", {}))
     if d.events:
         d.starts = []

@@ -127,6 +127,9 @@ class RunState:
         self.dependents: dict[str, list[str]] = {}
         self.unmet: dict[str, int] = {}
         self.ready: OrderedDict[str, None] = OrderedDict()
+        # The ready tasks that need an approval first, kept beside ``ready`` so that
+        # ``decide`` opens their questions without scanning every ready task.
+        self.ready_approvals: dict[str, None] = {}
         self.retry_at: dict[str, float] = {}
         self.running: set[str] = set()
         self.unsettled: dict[str, None] = {}
@@ -187,7 +190,7 @@ class RunState:
         )
         ts.state = RUNNING
         ts.answer = None
-        self.ready.pop(ts.task.id, None)
+        self._unready(ts.task.id)
         self.retry_at.pop(ts.task.id, None)
         self.running.add(ts.task.id)
         self.unsettled.pop(ts.task.id, None)
@@ -312,7 +315,7 @@ class RunState:
         ts.escalation = opened
         ts.escalations.append(opened)
         ts.state = WAITING
-        self.ready.pop(ts.task.id, None)
+        self._unready(ts.task.id)
         self.unsettled.pop(ts.task.id, None)
         self.waiting[ts.task.id] = None
 
@@ -349,7 +352,7 @@ class RunState:
     def _settle(self, ts: TaskState, state: str, at: float) -> None:
         ts.state = state
         ts.ended_at = at
-        self.ready.pop(ts.task.id, None)
+        self._unready(ts.task.id)
         self.retry_at.pop(ts.task.id, None)
         self.running.discard(ts.task.id)
         self.unsettled.pop(ts.task.id, None)
@@ -370,6 +373,12 @@ class RunState:
             and self.phases[ts.phase_index].state == PHASE_OPEN
         ):
             self.ready[task_id] = None
+            if ts.task.approval is not None:
+                self.ready_approvals[task_id] = None
+
+    def _unready(self, task_id: str) -> None:
+        self.ready.pop(task_id, None)
+        self.ready_approvals.pop(task_id, None)
 
     # ----------------------------------------------------------------- queries
 
