@@ -166,3 +166,43 @@ def test_extra_hidden_paths_are_hidden(tmp_path: Path, monkeypatch: pytest.Monke
         sandbox.discard()
     assert "secrets" in proc.stdout  # the masked directory exists, empty
     assert SECRET not in proc.stdout
+
+
+def test_a_venv_in_another_project_brings_only_the_venv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A virtual environment of another project under HOME is on PATH: the step may run
+    # its tools, and sees nothing else of that project (its .env, its sources).
+    home = tmp_path / "home"
+    other = home / "other"
+    venv_bin = other / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (other / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    tool = venv_bin / "mytool"
+    tool.write_text("#!/bin/sh\necho tool-ok\n")
+    tool.chmod(0o755)
+    (other / ".env").write_text(SECRET + "\n")
+    (other / "src").mkdir()
+    (other / "src" / "app.py").write_text(f"TOKEN = '{SECRET}'\n")
+    local_bin = home / ".local" / "bin"
+    local_bin.mkdir(parents=True)
+    (home / ".local" / "share").mkdir()
+    (home / ".local" / "share" / "note").write_text("local-ok\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", f"{venv_bin}:{local_bin}:{os.environ['PATH']}")
+    ws = make_workspace(tmp_path)
+    open_to_all(tmp_path)
+    sandbox = ws.prepare("venv-elsewhere")
+    try:
+        proc = sh(
+            sandbox,
+            f"mytool; cat {home}/.local/share/note; cat {other}/.env {other}/src/app.py;"
+            f" ls -A {other}; grep -r {SECRET} {home} 2>/dev/null; true",
+        )
+    finally:
+        sandbox.discard()
+    assert proc.returncode == 0, proc.stderr
+    assert "tool-ok" in proc.stdout  # the venv's tool runs
+    assert "local-ok" in proc.stdout  # a hidden tool home comes whole
+    assert SECRET not in proc.stdout + proc.stderr
+    assert ".env" not in proc.stdout and "src" not in proc.stdout.split()

@@ -75,9 +75,7 @@ def tool_dirs(*inside_only: str, hidden: Sequence[str] = ()) -> list[str]:
         if any(under(real, c) for c in _COVERED):
             continue
         if home not in ("/", "") and under(real, home) and real != home:
-            # A tool installed in the home directory (pyenv's shims, ~/.local/bin,
-            # ~/.cargo/bin) needs the rest of its tree: take the top directory it is in.
-            real = os.path.join(home, os.path.relpath(real, home).split(os.sep)[0])
+            real = _tool_tree(real, home)
         if any(under(real, s) for s in (*inside_only, *hidden)):
             continue
         if any(under(s, real) for s in inside_only):
@@ -90,6 +88,28 @@ def tool_dirs(*inside_only: str, hidden: Sequence[str] = ()) -> list[str]:
         if not any(under(path, k) for k in kept):
             kept.append(path)
     return kept
+
+
+def _tool_tree(path: str, home: str) -> str:
+    """The tree a tool in the home directory needs, and no more of the home directory.
+
+    A virtual environment needs its root (``pyvenv.cfg`` marks it); a tool home such as
+    ``~/.pyenv``, ``~/.local`` or ``~/.cargo`` (a hidden top directory) needs all of it;
+    anything else (a project's ``bin``, a checkout on ``PATH``) gets the prefix a ``bin``
+    directory belongs to, or the directory itself: never the project around it, whose
+    other files (``.env``, credentials, other checkouts) are no tool's business.
+    """
+    probe = path
+    while under(probe, home) and probe != home:
+        if os.path.isfile(os.path.join(probe, "pyvenv.cfg")):
+            return probe
+        probe = os.path.dirname(probe)
+    top = os.path.relpath(path, home).split(os.sep)[0]
+    if top.startswith("."):
+        return os.path.join(home, top)
+    if os.path.basename(path) == "bin" and os.path.dirname(path) != home:
+        return os.path.dirname(path)
+    return path
 
 
 _SCAN_LIMIT = 10000
