@@ -70,7 +70,7 @@ def test_many_small_files_add_up(make_ws: MakeWs) -> None:
         attempt(ws, "sum", ["for i in $(seq 1 30); do head -c 5000 /dev/zero > f$i; done"])
 
 
-def test_the_limit_reaches_a_real_run_from_vigil_toml(tmp_path: Path) -> None:
+def test_the_limit_reaches_a_real_run_from_vigil_toml(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "ws"
     path.mkdir()
     (path / "vigil.toml").write_text("[workspace]\nmax_changeset_files = 5\n")

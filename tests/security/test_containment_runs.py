@@ -38,7 +38,7 @@ def _swap(path: Path, outside: Path) -> None:
 
 
 def test_review_approval_after_the_parent_became_a_link(
-    setup: tuple[Path, dict[str, str], Sentinel],
+    setup: tuple[Path, dict[str, str], Sentinel], backend: str
 ) -> None:
     path, env, outside = setup
     plan = _plan(path, [{"id": "w", "run": "echo held > sub/f && echo new > sub/new.txt"}])
@@ -54,7 +54,7 @@ def test_review_approval_after_the_parent_became_a_link(
 
 
 def test_rollback_after_the_parent_became_a_link(
-    setup: tuple[Path, dict[str, str], Sentinel],
+    setup: tuple[Path, dict[str, str], Sentinel], backend: str
 ) -> None:
     path, env, outside = setup
     plan = _plan(path, [{"id": "w", "run": "echo made > sub/f"}])
@@ -68,7 +68,7 @@ def test_rollback_after_the_parent_became_a_link(
 
 
 def test_a_dry_run_never_writes_through_a_link_a_dependency_made(
-    setup: tuple[Path, dict[str, str], Sentinel],
+    setup: tuple[Path, dict[str, str], Sentinel], backend: str
 ) -> None:
     path, env, outside = setup
     before = tree_hash(path)

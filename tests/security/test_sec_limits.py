@@ -88,7 +88,7 @@ def test_private_tmp_has_a_size_limit(tmp_path: Path) -> None:
     assert "home=1" in proc.stdout
 
 
-def test_through_the_engine_only_the_hog_fails(tmp_path: Path) -> None:
+def test_through_the_engine_only_the_hog_fails(tmp_path: Path, backend: str) -> None:
     """[workspace] limits in vigil.toml reach the sandbox; the attempt that hits them
     fails, its sibling succeeds, and nothing of theirs lands."""
     from clitools import status, vigil, write_plan

@@ -189,7 +189,7 @@ sys.exit(3)
 """
 
 
-def test_a_step_printing_its_secret_in_parts_leaks_it_nowhere(tmp_path: Path) -> None:
+def test_a_step_printing_its_secret_in_parts_leaks_it_nowhere(tmp_path: Path, backend: str) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     script = f"{shlex.quote(sys.executable)} -c {shlex.quote(PARTS)}"

@@ -95,7 +95,7 @@ def _hostile_plan(ws: Path) -> None:
     )
 
 
-def test_hostile_plan_names_and_output_reach_no_terminal_raw(tmp_path: Path) -> None:
+def test_hostile_plan_names_and_output_reach_no_terminal_raw(tmp_path: Path, backend: str) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     _hostile_plan(ws)
