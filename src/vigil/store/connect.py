@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -243,6 +242,8 @@ def _postgresql_error(exc: BaseException, target: Target) -> StoreError:
             "Grant the store's user rights on vigil's tables (see docs/security.md).",
             failure="permission",
         )
+    import psycopg  # only a PostgreSQL store pays for the driver's import
+
     if isinstance(orig, psycopg.OperationalError) and not sqlstate:
         return StoreMisconfigured(
             f"{where} cannot be reached ({message})",
@@ -272,12 +273,17 @@ def damaged(target: Target, what: str) -> StoreDamaged:
 @contextmanager
 def store_errors(target: Target) -> Iterator[None]:
     """Re-raise database and driver failures inside the block as StoreError."""
+    failures: tuple[type[BaseException], ...] = (sa.exc.DBAPIError, sqlite3.Error)
+    if target.backend == "postgresql":
+        import psycopg  # only a PostgreSQL store pays for the driver's import
+
+        failures = (*failures, psycopg.Error)
     try:
         yield
     except sa.exc.IntegrityError:
         # A constraint violation is a bug in the caller, not a broken store.
         raise
-    except (sa.exc.DBAPIError, sqlite3.Error, psycopg.Error) as exc:
+    except failures as exc:
         raise as_store_error(exc, target) from exc
     except UnicodeDecodeError as exc:
         # The driver found bytes in a text column that are not UTF-8: vigil never wrote
