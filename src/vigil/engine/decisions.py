@@ -130,23 +130,18 @@ def _judge_answer(
     choices = q.get("choices")
     if data.get("decision") == "value" and choices and data.get("value") not in choices:
         return _refused(DecisionRefused("the answer is not one of the question's choices"), subject)
-    try:
-        stmt = verify_statement(
-            data.get("statement"),
-            trusted,
-            kind=ESCALATION_ANSWER,
-            project=state.plan.project,
-            run=state.run_id,
-            subject=subject,
-            task=ts.task.id,
-            answer=escalation_answer(data),
-            now=now,
-            check_expiry=not accepted_before,
-        )
-        _check_common(stmt, data, nonces)
-    except DecisionRefused as exc:
-        return _refused(exc, subject)
-    return Verdict(True, True, "signed", stmt, subject)
+    return _judge_signed(
+        data,
+        state,
+        trusted,
+        now,
+        accepted_before,
+        nonces,
+        kind=ESCALATION_ANSWER,
+        subject=subject,
+        task=ts.task.id,
+        answer=escalation_answer(data),
+    )
 
 
 def _judge_review(
@@ -162,16 +157,44 @@ def _judge_review(
     if ts is None or ts.state != WAITING or ts.review is not None or ts.escalation is not None:
         return Verdict(True, False)
     subject = review_subject(task, held_attempt(state, task))
+    return _judge_signed(
+        data,
+        state,
+        trusted,
+        now,
+        accepted_before,
+        nonces,
+        kind=REVIEW_DECISION,
+        subject=subject,
+        task=task,
+        answer=review_answer(data),
+    )
+
+
+def _judge_signed(
+    data: dict[str, Any],
+    state: RunState,
+    trusted: list[TrustedKey],
+    now: float,
+    accepted_before: bool,
+    nonces: set[str] | None,
+    *,
+    kind: str,
+    subject: str,
+    task: str,
+    answer: dict[str, Any],
+) -> Verdict:
+    """Accept a decision only with a statement of ``kind`` that binds exactly it."""
     try:
         stmt = verify_statement(
             data.get("statement"),
             trusted,
-            kind=REVIEW_DECISION,
+            kind=kind,
             project=state.plan.project,
             run=state.run_id,
             subject=subject,
             task=task,
-            answer=review_answer(data),
+            answer=answer,
             now=now,
             check_expiry=not accepted_before,
         )
