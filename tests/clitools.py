@@ -15,6 +15,11 @@ import yaml
 
 VIGIL = [sys.executable, "-m", "vigil.cli.main"]
 
+PG_BASE_URL = os.environ.get(
+    "VIGIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL server the tests use; each test gets a fresh database on it."""
+
 STORE_ENV: dict[str, str] = {}
 """Variables every command gets (set by the ``backend`` fixture: which store to use)."""
 

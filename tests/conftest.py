@@ -8,7 +8,6 @@ were exercised. ``VIGIL_TEST_PG_URL`` points at the server (any database on it).
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from clitools import PG_BASE_URL
 from vigil.store import Store, open_store
-
-PG_BASE_URL = os.environ.get(
-    "VIGIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 def _render(url: sa.URL) -> str:

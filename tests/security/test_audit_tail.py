@@ -12,9 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,30 +40,6 @@ NEEDS_GRANT = {
     "project": "shop",
     "phases": [{"id": "p", "tasks": [{"id": "d", "run": "true", "requires": ["deploy"]}]}],
 }
-
-
-@pytest.fixture
-def outside() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="vigil-tail-", dir="/var/tmp"))
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    path = tmp_path / "workspace"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def env(outside: Path, store_url: str) -> dict[str, str]:
-    values = {"VIGIL_CONFIG_DIR": str(outside / "config"), "VIGIL_DATABASE_URL": store_url}
-    done = vigil("keys", "init", cwd=outside, env=values)
-    assert done.returncode == 0, done.stderr
-    return values
 
 
 def log_of(ws: Path) -> Path:

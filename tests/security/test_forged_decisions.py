@@ -11,10 +11,7 @@ Every attack runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,30 +37,6 @@ ASK_PLAN = {
         }
     ],
 }
-
-
-@pytest.fixture
-def outside() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="vigil-sec-", dir="/var/tmp"))
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    path = tmp_path / "workspace"  # where the sqlite store fixture puts its database
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def env(outside: Path, store_url: str) -> dict[str, str]:
-    values = {"VIGIL_CONFIG_DIR": str(outside / "config"), "VIGIL_DATABASE_URL": store_url}
-    done = vigil("keys", "init", cwd=outside, env=values)
-    assert done.returncode == 0, done.stderr
-    return values
 
 
 def key_of(env: dict[str, str]) -> SigningKey:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clitools import vigil
-from conftest import PG_BASE_URL
+from clitools import PG_BASE_URL, vigil
 from vigil.safety.store_reach import store_reach
 
 
