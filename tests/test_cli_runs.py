@@ -62,6 +62,22 @@ def test_runs_logs_and_report(ws: Path) -> None:
     assert js["summary"]["succeeded"] == 1
 
 
+def test_status_of_a_large_run_lists_what_did_not_succeed(ws: Path) -> None:
+    tasks: list[dict[str, object]] = [{"id": f"t{i}", "run": "true"} for i in range(59)]
+    tasks.append({"id": "broken", "run": "exit 3", "on_failure": "continue"})
+    write_plan(ws / "big.yaml", plan_of(*tasks))
+    env = {"VIGIL_ISOLATION": "off"}
+    vigil("run", "big.yaml", "--run-id", "big", "-j", "4", cwd=ws, env=env)
+    out = vigil("status", "big", cwd=ws).stdout
+    assert "60 tasks: 1 failed, 59 succeeded" in out
+    assert "broken" in out and "t17" not in out.split()
+    assert "59 succeeded tasks are not listed; `vigil status big --all`" in out
+    every = vigil("status", "big", "--all", cwd=ws).stdout.split()
+    assert {f"t{i}" for i in range(59)} <= set(every) and "broken" in every
+    # JSON always holds every task.
+    assert len(json.loads(vigil("status", "big", "-o", "json", cwd=ws).stdout)["tasks"]) == 60
+
+
 def test_second_driver_gets_run_locked(ws: Path, backend: str) -> None:
     write_plan(ws / "p.yaml", plan_of({"id": "slow", "run": "sleep 30"}))
     first = spawn("run", "p.yaml", "--run-id", f"locked-{backend}", cwd=ws)

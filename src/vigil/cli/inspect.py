@@ -61,12 +61,23 @@ def runs(
             )
 
 
+STATUS_LIST_ALL = 50
+"""Runs with at most this many tasks list every task in ``vigil status``."""
+
+
 def status(
     run_id: Annotated[str, typer.Argument(help="The run to show.")],
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
+    all_tasks: Annotated[
+        bool, typer.Option("--all", "-a", help="List every task, also in a large run.")
+    ] = False,
 ) -> None:
-    """Show a run and every task with its attempts."""
+    """Show a run and its tasks with their attempts.
+
+    A run of more than 50 tasks lists only the tasks that did not succeed, after a count
+    of every state; ``--all`` lists them all, and ``--format json`` always has them all.
+    """
     from vigil.cli.progress import STYLE
     from vigil.report.view import load_state, run_view
 
@@ -84,17 +95,36 @@ def status(
     )
     if view["resume"]:
         console.print(f"its driver is gone; continue it with `{view['resume']}`")
+    tasks = view["tasks"]
+    hidden = 0
+    if len(tasks) > STATUS_LIST_ALL and not all_tasks:
+        counts: dict[str, int] = {}
+        for t in tasks:
+            counts[t["state"]] = counts.get(t["state"], 0) + 1
+        console.print(
+            f"{len(tasks):,} tasks: "
+            + ", ".join(f"{n:,} {printable(state)}" for state, n in sorted(counts.items()))
+        )
+        shown = [t for t in tasks if t["state"] != "succeeded" or t["degraded"]]
+        hidden = len(tasks) - len(shown)
+        tasks = shown
     lines = []
-    for t in view["tasks"]:
+    for t in tasks:
         last = t["attempts"][-1] if t["attempts"] else None
         note = t["reason"] or (last["reason"] if last and last["reason"] else "") or ""
         label = t["state"] + (" (degraded)" if t["degraded"] else "")
         lines.append((t["phase"], t["id"], label, str(len(t["attempts"])), note))
-    print_table(
-        ("phase", "task", "state", "attempts", "last"),
-        lines,
-        [STYLE.get(t["state"], "") for t in view["tasks"]],
-    )
+    if lines:
+        print_table(
+            ("phase", "task", "state", "attempts", "last"),
+            lines,
+            [STYLE.get(t["state"], "") for t in tasks],
+        )
+    if hidden:
+        console.print(
+            f"{hidden:,} succeeded {'task is' if hidden == 1 else 'tasks are'} not listed;"
+            f" `vigil status {printable(view['id'])} --all` lists every task"
+        )
 
 
 def logs(
