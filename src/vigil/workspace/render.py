@@ -10,6 +10,33 @@ from vigil.workspace.objects import ObjectStore
 from vigil.workspace.state import FileState
 
 _SNIFF = 8192
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def quote_path(path: str) -> str:
+    """A path as one unambiguous token, as git's ``core.quotePath`` shows it.
+
+    A step chooses its file names: a newline in one could forge lines of a review ("(no
+    other changes)"), an ESC could rewrite the screen. A name holding anything but
+    printable characters (or a quote or backslash) is shown in double quotes with C
+    escapes: ``\\n``, ``\\"``, ``\\xff`` for a byte that is not UTF-8, ``\\u202e`` for a
+    bidi control. Every other name is shown as it is.
+    """
+    if path.isprintable() and not any(c in _BIDI or c in '"\\' for c in path):
+        return path
+    out = []
+    for char in path:
+        code = ord(char)
+        if char in _NAMED:
+            out.append(_NAMED[char])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in _BIDI or not char.isprintable():
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def _text(objects: ObjectStore, state: FileState | None) -> list[str] | None:
@@ -30,8 +57,8 @@ def _mode(state: FileState) -> str:
 
 
 def _header(entry: ChangeEntry) -> list[str]:
-    a, b = f"a/{entry.path}", f"b/{entry.path}"
-    lines = [f"diff --vigil {a} {b}\n"]
+    name = quote_path(entry.path)
+    lines = [f"diff --vigil a/{name} b/{name}\n"]
     before, after = entry.before, entry.after
     if before is None and after is not None:
         lines.append(f"new {after.kind}{_mode(after)}\n")
@@ -50,14 +77,16 @@ def _body(entry: ChangeEntry, objects: ObjectStore, context: int) -> list[str]:
     if any(s is not None and s.kind == "symlink" for s in (before, after)):
         old = before.target if before is not None and before.kind == "symlink" else None
         new = after.target if after is not None and after.kind == "symlink" else None
-        return [f"symlink {old!r} -> {new!r}\n"]
+        shown = [quote_path(t) if t is not None else "(none)" for t in (old, new)]
+        return [f"symlink {shown[0]} -> {shown[1]}\n"]
     old_lines, new_lines = _text(objects, before), _text(objects, after)
     if old_lines is None or new_lines is None:
         if before is not None and after is not None and before.sha256 == after.sha256:
             return []
-        return [f"Binary files a/{entry.path} and b/{entry.path} differ\n"]
-    a = f"a/{entry.path}" if before is not None else "/dev/null"
-    b = f"b/{entry.path}" if after is not None else "/dev/null"
+        name = quote_path(entry.path)
+        return [f"Binary files a/{name} and b/{name} differ\n"]
+    a = f"a/{quote_path(entry.path)}" if before is not None else "/dev/null"
+    b = f"b/{quote_path(entry.path)}" if after is not None else "/dev/null"
     out = []
     for line in difflib.unified_diff(old_lines, new_lines, a, b, n=context):
         out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
@@ -77,7 +106,7 @@ def unified_diff(changeset: Changeset, objects: ObjectStore, *, context: int = 3
         out.extend(_header(entry))
         out.extend(_body(entry, objects, context))
     if ignored:
-        shown = ", ".join(e.path for e in ignored[:3])
+        shown = ", ".join(quote_path(e.path) for e in ignored[:3])
         more = f" and {len(ignored) - 3} more" if len(ignored) > 3 else ""
         out.append(f"# {len(ignored)} ignored path(s) changed (.gitignore): {shown}{more}\n")
     return "".join(out)
@@ -118,7 +147,7 @@ def stat_summary(changeset: Changeset, objects: ObjectStore | None = None) -> st
         kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
         counts = _line_counts(entry, objects)
         detail = entry.kind if counts is None else f"{entry.kind} +{counts[0]} -{counts[1]}"
-        rows.append((entry.path, detail))
+        rows.append((quote_path(entry.path), detail))
     width = max((len(p) for p, _ in rows), default=0)
     lines = [f" {p.ljust(width)} | {d}" for p, d in rows]
     total = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no changes"
