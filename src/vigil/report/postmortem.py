@@ -344,11 +344,13 @@ def render_markdown(pm: dict[str, Any]) -> str:
                 f"{_cell(a['exit_code'])} | {secs} | {_cell(a['reason'])} |"
             )
         lines.append("")
+    from vigil.workspace.render import quote_path
+
     lines += ["## Rolled back", ""]
     if pm["rollbacks"]:
         for r in pm["rollbacks"]:
             what = f"`{r['task']}`" if r["task"] else "the whole run"
-            paths = ", ".join(f"`{p}`" for p in r["paths"][:20])
+            paths = ", ".join(f"`{quote_path(p)}`" for p in r["paths"][:20])
             more = f" and {len(r['paths']) - 20} more" if len(r["paths"]) > 20 else ""
             lines.append(f"- {r['at']}: {what} by {r['by'] or '?'}: {paths or 'no files'}{more}")
     else:
