@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -26,6 +26,9 @@ from vigil.layout import attempt_log
 from vigil.plan.duration import format_duration
 from vigil.plan.models import Plan
 
+if TYPE_CHECKING:
+    from vigil.store import RunStore
+
 ESCALATION_OPENED = "escalation.opened"
 ESCALATION_ANSWERED = "escalation.answered"
 TAIL_BYTES = 64 * 1024
@@ -33,7 +36,7 @@ TAIL_LINES = 200
 COLUMNS = ("phase", "task", "state", "attempt", "time", "note")
 
 
-def newest_active_run(store: Any) -> str:
+def newest_active_run(store: RunStore) -> str:
     """The id of the newest run that has not ended."""
     active = store.list_runs(states=["running", "waiting"], limit=1)
     if not active:
@@ -62,7 +65,7 @@ def read_tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
 class RunWatch:
     """A run followed from its journal, read-only: call :meth:`poll` to catch up."""
 
-    def __init__(self, store: Any, run_id: str, state_dir: Path) -> None:
+    def __init__(self, store: RunStore, run_id: str, state_dir: Path) -> None:
         record = store.get_run(run_id)
         if record is None:
             raise RunNotFound(f"no run {run_id!r} in {store.display_url}")
@@ -307,7 +310,7 @@ class MonitorApp(App[None]):
         self.query_one("#tasks", DataTable).focus()
 
 
-def run_monitor(store: Any, run_id: str | None, state_dir: Path, interval: float) -> None:
+def run_monitor(store: RunStore, run_id: str | None, state_dir: Path, interval: float) -> None:
     """Watch ``run_id`` (default: the newest run in progress) until the user quits."""
     watch = RunWatch(store, run_id or newest_active_run(store), state_dir)
     MonitorApp(watch, interval=interval).run()

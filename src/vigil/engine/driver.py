@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.actions.run import RunAction
 from vigil.actions.select import ActionResources, action_for
@@ -52,6 +52,9 @@ from vigil.safety.policy import Decision
 from vigil.workspace import Changeset, Conflict, SandboxSettings, Workspace
 from vigil.workspace.apply import mismatches
 from vigil.workspace.limits import Limits, WorkspaceConfig
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 Observer = Callable[[list[ev.Event], RunState], None]
 FaultHook = Callable[[str], None]
@@ -113,7 +116,7 @@ class Driver:
     def __init__(
         self,
         config: Config,
-        store: Any,
+        store: RunStore,
         run_id: str,
         plan: Plan,
         *,

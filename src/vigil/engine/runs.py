@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
@@ -17,6 +17,9 @@ from vigil.errors import PlanChanged, RunLocked, RunNotFound, UsageError
 from vigil.executors.process import end_tagged
 from vigil.layout import run_tag
 from vigil.plan.models import Plan
+
+if TYPE_CHECKING:
+    from vigil.store import RunRecord, RunStore
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,14 @@ def default_parallelism() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def recorded_plan(record: Any) -> Plan:
+def recorded_plan(record: RunRecord) -> Plan:
     """The plan exactly as it was when the run started."""
     return Plan.model_validate_json(record.plan_json)
 
 
 def start_run(
     config: Config,
-    store: Any,
+    store: RunStore,
     plan: Plan,
     plan_path: str,
     *,
@@ -144,7 +147,7 @@ def start_run(
 
 def resume_run(
     config: Config,
-    store: Any,
+    store: RunStore,
     run_id: str,
     *,
     max_parallel: int | None = None,
@@ -171,20 +174,20 @@ def resume_run(
     )
 
 
-def record_options(store: Any, run_id: str) -> dict[str, Any]:
+def record_options(store: RunStore, run_id: str) -> dict[str, Any]:
     """The options a run was started with."""
     record = store.get_run(run_id)
     return dict(record.options) if record is not None else {}
 
 
-def resumable_runs(store: Any) -> list[str]:
+def resumable_runs(store: RunStore) -> list[str]:
     """Ids of runs that have not ended."""
     return [r.id for r in store.list_runs(states=["running", "pending", "waiting"], limit=10_000)]
 
 
 def _drive(
     config: Config,
-    store: Any,
+    store: RunStore,
     run_id: str,
     plan: Plan,
     parallel: int,
@@ -225,7 +228,7 @@ def _drive(
 
 
 def cancel_run(
-    config: Config, store: Any, run_id: str, *, reason: str = "", wait: float = 30.0
+    config: Config, store: RunStore, run_id: str, *, reason: str = "", wait: float = 30.0
 ) -> str:
     """Cancel ``run_id``: its driver (if any) stops every process; returns the final state."""
     record = store.get_run(run_id)

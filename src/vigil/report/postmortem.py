@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
 from vigil.engine import events as ev
@@ -19,6 +19,9 @@ from vigil.layout import attempt_log, phase_log
 from vigil.plan.duration import format_duration
 from vigil.report.completion import build_report
 from vigil.report.view import iso, load_state, run_view
+
+if TYPE_CHECKING:
+    from vigil.store import RunRecord, RunStore
 
 ESCALATION_OPENED = "escalation.opened"
 ESCALATION_ANSWERED = "escalation.answered"
@@ -221,7 +224,7 @@ def _escalations(events: Sequence[ev.Event]) -> list[dict[str, Any]]:
 
 
 def build_postmortem(
-    record: Any, state: RunState, events: Sequence[ev.Event], log_tail: LogTail
+    record: RunRecord, state: RunState, events: Sequence[ev.Event], log_tail: LogTail
 ) -> dict[str, Any]:
     """The postmortem as data."""
     report = build_report(run_view(record, state))
@@ -389,7 +392,7 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
 
 
 def postmortem_for(
-    config: Config, store: Any, run_id: str, *, force: bool = False
+    config: Config, store: RunStore, run_id: str, *, force: bool = False
 ) -> dict[str, Any]:
     """Load ``run_id`` and build its postmortem; refuses a run that did not fail."""
     record, state = load_state(store, run_id)

@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,9 @@ from vigil.config import Config
 from vigil.plan.models import Duration
 from vigil.report.view import iso
 from vigil.safety.audit import audit_path, read_entries
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 FINISHED = ("succeeded", "failed", "cancelled")
 ROLLBACK_DONE = "rollback.done"
@@ -263,7 +266,7 @@ def compute_slo(
     ]
 
 
-def collect(store: Any, *, now: float, window: float) -> list[RunFacts]:
+def collect(store: RunStore, *, now: float, window: float) -> list[RunFacts]:
     """Runs that ended in ``[now - window, now]``, with their journals, from ``store``."""
     start = now - window
     facts: list[RunFacts] = []
@@ -282,7 +285,7 @@ def collect(store: Any, *, now: float, window: float) -> list[RunFacts]:
 
 
 def slo_report(
-    config: Config, store: Any, *, now: float, window: float | None = None
+    config: Config, store: RunStore, *, now: float, window: float | None = None
 ) -> dict[str, Any]:
     """The service levels of the workspace's runs and audit log, as JSON-ready data."""
     targets = config.section("slo", SloTargets)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vigil.errors import ExitCode, VigilError
 from vigil.safety.decisions import (
@@ -34,6 +34,9 @@ from vigil.safety.decisions import (
     verify_statement,
 )
 from vigil.safety.keys import SigningKey, TrustedKey
+
+if TYPE_CHECKING:
+    from vigil.store import Halt
 
 ALL = "*"
 LEDGER_FILE = "halts.jsonl"
@@ -51,14 +54,14 @@ class HaltStore(Protocol):
 
     def set_halt(
         self, project: str, reason: str, actor: str, at: float, statement: str | None = None
-    ) -> Any:
+    ) -> None:
         """Record a halt."""
 
     def clear_halt(self, project: str) -> bool:
         """Lift a halt; whether there was one."""
 
-    def halts(self) -> list[Any]:
-        """Every halt in force (objects with project, reason, actor, at)."""
+    def halts(self) -> list[Halt]:
+        """Every halt in force."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,9 @@ def unhalt(
     return store.clear_halt(project) or held
 
 
-def halt_of(store: HaltStore, project: str, ledger: Ledger | None = None) -> Any | None:
+def halt_of(
+    store: HaltStore, project: str, ledger: Ledger | None = None
+) -> Halt | LedgerHalt | None:
     """The halt that stops ``project`` (its own or the global one), or None."""
     for item in store.halts():
         if item.project in (project, ALL):

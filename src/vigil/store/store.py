@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +38,7 @@ from vigil.store.locks import (
     advisory_lock_held,
     file_lock_held,
 )
+from vigil.store.protocol import EventEntry
 from vigil.store.records import (
     RUN_ID_PATTERN,
     RUN_STATES,
@@ -51,7 +52,7 @@ from vigil.store.schema import audit_heads, halts, run_plans, runs
 from vigil.store.schema import events as events_table
 
 
-def _dumps(value: dict[str, Any]) -> str:
+def _dumps(value: Mapping[str, Any]) -> str:
     # Strict JSON (no NaN) so every reader, in any language, can parse the journal.
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     if not text.isascii() and not _encodes(text):
@@ -300,7 +301,7 @@ class Store:
     def append(
         self,
         run_id: str,
-        events: Sequence[tuple[str, dict[str, Any]]],
+        events: Sequence[EventEntry],
         *,
         at: float,
         state: str | None = None,
