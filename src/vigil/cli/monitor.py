@@ -29,8 +29,6 @@ from vigil.plan.models import Plan
 if TYPE_CHECKING:
     from vigil.store import RunStore
 
-ESCALATION_OPENED = "escalation.opened"
-ESCALATION_ANSWERED = "escalation.answered"
 TAIL_BYTES = 64 * 1024
 TAIL_LINES = 200
 COLUMNS = ("phase", "task", "state", "attempt", "time", "note")
@@ -101,9 +99,9 @@ class RunWatch:
 
     def _track_escalation(self, event: ev.Event) -> None:
         key = str(event.data.get("id"))
-        if event.kind == ESCALATION_OPENED:
+        if event.kind == ev.ESCALATION_OPENED:
             self.escalations[key] = dict(event.data)
-        elif event.kind == ESCALATION_ANSWERED:
+        elif event.kind == ev.ESCALATION_ANSWERED:
             self.escalations.pop(key, None)
 
     def log_lines(self, task_id: str, attempt: int) -> list[str]:

@@ -7,32 +7,62 @@ constructors below are the only place that spells a kind or a key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final
 
-RUN_CREATED = "run.created"
-DRIVER_STARTED = "driver.started"
-DRIVER_STOPPED = "driver.stopped"
-ATTEMPT_STARTED = "attempt.started"
-ATTEMPT_FINISHED = "attempt.finished"
-TASK_FINISHED = "task.finished"
-TASK_SKIPPED = "task.skipped"
-PHASE_CHECK_STARTED = "phase.check.started"
-PHASE_FINISHED = "phase.finished"
-CANCEL_REQUESTED = "run.cancel_requested"
-RUN_FINISHED = "run.finished"
-# Changesets: an attempt's file changes on their way to the workspace.
-CHANGESET_COMMITTING = "changeset.committing"
-CHANGESET_COMMITTED = "changeset.committed"
-CHANGESET_FAILED = "changeset.failed"
-CHANGESET_HELD = "changeset.held"
-REVIEW_DECIDED = "review.decided"
-ROLLBACK_DONE = "rollback.done"
-# Escalations: a question for a person that blocks one task and nothing else.
-ESCALATION_OPENED = "escalation.opened"
-ESCALATION_ANSWERED = "escalation.answered"
-# A person's decision (answer, review) verified, or refused, by the driver acting on it.
-DECISION_ACCEPTED = "decision.accepted"
-DECISION_REFUSED = "decision.refused"
+
+class Kind(StrEnum):
+    """Every kind of journal event. The value is the text the journal stores: it never
+    changes, or older runs would no longer replay."""
+
+    RUN_CREATED = "run.created"
+    DRIVER_STARTED = "driver.started"
+    DRIVER_STOPPED = "driver.stopped"
+    ATTEMPT_STARTED = "attempt.started"
+    ATTEMPT_FINISHED = "attempt.finished"
+    TASK_FINISHED = "task.finished"
+    TASK_SKIPPED = "task.skipped"
+    PHASE_CHECK_STARTED = "phase.check.started"
+    PHASE_FINISHED = "phase.finished"
+    CANCEL_REQUESTED = "run.cancel_requested"
+    RUN_FINISHED = "run.finished"
+    # Changesets: an attempt's file changes on their way to the workspace.
+    CHANGESET_COMMITTING = "changeset.committing"
+    CHANGESET_COMMITTED = "changeset.committed"
+    CHANGESET_FAILED = "changeset.failed"
+    CHANGESET_HELD = "changeset.held"
+    REVIEW_DECIDED = "review.decided"
+    ROLLBACK_DONE = "rollback.done"
+    # Escalations: a question for a person that blocks one task and nothing else.
+    ESCALATION_OPENED = "escalation.opened"
+    ESCALATION_ANSWERED = "escalation.answered"
+    # A person's decision (answer, review) verified, or refused, by the driver acting on it.
+    DECISION_ACCEPTED = "decision.accepted"
+    DECISION_REFUSED = "decision.refused"
+
+
+# The kinds by their old names, as the engine has always spelled them (``ev.RUN_CREATED``).
+RUN_CREATED: Final = Kind.RUN_CREATED
+DRIVER_STARTED: Final = Kind.DRIVER_STARTED
+DRIVER_STOPPED: Final = Kind.DRIVER_STOPPED
+ATTEMPT_STARTED: Final = Kind.ATTEMPT_STARTED
+ATTEMPT_FINISHED: Final = Kind.ATTEMPT_FINISHED
+TASK_FINISHED: Final = Kind.TASK_FINISHED
+TASK_SKIPPED: Final = Kind.TASK_SKIPPED
+PHASE_CHECK_STARTED: Final = Kind.PHASE_CHECK_STARTED
+PHASE_FINISHED: Final = Kind.PHASE_FINISHED
+CANCEL_REQUESTED: Final = Kind.CANCEL_REQUESTED
+RUN_FINISHED: Final = Kind.RUN_FINISHED
+CHANGESET_COMMITTING: Final = Kind.CHANGESET_COMMITTING
+CHANGESET_COMMITTED: Final = Kind.CHANGESET_COMMITTED
+CHANGESET_FAILED: Final = Kind.CHANGESET_FAILED
+CHANGESET_HELD: Final = Kind.CHANGESET_HELD
+REVIEW_DECIDED: Final = Kind.REVIEW_DECIDED
+ROLLBACK_DONE: Final = Kind.ROLLBACK_DONE
+ESCALATION_OPENED: Final = Kind.ESCALATION_OPENED
+ESCALATION_ANSWERED: Final = Kind.ESCALATION_ANSWERED
+DECISION_ACCEPTED: Final = Kind.DECISION_ACCEPTED
+DECISION_REFUSED: Final = Kind.DECISION_REFUSED
 
 # Outcomes of one attempt.
 SUCCEEDED = "succeeded"

@@ -9,6 +9,7 @@ deciding what to do next costs O(1) per task rather than a scan of the whole pla
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -395,7 +396,8 @@ def _approved(answer: dict[str, Any]) -> bool:
 
 _ATTEMPT_KEYS = frozenset({"task", "attempt", "outcome", "exit_code", "reason"})
 
-_HANDLERS = {
+# Keyed by str: a stored event's kind is the journal's text, not an enum member.
+_HANDLERS: dict[str, Callable[[RunState, ev.Event], None]] = {
     ev.DRIVER_STARTED: RunState._on_driver_started,
     ev.ATTEMPT_STARTED: RunState._on_attempt_started,
     ev.ATTEMPT_FINISHED: RunState._on_attempt_finished,

@@ -23,9 +23,6 @@ from vigil.report.view import iso, load_state, run_view
 if TYPE_CHECKING:
     from vigil.store import RunRecord, RunStore
 
-ESCALATION_OPENED = "escalation.opened"
-ESCALATION_ANSWERED = "escalation.answered"
-ROLLBACK_DONE = "rollback.done"
 LOG_TAIL_LINES = 30
 
 LogTail = Callable[[str, int | None], str | None]
@@ -88,13 +85,13 @@ def describe(kind: str, d: dict[str, Any], *, resumed: bool = False) -> str:
         return f"cancel requested by {d.get('by', '?')}: {d.get('reason') or 'no reason given'}"
     if kind == ev.RUN_FINISHED:
         return f"run {d.get('state')}"
-    if kind == ESCALATION_OPENED:
+    if kind == ev.ESCALATION_OPENED:
         return f"escalation {d.get('id')} opened on `{task}`: {d.get('question', '')}"
-    if kind == ESCALATION_ANSWERED:
+    if kind == ev.ESCALATION_ANSWERED:
         answer = " ".join(str(d[k]) for k in ("decision", "value") if d.get(k) not in (None, ""))
         comment = f" ({d['comment']})" if d.get("comment") else ""
         return f"escalation {d.get('id')} answered by {d.get('by', '?')}: {answer}{comment}"
-    if kind == ROLLBACK_DONE:
+    if kind == ev.ROLLBACK_DONE:
         what = f"`{task}`" if task else "the run"
         return f"rolled back {what} by {d.get('by', '?')}: {len(d.get('paths') or [])} path(s)"
     detail = ", ".join(f"{k}={v}" for k, v in d.items())
@@ -215,9 +212,9 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
 def _escalations(events: Sequence[ev.Event]) -> list[dict[str, Any]]:
     opened: dict[str, dict[str, Any]] = {}
     for e in events:
-        if e.kind == ESCALATION_OPENED:
+        if e.kind == ev.ESCALATION_OPENED:
             opened[str(e.data.get("id"))] = {**e.data, "opened_at": iso(e.at), "answer": None}
-        elif e.kind == ESCALATION_ANSWERED:
+        elif e.kind == ev.ESCALATION_ANSWERED:
             item = opened.setdefault(str(e.data.get("id")), {"id": e.data.get("id")})
             item["answer"] = {**e.data, "at": iso(e.at)}
     return list(opened.values())
@@ -252,7 +249,7 @@ def build_postmortem(
         {"at": iso(e.at), "task": e.data.get("task"), "paths": list(e.data.get("paths") or [])}
         | {"by": e.data.get("by")}
         for e in events
-        if e.kind == ROLLBACK_DONE
+        if e.kind == ev.ROLLBACK_DONE
     ]
     return {
         "run": record.id,

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.config import Config
+from vigil.engine import events as ev
 from vigil.plan.models import Duration
 from vigil.report.view import iso
 from vigil.safety.audit import audit_path, read_entries
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from vigil.store import RunStore
 
 FINISHED = ("succeeded", "failed", "cancelled")
-ROLLBACK_DONE = "rollback.done"
 VERDICTS = frozenset({"succeeded", "failed", "timed_out"})
 
 
@@ -137,7 +137,7 @@ def first_attempts(events: Iterable[tuple[str, Mapping[str, Any], float]]) -> di
     """Task id to the outcome of its first attempt that reached a verdict."""
     first: dict[str, str] = {}
     for kind, data, _at in events:
-        if kind != "attempt.finished":
+        if kind != ev.ATTEMPT_FINISHED:
             continue
         task, outcome = str(data.get("task")), str(data.get("outcome"))
         if outcome in VERDICTS and task not in first:
@@ -218,7 +218,7 @@ def recovery_times(runs: Sequence[RunFacts], now: float, start: float) -> tuple[
             continue
         ended = r.ended_at
         candidates = [t for t in successes.get((r.plan, r.project), ()) if t > ended]
-        candidates += [at for kind, _d, at in r.events if kind == ROLLBACK_DONE and at >= ended]
+        candidates += [at for kind, _d, at in r.events if kind == ev.ROLLBACK_DONE and at >= ended]
         if candidates:
             times.append(min(candidates) - ended)
         else:

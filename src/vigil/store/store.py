@@ -316,7 +316,8 @@ class Store:
         """
         for kind, _ in events:
             _check_text("event kind", kind, _KIND_LIMIT)
-        rows = [{"kind": kind, "data": _dumps(data), "at": at} for kind, data in events]
+        # str(): a kind may be an enum member (vigil.engine.events.Kind); its text is stored.
+        rows = [{"kind": str(kind), "data": _dumps(data), "at": at} for kind, data in events]
         summary: dict[str, Any] = {"updated_at": at, "last_seq": runs.c.last_seq + len(rows)}
         if state is not None:
             _check_state(state)
