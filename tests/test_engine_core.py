@@ -13,6 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
+from journaltools import payload_problems
 from vigil.engine import events as ev
 from vigil.engine.backoff import retry_delay, unit_jitter
 from vigil.engine.decide import blocked_by_failed_checks, decide, final_state
@@ -140,6 +141,8 @@ class Model:
                 self.commit([ev.attempt_finished(task, attempt, ev.CANCELLED)])
             self.running = []
         d = decide(state, self.clock, self.capacity)
+        for kind, data in d.events:
+            assert payload_problems(kind, data) == [], "an event not of its kind's shape"
         if d.events:
             self.commit(d.events)
             self.commits += [(c.task, c.attempt) for c in d.commits]

@@ -6,9 +6,15 @@ change with them, or runs started by an older vigil would no longer replay.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import sqlalchemy as sa
 
+from enginetools import Harness, make_plan
+from journaltools import payload_problems
 from vigil.engine import events as ev
+from vigil.engine.state import RunState
 from vigil.store import NewRun, Store
 
 # The text each kind has in journals written since the kind was introduced.
@@ -70,3 +76,84 @@ def test_a_kind_from_the_enum_is_stored_as_its_text(store: Store, store_url: str
     ]
     [stored] = store.events("r1")
     assert type(stored.kind) is str and stored.kind == ev.ATTEMPT_STARTED
+
+
+def test_the_shape_checker_refuses_what_does_not_fit() -> None:
+    kind, data = ev.attempt_started("t", 1, "main")
+    assert payload_problems(kind, data) == []
+    assert payload_problems(kind, {"task": "t", "attempt": "1", "command": "main"}) != []
+    assert payload_problems(kind, {"task": "t", "command": "main"}) != []
+    assert payload_problems(kind, {**data, "surprise": 1}) != []
+    assert payload_problems(ev.TASK_FINISHED, {"task": "t", "state": "failed"}) != []
+
+
+CONTINUE = {"on_failure": "continue"}
+
+
+def test_every_event_a_run_journals_has_the_shape_of_its_kind(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIGIL_DATABASE_URL", store_url)
+    hb = Harness(tmp_path / "workspace", store_url)
+    plan = make_plan(
+        [
+            {
+                "id": "build",
+                "validate": ["true"],
+                "tasks": [
+                    {"id": "write", "run": "echo hi > out.txt"},
+                    {"id": "flaky", "run": "exit 3", "fallback": "true"},
+                    {"id": "broken", "run": "exit 1"} | CONTINUE,
+                    {"id": "after", "run": "true", "needs": ["broken"]} | CONTINUE,
+                    {
+                        "id": "checked",
+                        "run": "true",
+                        "checks": ["exit 2"],
+                        "on_failure": "continue",
+                    },
+                ],
+            },
+            {"id": "later", "tasks": [{"id": "last", "run": "true"}]},
+        ]
+    )
+    try:
+        outcome = hb.run(plan, run_id="shapes")
+        journal = hb.journal("shapes")
+    finally:
+        hb.store.close()
+    assert outcome.state == "succeeded"
+    kinds = {e.kind for e in journal}
+    assert {ev.CHANGESET_COMMITTED, ev.TASK_SKIPPED, ev.PHASE_FINISHED} <= kinds
+    assert [p for e in journal for p in payload_problems(e.kind, e.data)] == []
+
+
+def test_the_core_folds_a_journal_written_before_payloads_had_types() -> None:
+    """Payloads as an older vigil wrote them (keys since added are absent) still fold."""
+    plan = make_plan([{"id": "main", "tasks": [{"id": "a", "run": "true"}]}])
+    journal = [
+        ev.Event("run.created", {}, 1.0, 1),
+        ev.Event("driver.started", {}, 1.0, 2),
+        ev.Event("attempt.started", {"task": "a", "attempt": 1, "command": "main"}, 1.0, 3),
+        ev.Event(
+            "attempt.finished",
+            {"task": "a", "attempt": 1, "outcome": "failed", "exit_code": 1, "reason": "x"},
+            2.0,
+            4,
+        ),
+        ev.Event("attempt.started", {"task": "a", "attempt": 2, "command": "main"}, 3.0, 5),
+        ev.Event(
+            "attempt.finished",
+            {"task": "a", "attempt": 2, "outcome": "succeeded", "exit_code": 0, "reason": ""},
+            4.0,
+            6,
+        ),
+        ev.Event("task.finished", {"task": "a", "state": "succeeded"}, 4.0, 7),
+        ev.Event("phase.finished", {"phase": "main", "passed": True}, 4.0, 8),
+        ev.Event("run.cancel_requested", {}, 4.0, 9),
+        ev.Event("run.finished", {"state": "succeeded"}, 4.0, 10),
+    ]
+    state = RunState.replay("old", plan, journal)
+    assert state.finished == "succeeded"
+    assert state.tasks["a"].state == "succeeded" and state.tasks["a"].reason == ""
+    assert [a.state for a in state.tasks["a"].attempts] == ["failed", "succeeded"]
+    assert state.cancel_reason == "cancelled"

@@ -125,7 +125,7 @@ def decide_review(
     signer = key or decision_key()
     decisions = []
     for t in held:
-        data: dict[str, Any] = {"task": t, "approve": approve, "by": who, "comment": comment}
+        data: ev.ReviewDecided = {"task": t, "approve": approve, "by": who, "comment": comment}
         # Signed for this run and the exact attempt whose changes are held.
         data["statement"] = sign_statement(
             signer,

@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -188,7 +188,7 @@ class Driver:
             self._charge_budget()
             self.authority.load_secrets()
             self.auditor.log.redact = self.authority.redact
-            self._commit([(ev.DRIVER_STARTED, {"pid": os.getpid(), "host": socket.gethostname()})])
+            self._commit([ev.driver_started(os.getpid(), socket.gethostname())])
             if self._prefetch_width and not self.state.dry_run:
                 from vigil.llm.prefetch import Prefetcher
 
@@ -240,7 +240,7 @@ class Driver:
         leftovers = [ts for ts in self.state.tasks.values() if ts.running is not None]
         if leftovers:
             end_tagged(run_tag(self.workspace, self.run_id))
-        batch = []
+        batch: list[ev.Entry] = []
         for ts in leftovers:
             running = ts.running
             assert running is not None
@@ -255,12 +255,12 @@ class Driver:
         if batch:
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[str, dict[str, Any]]], *, now: float | None = None) -> None:
+    def _commit(self, batch: Sequence[ev.Entry], *, now: float | None = None) -> None:
         """Apply ``batch`` to the state and append it to the journal in one transaction."""
         self._stage(batch, now=now)
         self._flush()
 
-    def _stage(self, batch: list[tuple[str, dict[str, Any]]], *, now: float | None = None) -> None:
+    def _stage(self, batch: Sequence[ev.Entry], *, now: float | None = None) -> None:
         """Apply ``batch`` to the state now; it reaches the journal with the next flush.
 
         Staging lets one loop iteration settle results, decide and start attempts with a
@@ -314,7 +314,7 @@ class Driver:
                 actor=halted.actor,
                 reason=reason,
             )
-            self._commit([(ev.CANCEL_REQUESTED, {"reason": reason, "by": halted.actor})])
+            self._commit([ev.cancel_requested(reason, halted.actor)])
             self.stop.set("cancel")
         fresh = self.store.events(self.run_id, after=self._cursor)
         for stored in fresh:
@@ -377,7 +377,7 @@ class Driver:
                 return "waiting"
             self._stage(
                 [ev.attempt_started(s.task, s.attempt, s.command) for s in decision.starts]
-                + [(ev.PHASE_CHECK_STARTED, {"phase": c.phase}) for c in decision.checks],
+                + [ev.phase_check_started(c.phase) for c in decision.checks],
                 now=now,
             )
             # Durable before any effect: attempts, checks and commits are in the journal
@@ -445,7 +445,7 @@ class Driver:
             reason = "interrupted"
             if in_flight:
                 reason += f"; {len(in_flight)} worker(s) did not stop within {self.stop_grace:g}s"
-            self._commit([(ev.DRIVER_STOPPED, {"reason": reason})])
+            self._commit([ev.driver_stopped(reason)])
             return "interrupted"
         if not in_flight or not overdue:
             return None
@@ -453,9 +453,9 @@ class Driver:
             # A commit may still land: it cannot be recorded as failed. Stop driving;
             # resume finishes or undoes it (Workspace.recover) before anything else.
             why = f"a commit did not finish within {self.stop_grace:g}s of the cancel"
-            self._commit([(ev.DRIVER_STOPPED, {"reason": why})])
+            self._commit([ev.driver_stopped(why)])
             return "interrupted"
-        batch: list[tuple[str, dict[str, Any]]] = []
+        batch: list[ev.Entry] = []
         for key in in_flight:
             self.work.abandon(key)
             if isinstance(key, tuple) and key[0] == "attempt":
@@ -476,7 +476,7 @@ class Driver:
 
     def _result_events(
         self, result: AttemptResult | PhaseCheckResult | CommitResult
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> list[ev.Entry]:
         if isinstance(result, AttemptResult):
             kind, finished = result.event()
             finished["reason"] = self.authority.redact(str(finished.get("reason") or ""))
@@ -500,7 +500,7 @@ class Driver:
         if result.stopped:
             return []  # checks run again on resume
         if result.passed:
-            return [(ev.PHASE_FINISHED, {"phase": result.phase, "passed": True})]
+            return [ev.phase_finished(result.phase, True)]
         return blocked_by_failed_checks(self.state, result.phase, result.reason)
 
     def _spec(self, start: StartAttempt) -> AttemptSpec:

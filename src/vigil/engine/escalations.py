@@ -144,14 +144,7 @@ def answer_escalation(
         if esc.choices and value not in esc.choices:
             raise BadAnswer(f"{value!r} is not one of {', '.join(esc.choices)}")
     who = actor or whoami()
-    data: dict[str, Any] = {
-        "id": esc.id,
-        "task": esc.task_id,
-        "decision": decision,
-        "value": value,
-        "comment": comment,
-        "by": who,
-    }
+    kind, data = ev.escalation_answered(esc.id, esc.task_id, decision, value, comment, who)
     # The answer is a signed statement bound to this project, run, question and answer;
     # the driver acts on it only if the signature verifies (engine/decisions.py).
     data["statement"] = sign_statement(
@@ -165,7 +158,7 @@ def answer_escalation(
         by=who,
     )
     _record_answer(config, store, esc, decision, comment, who)
-    store.append(esc.run_id, [(ev.ESCALATION_ANSWERED, data)], at=time.time())
+    store.append(esc.run_id, [(kind, data)], at=time.time())
     if resume != "none":
         continue_run(config, store, esc.run_id, inline=resume == "inline")
     return esc

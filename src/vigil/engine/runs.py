@@ -127,7 +127,7 @@ def start_run(
         )
     store.append(
         run_id,
-        [(ev.RUN_CREATED, {"plan_hash": plan.content_hash(), "max_parallel": parallel})],
+        [ev.run_created(plan.content_hash(), parallel)],
         at=time.time(),
         state="running",
     )
@@ -239,7 +239,7 @@ def cancel_run(
     who = whoami()
     store.append(
         run_id,
-        [(ev.CANCEL_REQUESTED, {"reason": reason or f"cancelled by {who}", "by": who})],
+        [ev.cancel_requested(reason or f"cancelled by {who}", who)],
         at=time.time(),
     )
     try:
@@ -264,7 +264,7 @@ def cancel_run(
         state = RunState.replay(
             run_id, recorded_plan(record), [ev.Event(s.kind, s.data, s.at, s.seq) for s in stored]
         )
-        batch: list[tuple[str, dict[str, Any]]] = []
+        batch: list[ev.Entry] = []
         for ts in state.tasks.values():
             running = ts.running
             if running is not None:

@@ -7,7 +7,7 @@ store and the logs and refuses runs that have nothing to explain.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ class NothingToExplain(VigilError):
     exit_code = ExitCode.USAGE
 
 
-def _attempt_line(task: str, d: dict[str, Any]) -> str:
+def _attempt_line(task: str, d: Mapping[str, Any]) -> str:
     outcome = str(d.get("outcome", "?")).replace("_", " ")
     bits = []
     if d.get("exit_code") is not None:
@@ -49,11 +49,11 @@ def _attempt_line(task: str, d: dict[str, Any]) -> str:
     return f"`{task}` attempt {d.get('attempt')} {outcome}{extra}"
 
 
-def _why(d: dict[str, Any]) -> str:
+def _why(d: Mapping[str, Any]) -> str:
     return f": {d['reason']}" if d.get("reason") else ""
 
 
-def describe(kind: str, d: dict[str, Any], *, resumed: bool = False) -> str:
+def describe(kind: str, d: Mapping[str, Any], *, resumed: bool = False) -> str:
     """One line of the timeline for one journal event."""
     task = d.get("task")
     if kind == ev.RUN_CREATED:
