@@ -6,6 +6,8 @@ change with them, or runs started by an older vigil would no longer replay.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ import sqlalchemy as sa
 from enginetools import Harness, make_plan
 from journaltools import payload_problems
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
+from vigil.engine.runs import resume_run
 from vigil.engine.state import RunState
 from vigil.store import NewRun, Store
 
@@ -157,3 +161,53 @@ def test_the_core_folds_a_journal_written_before_payloads_had_types() -> None:
     assert state.tasks["a"].state == "succeeded" and state.tasks["a"].reason == ""
     assert [a.state for a in state.tasks["a"].attempts] == ["failed", "succeeded"]
     assert state.cancel_reason == "cancelled"
+
+
+def test_run_options_are_recorded_as_before() -> None:
+    options = RunOptions(max_parallel=3, review=True, grant="g-1", prefetch_prompts=2)
+    recorded = options.to_dict()
+    assert list(recorded.items()) == [
+        ("max_parallel", 3),
+        ("dry_run", False),
+        ("review", True),
+        ("grant", "g-1"),
+        ("prefetch_prompts", 2),
+        ("allow_stale_prompts", False),
+    ]
+    assert RunOptions.from_dict(json.loads(json.dumps(recorded))) == options
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.review = False  # type: ignore[misc]
+
+
+def test_run_options_of_older_and_newer_runs_are_read() -> None:
+    assert RunOptions.from_dict({}) == RunOptions()
+    newer = {"max_parallel": 2, "dry_run": True, "labels": ["a"], "colour": "blue"}
+    assert RunOptions.from_dict(newer) == RunOptions(max_parallel=2, dry_run=True)
+
+
+def test_a_run_recorded_with_unknown_options_resumes(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIGIL_DATABASE_URL", store_url)
+    hb = Harness(tmp_path / "workspace", store_url)
+    plan = make_plan([{"id": "main", "tasks": [{"id": "a", "run": "echo hi > a.txt"}]}])
+    try:
+        assert hb.store.create_run(
+            NewRun(
+                "old",
+                plan.name,
+                plan.project,
+                plan.content_hash(),
+                plan.canonical_json(),
+                "plan.yaml",
+                str(hb.workspace),
+                1.0,
+                options={"max_parallel": 1, "review": True, "colour": "blue"},
+            )
+        )
+        hb.store.append("old", [ev.run_created(plan.content_hash(), 1)], at=1.0, state="running")
+        outcome = resume_run(hb.config, hb.store, "old")
+        assert outcome.state == "waiting"  # review: True was read from the record
+        assert hb.task("old", "a")["state"] == "waiting"
+    finally:
+        hb.store.close()

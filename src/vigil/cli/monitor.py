@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Log, Static
 from vigil.cli.progress import STYLE
 from vigil.cli.terminal import literal, printable
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
 from vigil.engine.state import RunState, TaskState
 from vigil.errors import RunNotFound, UsageError
 from vigil.layout import attempt_log
@@ -71,7 +72,7 @@ class RunWatch:
         self.record = record
         self.state_dir = state_dir
         plan = Plan.model_validate_json(record.plan_json)
-        self.state = RunState(run_id, plan, dict(record.options))
+        self.state = RunState(run_id, plan, RunOptions.from_dict(record.options))
         self.escalations: dict[str, dict[str, Any]] = {}
         self._cursor = 0
 

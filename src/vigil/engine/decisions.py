@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
 from vigil.engine.state import SUCCEEDED, WAITING, RunState
 from vigil.errors import VigilError
 from vigil.plan.models import Plan
@@ -193,7 +194,7 @@ def replay_verified(
     run_id: str,
     plan: Plan,
     journal: list[ev.Event],
-    options: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
     *,
     now: float | None = None,
 ) -> RunState:
@@ -216,7 +217,7 @@ class DecisionGate:
         self,
         plan: Plan,
         journal: list[ev.Event],
-        options: dict[str, Any] | None = None,
+        options: RunOptions | None = None,
         *,
         now: float | None = None,
     ) -> tuple[RunState, list[tuple[ev.Event, Verdict]]]:

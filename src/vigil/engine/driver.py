@@ -42,6 +42,7 @@ from vigil.engine.decide import (
 )
 from vigil.engine.decisions import DECISION_KINDS, DecisionGate, Verdict, audit_fields, note_for
 from vigil.engine.nursery import Nursery
+from vigil.engine.options import RunOptions
 from vigil.engine.state import PHASE_CHECKING, RunState
 from vigil.errors import Category, CommitFailed, VigilError, category_of
 from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
@@ -122,7 +123,7 @@ class Driver:
         *,
         max_parallel: int,
         observer: Observer | None = None,
-        options: dict[str, Any] | None = None,
+        options: RunOptions | None = None,
         faults: FaultHook | None = None,
         stop_grace: float = STOP_GRACE,
     ) -> None:
@@ -134,7 +135,7 @@ class Driver:
         self.state_dir = config.state_dir
         self.max_parallel = max(1, max_parallel)
         self.observer = observer
-        self.options = dict(options or {})
+        self.options = options or RunOptions()
         self.stop = StopSignal()
         self.faults = faults
         self.stop_grace = stop_grace
@@ -159,12 +160,12 @@ class Driver:
         self.auditor = Auditor(config, store=store)
         self.gate = DecisionGate(run_id)
         self.resources = ActionResources.from_config(
-            config, allow_stale=bool(self.options.get("allow_stale_prompts"))
+            config, allow_stale=self.options.allow_stale_prompts
         )
-        self._prefetch_width = int(self.options.get("prefetch_prompts") or 0)
+        self._prefetch_width = self.options.prefetch_prompts
         self._prefetched: set[tuple[str, int]] = set()
         self.authority = Authority(
-            config, store, plan, run_id, grant_id=self.options.get("grant"), auditor=self.auditor
+            config, store, plan, run_id, grant_id=self.options.grant, auditor=self.auditor
         )
 
     # ------------------------------------------------------------------ public

@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
 from vigil.errors import RunNotFound
 
 if TYPE_CHECKING:
@@ -49,4 +50,4 @@ def load_state(store: RunStore, run_id: str) -> tuple[RunRecord, RunState]:
     # Decisions whose signatures do not verify are left out, as the driver leaves them out.
     from vigil.engine.decisions import replay_verified
 
-    return record, replay_verified(run_id, plan, journal, dict(record.options))
+    return record, replay_verified(run_id, plan, journal, RunOptions.from_dict(record.options))

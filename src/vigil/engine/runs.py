@@ -7,11 +7,12 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.engine.driver import STOP_GRACE, Driver, FaultHook, Observer, graceful_interrupts
+from vigil.engine.options import RunOptions
 from vigil.engine.state import RunState
 from vigil.errors import PlanChanged, RunLocked, RunNotFound, UsageError
 from vigil.executors.process import end_tagged
@@ -73,6 +74,14 @@ def start_run(
 
     run_id = run_id or new_run_id()
     parallel = max_parallel or default_parallelism()
+    options = RunOptions(
+        max_parallel=parallel,
+        dry_run=dry_run,
+        review=review,
+        grant=grant,
+        prefetch_prompts=prefetch_prompts,
+        allow_stale_prompts=allow_stale_prompts,
+    )
     existing = store.get_run(run_id)
     if existing is not None:
         if existing.plan_hash != plan.content_hash():
@@ -105,14 +114,7 @@ def start_run(
             plan_path=plan_path,
             workspace=str(config.workspace),
             created_at=time.time(),
-            options={
-                "max_parallel": parallel,
-                "dry_run": dry_run,
-                "review": review,
-                "grant": grant,
-                "prefetch_prompts": prefetch_prompts,
-                "allow_stale_prompts": allow_stale_prompts,
-            },
+            options=options.to_dict(),
         )
     )
     if not created:  # lost a race with another process starting the same id
@@ -159,7 +161,8 @@ def resume_run(
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
-    parallel = max_parallel or int(record.options.get("max_parallel") or default_parallelism())
+    options = RunOptions.from_dict(record.options)
+    parallel = max_parallel or options.max_parallel or default_parallelism()
     return _drive(
         config,
         store,
@@ -168,16 +171,16 @@ def resume_run(
         parallel,
         observer,
         resumed=True,
-        options=dict(record.options),
+        options=options,
         faults=faults,
         stop_grace=stop_grace,
     )
 
 
-def record_options(store: RunStore, run_id: str) -> dict[str, Any]:
+def record_options(store: RunStore, run_id: str) -> RunOptions:
     """The options a run was started with."""
     record = store.get_run(run_id)
-    return dict(record.options) if record is not None else {}
+    return RunOptions.from_dict(record.options) if record is not None else RunOptions()
 
 
 def resumable_runs(store: RunStore) -> list[str]:
@@ -194,7 +197,7 @@ def _drive(
     observer: Observer | None,
     *,
     resumed: bool,
-    options: dict[str, Any],
+    options: RunOptions,
     faults: FaultHook | None = None,
     stop_grace: float = STOP_GRACE,
 ) -> RunOutcome:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
 from vigil.plan.models import Plan, Task
 
 # Task states as users see them.
@@ -116,12 +117,12 @@ class PhaseState:
 class RunState:
     """Everything the scheduler needs to know about a run, folded from its journal."""
 
-    def __init__(self, run_id: str, plan: Plan, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, run_id: str, plan: Plan, options: RunOptions | None = None) -> None:
         self.run_id = run_id
         self.plan = plan
-        self.options = dict(options or {})
-        self.dry_run = bool(self.options.get("dry_run"))
-        self.review_all = bool(self.options.get("review"))
+        self.options = options or RunOptions()
+        self.dry_run = self.options.dry_run
+        self.review_all = self.options.review
         self.waiting: dict[str, None] = {}
         self.tasks: dict[str, TaskState] = {}
         self.phases: list[PhaseState] = []
@@ -162,7 +163,7 @@ class RunState:
         run_id: str,
         plan: Plan,
         journal: list[ev.Event],
-        options: dict[str, Any] | None = None,
+        options: RunOptions | None = None,
     ) -> RunState:
         """The state after ``journal``, from scratch."""
         state = cls(run_id, plan, options)
