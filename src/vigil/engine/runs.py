@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
+from vigil.engine import hooks
 from vigil.engine.driver import STOP_GRACE, Driver, FaultHook, Observer, graceful_interrupts
 from vigil.engine.options import RunOptions
 from vigil.engine.state import RunState
@@ -201,14 +202,12 @@ def _drive(
     faults: FaultHook | None = None,
     stop_grace: float = STOP_GRACE,
 ) -> RunOutcome:
-    from vigil.notify import Notifier
-
-    with Notifier.from_config(config) as notifier:
+    with hooks.opened(config, store) as told:
 
         def observe(events: list[ev.Event], state: RunState) -> None:
             if observer is not None:
                 observer(events, state)
-            notifier.observe(events, state)
+            told.observe(events, state)
 
         driver = Driver(
             config,
@@ -224,9 +223,7 @@ def _drive(
         with graceful_interrupts(driver):
             state = driver.drive()
         if state in ("succeeded", "failed", "cancelled"):
-            from vigil.report import write_report
-
-            write_report(config, store, run_id)
+            told.ended(run_id)
     return RunOutcome(run_id, state, resumed)
 
 
