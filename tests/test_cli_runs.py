@@ -60,6 +60,10 @@ def test_runs_logs_and_report(ws: Path) -> None:
     assert "# Run r1: SUCCEEDED" in md.stdout
     js = json.loads(vigil("report", "r1", "--format", "json", cwd=ws).stdout)
     assert js["summary"]["succeeded"] == 1
+    # The command installs the follow-up: the run wrote its report when it ended.
+    written = ws / ".vigil" / "reports"
+    assert (written / "r1.md").read_text().startswith("# Run r1: SUCCEEDED")
+    assert json.loads((written / "r1.json").read_text()) == js
 
 
 def test_status_of_a_large_run_lists_what_did_not_succeed(ws: Path) -> None:
@@ -187,6 +191,9 @@ def test_cancel_without_a_driver(ws: Path, backend: str) -> None:
     assert out.returncode == 0, out.stderr
     assert status(f"orphan-{backend}", ws)["state"] == "cancelled"
     assert not tagged(f"orphan-{backend}/")
+    # `cancel` settled the run itself, so it wrote the report the killed driver could not.
+    report = ws / ".vigil" / "reports" / f"orphan-{backend}.md"
+    assert report.read_text().startswith(f"# Run orphan-{backend}: CANCELLED")
 
 
 def test_resume_all(ws: Path) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
+from journaltools import payload_problems
 from vigil.engine import events as ev
 from vigil.engine.backoff import retry_delay, unit_jitter
 from vigil.engine.decide import blocked_by_failed_checks, decide, final_state
+from vigil.engine.options import RunOptions
 from vigil.engine.state import FREE_INTERRUPTIONS, TERMINAL, RunState
 from vigil.plan.models import Plan, RetryPolicy
 
@@ -80,7 +82,7 @@ class Model:
         self.rng = random.Random(seed)
         self.plan = plan
         self.capacity = capacity
-        self.options = {"review": review_all}
+        self.options = RunOptions(review=review_all)
         self.state = RunState("run-prop", plan, self.options)
         self.journal: list[ev.Event] = []
         self.clock = 1000.0
@@ -140,6 +142,8 @@ class Model:
                 self.commit([ev.attempt_finished(task, attempt, ev.CANCELLED)])
             self.running = []
         d = decide(state, self.clock, self.capacity)
+        for kind, data in d.events:
+            assert payload_problems(kind, data) == [], "an event not of its kind's shape"
         if d.events:
             self.commit(d.events)
             self.commits += [(c.task, c.attempt) for c in d.commits]
@@ -268,7 +272,7 @@ def test_invariants_hold_for_any_plan_and_outcomes(
     assert state.finished is not None
     assert not state.committing, "the run ended with a commit in flight"
     # Replaying the journal from scratch gives the same state.
-    again = RunState.replay("run-prop", plan, journal, {"review": review_all})
+    again = RunState.replay("run-prop", plan, journal, RunOptions(review=review_all))
     assert snapshot(again) == snapshot(state)
     # Exactly one commit per changeset: every committed attempt was committing once.
     committing = Counter(

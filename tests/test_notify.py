@@ -13,8 +13,10 @@ import pytest
 
 from clitools import alive, wait_for
 from vigil.config import Config, load_config
+from vigil.engine import hooks
 from vigil.engine.runs import start_run
 from vigil.errors import ConfigError
+from vigil.followup import follow_up
 from vigil.notify import Notifier, notification
 from vigil.plan.models import Plan
 
@@ -187,8 +189,9 @@ def test_a_real_run_notifies_its_failure_and_its_end(
     )
     from vigil.store import open_store
 
-    # The engine notifies by itself: no observer is passed.
-    with open_store(sqlite_store_url) as store:
+    # No observer is passed: the follow-up installed for the process (as the vigil
+    # command installs it) notifies and writes the report, whoever drives the run.
+    with hooks.installed(follow_up), open_store(sqlite_store_url) as store:
         outcome = start_run(config, store, plan, "plan.yaml", run_id="n1")
     assert outcome.state == "succeeded"
     seen = {(b["event"], b["task"], b["state"]) for b in hook.bodies}
@@ -196,3 +199,27 @@ def test_a_real_run_notifies_its_failure_and_its_end(
     assert ("run_end", None, "succeeded") in seen
     assert all(b["url"] == "https://vigil.example/runs/n1" for b in hook.bodies)
     assert all(b["run"] == "n1" and b["project"] == "shop" for b in hook.bodies)
+    assert (workspace / ".vigil" / "reports" / "n1.md").read_text().startswith("# Run n1:")
+
+
+def test_a_process_without_a_follow_up_drives_runs_without_one(
+    tmp_path: Path, hook: Hook, sqlite_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIGIL_DATABASE_URL", sqlite_store_url)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "vigil.toml").write_text(f'[notify]\nwebhook = "{hook.url}"\n')
+    plan = Plan.model_validate(
+        {
+            "name": "n",
+            "project": "p",
+            "phases": [{"id": "m", "tasks": [{"id": "t", "run": "false"}]}],
+        }
+    )
+    from vigil.store import open_store
+
+    with hooks.installed(None), open_store(sqlite_store_url) as store:
+        outcome = start_run(load_config(workspace), store, plan, "plan.yaml", run_id="quiet")
+    assert outcome.state == "failed"
+    assert hook.bodies == []
+    assert not (workspace / ".vigil" / "reports").exists()

@@ -281,7 +281,7 @@ def notifications_for(
             phase = str(d.get("phase"))
             why = d.get("reason") or "its validation failed"
             add("failure", "running", None, f"phase {phase} did not pass: {why}")
-        elif e.kind == "escalation.opened":
+        elif e.kind == ev.ESCALATION_OPENED:
             task = str(d.get("task"))
             add("escalation", "waiting", task, str(d.get("question") or "a person is needed"))
         elif e.kind == ev.RUN_FINISHED:

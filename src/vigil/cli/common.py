@@ -9,12 +9,15 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from vigil.cli.terminal import SafeConsole
 from vigil.config import Config, load_config
+
+if TYPE_CHECKING:
+    from vigil.store import Store
 
 # Markup is parsed only where a call passes markup=True (values in it go through
 # vigil.cli.terminal.escape); control characters are escaped in everything printed.
@@ -59,7 +62,7 @@ def config_for(workspace: Path | None, *, create: bool = False) -> Config:
 
 
 @contextmanager
-def opened_store(config: Config) -> Iterator[Any]:
+def opened_store(config: Config) -> Iterator[Store]:
     """The project's run store, closed afterwards."""
     from vigil.store import open_store
 

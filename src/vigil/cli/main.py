@@ -10,10 +10,17 @@ import json
 import os
 import sys
 import traceback
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 import typer
 
 from vigil.errors import ExitCode, VigilError
+
+if TYPE_CHECKING:
+    from vigil.config import Config
+    from vigil.engine.hooks import RunHooks
+    from vigil.store import RunStore
 
 app = typer.Typer(
     name="vigil",
@@ -49,6 +56,12 @@ def _register() -> None:
     from vigil.cli import commands
 
     commands.register(app)
+
+
+def _follow_up(config: Config, store: RunStore) -> AbstractContextManager[RunHooks]:
+    from vigil.followup import follow_up
+
+    return follow_up(config, store)
 
 
 def _wants_json(argv: list[str]) -> bool:
@@ -98,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("VIGIL_DEBUG") == "1"
     if args != ["--version"]:  # the version needs none of the commands' imports
         _register()
+        from vigil.engine import hooks
+
+        # Every run this process drives notifies and writes its report when it ends.
+        hooks.install(_follow_up)
     try:
         # Standalone mode lets typer print usage errors (exit 2) and handle --help itself.
         app(args=args, prog_name="vigil", standalone_mode=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -20,20 +20,22 @@ from textual.widgets import DataTable, Footer, Log, Static
 from vigil.cli.progress import STYLE
 from vigil.cli.terminal import literal, printable
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
 from vigil.engine.state import RunState, TaskState
 from vigil.errors import RunNotFound, UsageError
 from vigil.layout import attempt_log
 from vigil.plan.duration import format_duration
 from vigil.plan.models import Plan
 
-ESCALATION_OPENED = "escalation.opened"
-ESCALATION_ANSWERED = "escalation.answered"
+if TYPE_CHECKING:
+    from vigil.store import RunStore
+
 TAIL_BYTES = 64 * 1024
 TAIL_LINES = 200
 COLUMNS = ("phase", "task", "state", "attempt", "time", "note")
 
 
-def newest_active_run(store: Any) -> str:
+def newest_active_run(store: RunStore) -> str:
     """The id of the newest run that has not ended."""
     active = store.list_runs(states=["running", "waiting"], limit=1)
     if not active:
@@ -62,7 +64,7 @@ def read_tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
 class RunWatch:
     """A run followed from its journal, read-only: call :meth:`poll` to catch up."""
 
-    def __init__(self, store: Any, run_id: str, state_dir: Path) -> None:
+    def __init__(self, store: RunStore, run_id: str, state_dir: Path) -> None:
         record = store.get_run(run_id)
         if record is None:
             raise RunNotFound(f"no run {run_id!r} in {store.display_url}")
@@ -70,7 +72,7 @@ class RunWatch:
         self.record = record
         self.state_dir = state_dir
         plan = Plan.model_validate_json(record.plan_json)
-        self.state = RunState(run_id, plan, dict(record.options))
+        self.state = RunState(run_id, plan, RunOptions.from_dict(record.options))
         self.escalations: dict[str, dict[str, Any]] = {}
         self._cursor = 0
 
@@ -98,9 +100,9 @@ class RunWatch:
 
     def _track_escalation(self, event: ev.Event) -> None:
         key = str(event.data.get("id"))
-        if event.kind == ESCALATION_OPENED:
+        if event.kind == ev.ESCALATION_OPENED:
             self.escalations[key] = dict(event.data)
-        elif event.kind == ESCALATION_ANSWERED:
+        elif event.kind == ev.ESCALATION_ANSWERED:
             self.escalations.pop(key, None)
 
     def log_lines(self, task_id: str, attempt: int) -> list[str]:
@@ -307,7 +309,7 @@ class MonitorApp(App[None]):
         self.query_one("#tasks", DataTable).focus()
 
 
-def run_monitor(store: Any, run_id: str | None, state_dir: Path, interval: float) -> None:
+def run_monitor(store: RunStore, run_id: str | None, state_dir: Path, interval: float) -> None:
     """Watch ``run_id`` (default: the newest run in progress) until the user quits."""
     watch = RunWatch(store, run_id or newest_active_run(store), state_dir)
     MonitorApp(watch, interval=interval).run()

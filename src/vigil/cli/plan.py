@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from vigil.cli.common import (
 )
 from vigil.cli.terminal import escape, for_terminal
 from vigil.errors import UsageError
+
+if TYPE_CHECKING:
+    from vigil.store import RunRecord
 
 plan_app = typer.Typer(help="Check, convert and describe plans.", no_args_is_help=True)
 plans_app = typer.Typer(help="The plans and runbooks of this project.", no_args_is_help=True)
@@ -92,7 +95,7 @@ def plans_list(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> 
 
     root, dirs = _plan_dirs(workspace)
     entries = discover_plans(root, dirs)
-    last: dict[str, Any] = {}
+    last: dict[str, RunRecord] = {}
     config = config_for(workspace)
     if (config.state_dir / "vigil.db").exists() or "sqlite" not in config.database_url:
         with opened_store(config) as store:
@@ -101,7 +104,7 @@ def plans_list(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> 
                 last.setdefault(record.plan_name, record)
     rows: list[dict[str, Any]] = []
     for e in entries:
-        record = last.get(str(e.path)) or last.get(e.name)
+        found = last.get(str(e.path)) or last.get(e.name)
         rows.append(
             {
                 "name": e.name,
@@ -109,7 +112,7 @@ def plans_list(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> 
                 "kind": e.kind,
                 "description": e.description,
                 "problems": e.problems,
-                "last_run": None if record is None else {"id": record.id, "state": record.state},
+                "last_run": None if found is None else {"id": found.id, "state": found.state},
             }
         )
     if fmt is Format.json:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     # The engine is imported by the commands that run it, not by every vigil command.
     from vigil.config import Config
     from vigil.engine.runs import RunOutcome
+    from vigil.store import RunStore
 
 EXIT_FOR_STATE = {
     "succeeded": ExitCode.OK,
@@ -38,7 +39,7 @@ EXIT_FOR_STATE = {
 
 def _dry_run_summary(
     config: Config,
-    store: object,
+    store: RunStore,
     outcome: RunOutcome,
     plan: object,
     plan_path: str,
@@ -98,7 +99,7 @@ def _dry_run_summary(
         console.print(f"  {run_grant_command(plan, policy, plan_path=plan_path)}", markup=False)  # type: ignore[arg-type]
 
 
-def _finish(config: Config, store: object, outcome: RunOutcome, fmt: Format) -> None:
+def _finish(config: Config, store: RunStore, outcome: RunOutcome, fmt: Format) -> None:
     from vigil.report import load_state, run_view
 
     record, state = load_state(store, outcome.run_id)

@@ -323,7 +323,7 @@ def halt_cmd(
     """Stop every privileged action of a project (default: all) until `vigil unhalt`."""
     from vigil.cli.common import opened_store
     from vigil.config import user_config_dir
-    from vigil.engine.audit import audit_event
+    from vigil.engine.audit import Auditor
     from vigil.safety.decisions import decision_key
     from vigil.safety.halt import Ledger, halt, ledger_path
     from vigil.safety.keys import trusted_keys
@@ -332,15 +332,8 @@ def halt_cmd(
     key = decision_key()
     ledger = Ledger(ledger_path(user_config_dir()), trusted_keys())
     with opened_store(config) as store:
-        halt(store, project, reason, _actor(), key=key, ledger=ledger)
-        audit_event(
-            config,
-            store,
-            action="halt",
-            decision="allow",
-            actor=_actor(),
-            reason=f"{project}: {reason}",
-        )
+        audit = Auditor(config, store=store)
+        halt(store, project, reason, _actor(), audit=audit, key=key, ledger=ledger)
     console.print(f"halted {'every project' if project == '*' else project}", markup=False)
 
 
@@ -351,7 +344,7 @@ def unhalt_cmd(
     """Lift a halt (signed with your key: an unsigned lift is refused)."""
     from vigil.cli.common import opened_store
     from vigil.config import user_config_dir
-    from vigil.engine.audit import audit_event
+    from vigil.engine.audit import Auditor
     from vigil.safety.decisions import decision_key
     from vigil.safety.halt import Ledger, ledger_path, unhalt
     from vigil.safety.keys import trusted_keys
@@ -360,11 +353,8 @@ def unhalt_cmd(
     key = decision_key()
     ledger = Ledger(ledger_path(user_config_dir()), trusted_keys())
     with opened_store(config) as store:
-        lifted = unhalt(store, project, key=key, actor=_actor(), ledger=ledger)
-        if lifted:
-            audit_event(
-                config, store, action="unhalt", decision="allow", actor=_actor(), reason=project
-            )
+        audit = Auditor(config, store=store)
+        lifted = unhalt(store, project, audit=audit, key=key, actor=_actor(), ledger=ledger)
     console.print(f"unhalted {project}" if lifted else f"{project} was not halted", markup=False)
 
 

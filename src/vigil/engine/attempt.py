@@ -85,7 +85,7 @@ class AttemptResult:
             task_id, attempt, ev.FAILED, None, f"{code}: {cause}", duration, {}, code, category
         )
 
-    def event(self) -> tuple[str, dict[str, Any]]:
+    def event(self) -> tuple[ev.Kind, ev.AttemptFinished]:
         """The ``attempt.finished`` journal entry for this result."""
         return ev.attempt_finished(
             self.task_id,

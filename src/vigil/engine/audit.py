@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config, whoami
 from vigil.safety import AuditLog, audit_path
 from vigil.safety import merkle as _merkle
 from vigil.safety.audit import AuditFailed
 from vigil.safety.keys import active_key
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 
 def _actor() -> str:
@@ -39,7 +42,9 @@ class Auditor:
     after the entry is durable is not hidden either: it raises too.
     """
 
-    def __init__(self, config: Config, *, redact: Any = None, store: Any = None) -> None:
+    def __init__(
+        self, config: Config, *, redact: Any = None, store: RunStore | None = None
+    ) -> None:
         self.config = config
         self.path = audit_path(config.state_dir)
         try:
@@ -100,6 +105,6 @@ def _whole_root(path: Any) -> tuple[int, str]:
     return len(lines), _merkle.root_of([_merkle.leaf_hash(x) for x in lines]).hex()
 
 
-def audit_event(config: Config, store: Any = None, **fields: Any) -> None:
+def audit_event(config: Config, store: RunStore | None = None, **fields: Any) -> None:
     """Append one entry to ``config``'s audit log (for one-off commands)."""
     Auditor(config, store=store).record(**fields)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config, user_config_dir
 from vigil.engine.audit import Auditor
@@ -33,6 +33,9 @@ from vigil.safety.keys import trusted_keys
 from vigil.safety.policy import Decision, Requirement, authorize, environment_of, requirements
 from vigil.safety.tokens import RUN
 
+if TYPE_CHECKING:
+    from vigil.store import RunStore
+
 
 class Authority:
     """The run's authority and secrets, fixed when the driver starts."""
@@ -40,7 +43,7 @@ class Authority:
     def __init__(
         self,
         config: Config,
-        store: Any,
+        store: RunStore,
         plan: Plan,
         run_id: str,
         *,

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.actions.run import shell_argv
 from vigil.config import Config, whoami
@@ -25,6 +25,9 @@ from vigil.layout import process_tag, rollback_log
 from vigil.safety.decisions import REVIEW_DECISION, decision_key, sign_statement
 from vigil.safety.keys import SigningKey
 from vigil.workspace import Changeset, Workspace, combined_diff
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 
 class NothingToReview(VigilError):
@@ -94,7 +97,7 @@ def workspace_for(config: Config) -> Workspace:
     return Workspace(config.workspace, config.state_dir)
 
 
-def run_diff(config: Config, store: Any, run_id: str) -> str:
+def run_diff(config: Config, store: RunStore, run_id: str) -> str:
     """The combined diff of every change a run made (or, for a dry run, would make)."""
     _, state = load_state(store, run_id)
     changes = task_changes(state)
@@ -103,7 +106,7 @@ def run_diff(config: Config, store: Any, run_id: str) -> str:
 
 def decide_review(
     config: Config,
-    store: Any,
+    store: RunStore,
     run_id: str,
     *,
     approve: bool,
@@ -122,7 +125,7 @@ def decide_review(
     signer = key or decision_key()
     decisions = []
     for t in held:
-        data: dict[str, Any] = {"task": t, "approve": approve, "by": who, "comment": comment}
+        data: ev.ReviewDecided = {"task": t, "approve": approve, "by": who, "comment": comment}
         # Signed for this run and the exact attempt whose changes are held.
         data["statement"] = sign_statement(
             signer,
@@ -164,7 +167,7 @@ class RollbackOutcome:
 
 def rollback_run(
     config: Config,
-    store: Any,
+    store: RunStore,
     run_id: str,
     *,
     task: str | None = None,
@@ -219,7 +222,7 @@ def rollback_run(
 
 def _compensate(
     config: Config,
-    store: Any,
+    store: RunStore,
     state: RunState,
     run_id: str,
     task: str | None,

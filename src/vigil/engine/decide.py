@@ -17,7 +17,7 @@ from vigil.engine import state as st
 from vigil.engine.backoff import retry_delay
 from vigil.errors import Category
 
-Journal = list[tuple[str, dict[str, Any]]]
+Journal = list[ev.Entry]
 
 
 @dataclass(frozen=True)
@@ -78,13 +78,8 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
         if ts.answer is not None and not _approved_answer(ts.answer) and ts.attempts:
             who = ts.answer.get("by") or "a person"
             d.events.append(
-                (
-                    ev.TASK_FINISHED,
-                    {
-                        "task": task_id,
-                        "state": st.FAILED,
-                        "reason": f"{who} chose to give up: {ts.attempts[-1].reason}",
-                    },
+                ev.task_finished(
+                    task_id, st.FAILED, f"{who} chose to give up: {ts.attempts[-1].reason}"
                 )
             )
             _skip_dependents(state, task_id, d)
@@ -106,7 +101,7 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     if d.events or d.checks:
         return d
     if _all_settled(state):
-        d.events.append((ev.RUN_FINISHED, {"state": final_state(state)}))
+        d.events.append(ev.run_finished(final_state(state)))
         return d
     # No attempt starts while a commit lands: every attempt sees each other task's
     # changes wholly applied or not at all.
@@ -162,12 +157,7 @@ def _settle_attempt(
             return
         degraded = last.command == "fallback"
         reason = "succeeded with its fallback command" if degraded else ""
-        d.events.append(
-            (
-                ev.TASK_FINISHED,
-                {"task": tid, "state": st.SUCCEEDED, "degraded": degraded, "reason": reason},
-            )
-        )
+        d.events.append(ev.task_finished(tid, st.SUCCEEDED, reason, degraded=degraded))
         return
     category = last.data.get("category")
     if category == Category.REFUSED:
@@ -178,15 +168,11 @@ def _settle_attempt(
         if escalate_on == "defer" and ts.answer is not None and _approved_answer(ts.answer):
             retries.append(StartAttempt(tid, _next_number(ts), "main"))
             return
-        d.events.append(
-            (ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": last.reason})
-        )
+        d.events.append(ev.task_finished(tid, st.FAILED, last.reason))
         _skip_dependents(state, tid, d)
         return
     if category == Category.PERMANENT:
-        d.events.append(
-            (ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": last.reason})
-        )
+        d.events.append(ev.task_finished(tid, st.FAILED, last.reason))
         _skip_dependents(state, tid, d)
         return
     agent = ts.task.agent
@@ -232,7 +218,7 @@ def _settle_attempt(
         }
         d.events.append(_open_question(state, ts, "failure", context))
         return
-    d.events.append((ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": reason}))
+    d.events.append(ev.task_finished(tid, st.FAILED, reason))
     _skip_dependents(state, tid, d)
 
 
@@ -244,11 +230,11 @@ def _settle_changes(
     if last.committing:
         return  # the commit is in flight (or resumes after a crash; see the driver)
     if state.needs_review(ts) and ts.review is None:
-        d.events.append((ev.CHANGESET_HELD, {"task": tid, "attempt": last.number}))
+        d.events.append(ev.changeset_held(tid, last.number))
         return
     if ts.review == "reject":
         why = "changes rejected in review" + (f": {ts.review_comment}" if ts.review_comment else "")
-        d.events.append((ev.TASK_FINISHED, {"task": tid, "state": st.FAILED, "reason": why}))
+        d.events.append(ev.task_finished(tid, st.FAILED, why))
         _skip_dependents(state, tid, d)
         return
     d.commits.append(CommitChangeset(tid, last.number))
@@ -263,33 +249,28 @@ def question_id(run_id: str, task_id: str, number: int) -> str:
 
 def _open_question(
     state: st.RunState, ts: st.TaskState, kind: str, context: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[ev.Kind, ev.EscalationOpened]:
     spec = ts.task.approval
-    data: dict[str, Any] = {
-        "id": question_id(state.run_id, ts.task.id, len(ts.escalations) + 1),
-        "task": ts.task.id,
-        "kind": kind,
-        "context": context,
-    }
+    qid = question_id(state.run_id, ts.task.id, len(ts.escalations) + 1)
     if kind == "approval" and spec is not None:
-        data.update(
-            question=spec.question,
-            choices=list(spec.choices) if spec.choices else None,
-            timeout=spec.timeout,
-            on_timeout=spec.on_timeout,
-            default=spec.default,
-        )
-    elif kind == "security":
-        data["question"] = (
+        opened = ev.escalation_opened(qid, ts.task.id, kind, context, spec.question)
+        data = opened[1]
+        data["choices"] = list(spec.choices) if spec.choices else None
+        data["timeout"] = spec.timeout
+        data["on_timeout"] = spec.on_timeout
+        data["default"] = spec.default
+        return opened
+    if kind == "security":
+        question = (
             f"Task {ts.task.id} was refused: {context.get('error', '')}. Approve to try it "
             "again (after fixing the grant or halt), reject to give up."
         )
     else:
-        data["question"] = (
+        question = (
             f"Task {ts.task.id} failed after {len(ts.attempts)} attempt(s): "
             f"{context.get('error', '')}. Approve to retry it, reject to give up."
         )
-    return ev.ESCALATION_OPENED, data
+    return ev.escalation_opened(qid, ts.task.id, kind, context, question)
 
 
 def _expire_questions(state: st.RunState, now: float, d: Decision) -> None:
@@ -302,16 +283,8 @@ def _expire_questions(state: st.RunState, now: float, d: Decision) -> None:
         due = float(q["opened_at"]) + float(q["timeout"])
         if due <= now:
             d.events.append(
-                (
-                    ev.ESCALATION_ANSWERED,
-                    {
-                        "id": q["id"],
-                        "task": task_id,
-                        "decision": "timeout",
-                        "resolved": q.get("on_timeout") or "reject",
-                        "value": q.get("default"),
-                        "by": "timeout",
-                    },
+                ev.escalation_timed_out(
+                    q["id"], task_id, q.get("on_timeout") or "reject", q.get("default")
                 )
             )
         else:
@@ -338,18 +311,11 @@ def _settle_approval(ts: st.TaskState, d: Decision, state: st.RunState) -> None:
             if answer.get("decision") == "timeout"
             else (f"approved by {who}")
         )
-        d.events.append(
-            (ev.TASK_FINISHED, {"task": tid, "state": st.SUCCEEDED, "reason": how, "output": value})
-        )
+        d.events.append(ev.task_finished(tid, st.SUCCEEDED, how, output=value))
         return
     why = "timed out" if answer.get("decision") == "timeout" else f"rejected by {who}"
     comment = answer.get("comment")
-    d.events.append(
-        (
-            ev.TASK_FINISHED,
-            {"task": tid, "state": st.FAILED, "reason": why + (f": {comment}" if comment else "")},
-        )
-    )
+    d.events.append(ev.task_finished(tid, st.FAILED, why + (f": {comment}" if comment else "")))
     _skip_dependents(state, tid, d)
 
 
@@ -364,14 +330,7 @@ def _skip_dependents(state: st.RunState, failed: str, d: Decision) -> None:
         if state.tasks[dep].state in st.TERMINAL:
             continue
         d.events.append(
-            (
-                ev.TASK_SKIPPED,
-                {
-                    "task": dep,
-                    "reason": f"needs {failed}, which did not succeed",
-                    "blocked_by": failed,
-                },
-            )
+            ev.task_skipped(dep, f"needs {failed}, which did not succeed", blocked_by=failed)
         )
         stack.extend(state.dependents.get(dep, ()))
 
@@ -383,13 +342,13 @@ def _advance_phase(state: st.RunState, d: Decision) -> None:
     if phase.critical_failures:
         failed = ", ".join(phase.critical_failures)
         reason = f"critical task {failed} failed"
-        d.events.append((ev.PHASE_FINISHED, {"phase": phase.id, "passed": False, "reason": reason}))
+        d.events.append(ev.phase_finished(phase.id, False, reason))
         _block_later_phases(state, phase, d)
         return
     if state.plan.phases[phase.index].checks:
         d.checks.append(RunPhaseChecks(phase.id))
         return
-    d.events.append((ev.PHASE_FINISHED, {"phase": phase.id, "passed": True}))
+    d.events.append(ev.phase_finished(phase.id, True))
 
 
 def _block_later_phases(state: st.RunState, phase: st.PhaseState, d: Decision) -> None:
@@ -397,29 +356,15 @@ def _block_later_phases(state: st.RunState, phase: st.PhaseState, d: Decision) -
     for later in state.phases[phase.index + 1 :]:
         for task in state.plan.phases[later.index].tasks:
             if state.tasks[task.id].state not in st.TERMINAL:
-                d.events.append(
-                    (
-                        ev.TASK_SKIPPED,
-                        {
-                            "task": task.id,
-                            "blocked_by": f"phase:{phase.id}",
-                            "reason": f"phase {phase.id} did not complete",
-                        },
-                    )
-                )
-        d.events.append(
-            (
-                ev.PHASE_FINISHED,
-                {"phase": later.id, "passed": False, "reason": f"blocked by phase {phase.id}"},
-            )
-        )
+                d.events.append(ev.task_blocked_by_phase(task.id, phase.id))
+        d.events.append(ev.phase_finished(later.id, False, f"blocked by phase {phase.id}"))
 
 
 def blocked_by_failed_checks(state: st.RunState, phase_id: str, reason: str) -> Journal:
     """Events for a phase whose completion checks failed: it and every later phase fail."""
     d = Decision()
     phase = state.phases[state._phase_index(phase_id)]
-    d.events.append((ev.PHASE_FINISHED, {"phase": phase_id, "passed": False, "reason": reason}))
+    d.events.append(ev.phase_finished(phase_id, False, reason))
     _block_later_phases(state, phase, d)
     return d.events
 
@@ -437,15 +382,8 @@ def _cancel(state: st.RunState, d: Decision) -> None:
         return  # the driver stops attempts (they end as cancelled); a commit lands first
     for ts in state.tasks.values():
         if ts.state not in st.TERMINAL:
-            d.events.append(
-                (
-                    ev.TASK_SKIPPED,
-                    {"task": ts.task.id, "state": st.CANCELLED, "reason": state.cancel_reason},
-                )
-            )
+            d.events.append(ev.task_skipped(ts.task.id, state.cancel_reason, state=st.CANCELLED))
     for phase in state.phases:
         if phase.state not in (st.PHASE_PASSED, st.PHASE_FAILED):
-            d.events.append(
-                (ev.PHASE_FINISHED, {"phase": phase.id, "passed": False, "reason": "cancelled"})
-            )
-    d.events.append((ev.RUN_FINISHED, {"state": "cancelled"}))
+            d.events.append(ev.phase_finished(phase.id, False, "cancelled"))
+    d.events.append(ev.run_finished("cancelled"))

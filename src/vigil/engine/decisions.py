@@ -16,10 +16,12 @@ verified again on every replay (signature and binding), but its expiry is not re
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
 from vigil.engine.state import SUCCEEDED, WAITING, RunState
 from vigil.errors import VigilError
 from vigil.plan.models import Plan
@@ -47,7 +49,7 @@ class Verdict:
     subject: str = ""
 
 
-def escalation_answer(data: dict[str, Any]) -> dict[str, Any]:
+def escalation_answer(data: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an answer event that its statement signs."""
     return {
         "decision": data.get("decision"),
@@ -56,7 +58,7 @@ def escalation_answer(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def review_answer(data: dict[str, Any]) -> dict[str, Any]:
+def review_answer(data: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a review decision event that its statement signs."""
     return {"approve": bool(data.get("approve")), "comment": data.get("comment") or ""}
 
@@ -98,7 +100,7 @@ def _refused(exc: VigilError, subject: str) -> Verdict:
 
 
 def _judge_answer(
-    data: dict[str, Any],
+    data: Mapping[str, Any],
     state: RunState,
     trusted: list[TrustedKey],
     now: float,
@@ -145,7 +147,7 @@ def _judge_answer(
 
 
 def _judge_review(
-    data: dict[str, Any],
+    data: Mapping[str, Any],
     state: RunState,
     trusted: list[TrustedKey],
     now: float,
@@ -204,7 +206,7 @@ def _judge_signed(
     return Verdict(True, True, "signed", stmt, subject)
 
 
-def _check_common(stmt: Statement, data: dict[str, Any], nonces: set[str] | None) -> None:
+def _check_common(stmt: Statement, data: Mapping[str, Any], nonces: set[str] | None) -> None:
     if stmt.by != data.get("by"):
         raise DecisionRefused("the decision names another person than its statement")
     if nonces is not None and stmt.nonce in nonces:
@@ -215,7 +217,7 @@ def replay_verified(
     run_id: str,
     plan: Plan,
     journal: list[ev.Event],
-    options: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
     *,
     now: float | None = None,
 ) -> RunState:
@@ -238,7 +240,7 @@ class DecisionGate:
         self,
         plan: Plan,
         journal: list[ev.Event],
-        options: dict[str, Any] | None = None,
+        options: RunOptions | None = None,
         *,
         now: float | None = None,
     ) -> tuple[RunState, list[tuple[ev.Event, Verdict]]]:
@@ -296,9 +298,9 @@ class DecisionGate:
         return found
 
 
-def note_for(event: ev.Event, verdict: Verdict) -> tuple[str, dict[str, Any]]:
+def note_for(event: ev.Event, verdict: Verdict) -> tuple[ev.Kind, ev.DecisionNoted]:
     """The journal event recording that the driver acted on (or refused) ``event``."""
-    data: dict[str, Any] = {"seq": event.seq, "kind": event.kind, "subject": verdict.subject}
+    data: ev.DecisionNoted = {"seq": event.seq, "kind": event.kind, "subject": verdict.subject}
     if verdict.admit:
         if verdict.statement is not None:
             data["nonce"] = verdict.statement.nonce

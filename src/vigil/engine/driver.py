@@ -16,10 +16,10 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.actions.run import RunAction
 from vigil.actions.select import ActionResources, action_for
@@ -42,6 +42,7 @@ from vigil.engine.decide import (
 )
 from vigil.engine.decisions import DECISION_KINDS, DecisionGate, Verdict, audit_fields, note_for
 from vigil.engine.nursery import Nursery
+from vigil.engine.options import RunOptions
 from vigil.engine.state import PHASE_CHECKING, RunState
 from vigil.errors import Category, CommitFailed, VigilError, category_of
 from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
@@ -52,6 +53,9 @@ from vigil.safety.policy import Decision
 from vigil.workspace import Changeset, Conflict, SandboxSettings, Workspace
 from vigil.workspace.apply import mismatches
 from vigil.workspace.limits import Limits, WorkspaceConfig
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 Observer = Callable[[list[ev.Event], RunState], None]
 FaultHook = Callable[[str], None]
@@ -113,13 +117,13 @@ class Driver:
     def __init__(
         self,
         config: Config,
-        store: Any,
+        store: RunStore,
         run_id: str,
         plan: Plan,
         *,
         max_parallel: int,
         observer: Observer | None = None,
-        options: dict[str, Any] | None = None,
+        options: RunOptions | None = None,
         faults: FaultHook | None = None,
         stop_grace: float = STOP_GRACE,
     ) -> None:
@@ -131,7 +135,7 @@ class Driver:
         self.state_dir = config.state_dir
         self.max_parallel = max(1, max_parallel)
         self.observer = observer
-        self.options = dict(options or {})
+        self.options = options or RunOptions()
         self.stop = StopSignal()
         self.faults = faults
         self.stop_grace = stop_grace
@@ -156,12 +160,12 @@ class Driver:
         self.auditor = Auditor(config, store=store)
         self.gate = DecisionGate(run_id)
         self.resources = ActionResources.from_config(
-            config, allow_stale=bool(self.options.get("allow_stale_prompts"))
+            config, allow_stale=self.options.allow_stale_prompts
         )
-        self._prefetch_width = int(self.options.get("prefetch_prompts") or 0)
+        self._prefetch_width = self.options.prefetch_prompts
         self._prefetched: set[tuple[str, int]] = set()
         self.authority = Authority(
-            config, store, plan, run_id, grant_id=self.options.get("grant"), auditor=self.auditor
+            config, store, plan, run_id, grant_id=self.options.grant, auditor=self.auditor
         )
 
     # ------------------------------------------------------------------ public
@@ -185,7 +189,7 @@ class Driver:
             self._charge_budget()
             self.authority.load_secrets()
             self.auditor.log.redact = self.authority.redact
-            self._commit([(ev.DRIVER_STARTED, {"pid": os.getpid(), "host": socket.gethostname()})])
+            self._commit([ev.driver_started(os.getpid(), socket.gethostname())])
             if self._prefetch_width and not self.state.dry_run:
                 from vigil.llm.prefetch import Prefetcher
 
@@ -237,7 +241,7 @@ class Driver:
         leftovers = [ts for ts in self.state.tasks.values() if ts.running is not None]
         if leftovers:
             end_tagged(run_tag(self.workspace, self.run_id))
-        batch = []
+        batch: list[ev.Entry] = []
         for ts in leftovers:
             running = ts.running
             assert running is not None
@@ -252,12 +256,12 @@ class Driver:
         if batch:
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[str, dict[str, Any]]], *, now: float | None = None) -> None:
+    def _commit(self, batch: Sequence[ev.Entry], *, now: float | None = None) -> None:
         """Apply ``batch`` to the state and append it to the journal in one transaction."""
         self._stage(batch, now=now)
         self._flush()
 
-    def _stage(self, batch: list[tuple[str, dict[str, Any]]], *, now: float | None = None) -> None:
+    def _stage(self, batch: Sequence[ev.Entry], *, now: float | None = None) -> None:
         """Apply ``batch`` to the state now; it reaches the journal with the next flush.
 
         Staging lets one loop iteration settle results, decide and start attempts with a
@@ -311,7 +315,7 @@ class Driver:
                 actor=halted.actor,
                 reason=reason,
             )
-            self._commit([(ev.CANCEL_REQUESTED, {"reason": reason, "by": halted.actor})])
+            self._commit([ev.cancel_requested(reason, halted.actor)])
             self.stop.set("cancel")
         fresh = self.store.events(self.run_id, after=self._cursor)
         for stored in fresh:
@@ -374,7 +378,7 @@ class Driver:
                 return "waiting"
             self._stage(
                 [ev.attempt_started(s.task, s.attempt, s.command) for s in decision.starts]
-                + [(ev.PHASE_CHECK_STARTED, {"phase": c.phase}) for c in decision.checks],
+                + [ev.phase_check_started(c.phase) for c in decision.checks],
                 now=now,
             )
             # Durable before any effect: attempts, checks and commits are in the journal
@@ -442,7 +446,7 @@ class Driver:
             reason = "interrupted"
             if in_flight:
                 reason += f"; {len(in_flight)} worker(s) did not stop within {self.stop_grace:g}s"
-            self._commit([(ev.DRIVER_STOPPED, {"reason": reason})])
+            self._commit([ev.driver_stopped(reason)])
             return "interrupted"
         if not in_flight or not overdue:
             return None
@@ -450,9 +454,9 @@ class Driver:
             # A commit may still land: it cannot be recorded as failed. Stop driving;
             # resume finishes or undoes it (Workspace.recover) before anything else.
             why = f"a commit did not finish within {self.stop_grace:g}s of the cancel"
-            self._commit([(ev.DRIVER_STOPPED, {"reason": why})])
+            self._commit([ev.driver_stopped(why)])
             return "interrupted"
-        batch: list[tuple[str, dict[str, Any]]] = []
+        batch: list[ev.Entry] = []
         for key in in_flight:
             self.work.abandon(key)
             if isinstance(key, tuple) and key[0] == "attempt":
@@ -473,7 +477,7 @@ class Driver:
 
     def _result_events(
         self, result: AttemptResult | PhaseCheckResult | CommitResult
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> list[ev.Entry]:
         if isinstance(result, AttemptResult):
             kind, finished = result.event()
             finished["reason"] = self.authority.redact(str(finished.get("reason") or ""))
@@ -497,7 +501,7 @@ class Driver:
         if result.stopped:
             return []  # checks run again on resume
         if result.passed:
-            return [(ev.PHASE_FINISHED, {"phase": result.phase, "passed": True})]
+            return [ev.phase_finished(result.phase, True)]
         return blocked_by_failed_checks(self.state, result.phase, result.reason)
 
     def _spec(self, start: StartAttempt) -> AttemptSpec:

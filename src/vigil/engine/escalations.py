@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
@@ -21,6 +21,9 @@ from vigil.errors import ExitCode, RunLocked, VigilError
 from vigil.layout import iso
 from vigil.safety.decisions import ESCALATION_ANSWER, decision_key, sign_statement
 from vigil.safety.keys import SigningKey
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 
 class EscalationNotFound(VigilError):
@@ -76,7 +79,7 @@ class Escalation:
 
 
 def list_escalations(
-    store: Any, *, run_id: str | None = None, open_only: bool = True
+    store: RunStore, *, run_id: str | None = None, open_only: bool = True
 ) -> list[Escalation]:
     """Questions of one run, or of every run that has not ended, oldest first."""
     if run_id is not None:
@@ -113,7 +116,7 @@ def list_escalations(
     return sorted(found, key=lambda e: e.opened_at)
 
 
-def find_escalation(store: Any, esc_id: str) -> Escalation:
+def find_escalation(store: RunStore, esc_id: str) -> Escalation:
     """The open question ``esc_id``; VIGIL-ESCALATION-NOT-FOUND otherwise."""
     for esc in list_escalations(store):
         if esc.id == esc_id:
@@ -123,7 +126,7 @@ def find_escalation(store: Any, esc_id: str) -> Escalation:
 
 def answer_escalation(
     config: Config,
-    store: Any,
+    store: RunStore,
     esc_id: str,
     *,
     decision: Literal["approve", "reject", "value"],
@@ -141,14 +144,7 @@ def answer_escalation(
         if esc.choices and value not in esc.choices:
             raise BadAnswer(f"{value!r} is not one of {', '.join(esc.choices)}")
     who = actor or whoami()
-    data: dict[str, Any] = {
-        "id": esc.id,
-        "task": esc.task_id,
-        "decision": decision,
-        "value": value,
-        "comment": comment,
-        "by": who,
-    }
+    kind, data = ev.escalation_answered(esc.id, esc.task_id, decision, value, comment, who)
     # The answer is a signed statement bound to this project, run, question and answer;
     # the driver acts on it only if the signature verifies (engine/decisions.py).
     data["statement"] = sign_statement(
@@ -162,13 +158,13 @@ def answer_escalation(
         by=who,
     )
     _record_answer(config, store, esc, decision, comment, who)
-    store.append(esc.run_id, [(ev.ESCALATION_ANSWERED, data)], at=time.time())
+    store.append(esc.run_id, [(kind, data)], at=time.time())
     if resume != "none":
         continue_run(config, store, esc.run_id, inline=resume == "inline")
     return esc
 
 
-def continue_run(config: Config, store: Any, run_id: str, *, inline: bool) -> str | None:
+def continue_run(config: Config, store: RunStore, run_id: str, *, inline: bool) -> str | None:
     """Drive ``run_id`` on if no process is driving it; returns how it stands, if known."""
     try:
         lock = store.lock_run(run_id)
@@ -191,7 +187,7 @@ def continue_run(config: Config, store: Any, run_id: str, *, inline: bool) -> st
 
 
 def _record_answer(
-    config: Config, store: Any, esc: Escalation, decision: str, comment: str, who: str
+    config: Config, store: RunStore, esc: Escalation, decision: str, comment: str, who: str
 ) -> None:
     """Put the signed answer and who gave it in the audit log (the driver adds its own)."""
     from vigil.engine.audit import audit_event

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
 from vigil.errors import RunNotFound
 
 if TYPE_CHECKING:
     # Imported by load_state only: `vigil runs` shows states without the plan models.
     from vigil.engine.state import RunState
+    from vigil.store import RunRecord, RunStore
 
 INTERRUPTED = "interrupted"
 DRIVEN_STATES = frozenset({"pending", "running"})
 
 
-def shown_state(store: Any, record: Any) -> str:
+def shown_state(store: RunStore, record: RunRecord) -> str:
     """The run's state as people should see it.
 
     A run recorded as ``running`` whose driver is gone (killed, or stopped by Ctrl-C: its
@@ -32,7 +34,7 @@ def resume_command(run_id: str) -> str:
     return f"vigil resume {run_id}"
 
 
-def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
+def load_state(store: RunStore, run_id: str) -> tuple[RunRecord, RunState]:
     """The run's record (its state as :func:`shown_state` says) and its state folded
     from the journal."""
     from vigil.plan.models import Plan
@@ -48,4 +50,4 @@ def load_state(store: Any, run_id: str) -> tuple[Any, RunState]:
     # Decisions whose signatures do not verify are left out, as the driver leaves them out.
     from vigil.engine.decisions import replay_verified
 
-    return record, replay_verified(run_id, plan, journal, dict(record.options))
+    return record, replay_verified(run_id, plan, journal, RunOptions.from_dict(record.options))

@@ -7,16 +7,21 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
+from vigil.engine import hooks
 from vigil.engine.driver import STOP_GRACE, Driver, FaultHook, Observer, graceful_interrupts
+from vigil.engine.options import RunOptions
 from vigil.engine.state import RunState
 from vigil.errors import PlanChanged, RunLocked, RunNotFound, UsageError
 from vigil.executors.process import end_tagged
 from vigil.layout import run_tag
 from vigil.plan.models import Plan
+
+if TYPE_CHECKING:
+    from vigil.store import RunRecord, RunStore
 
 
 @dataclass(frozen=True)
@@ -39,14 +44,14 @@ def default_parallelism() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def recorded_plan(record: Any) -> Plan:
+def recorded_plan(record: RunRecord) -> Plan:
     """The plan exactly as it was when the run started."""
     return Plan.model_validate_json(record.plan_json)
 
 
 def start_run(
     config: Config,
-    store: Any,
+    store: RunStore,
     plan: Plan,
     plan_path: str,
     *,
@@ -70,6 +75,14 @@ def start_run(
 
     run_id = run_id or new_run_id()
     parallel = max_parallel or default_parallelism()
+    options = RunOptions(
+        max_parallel=parallel,
+        dry_run=dry_run,
+        review=review,
+        grant=grant,
+        prefetch_prompts=prefetch_prompts,
+        allow_stale_prompts=allow_stale_prompts,
+    )
     existing = store.get_run(run_id)
     if existing is not None:
         if existing.plan_hash != plan.content_hash():
@@ -102,14 +115,7 @@ def start_run(
             plan_path=plan_path,
             workspace=str(config.workspace),
             created_at=time.time(),
-            options={
-                "max_parallel": parallel,
-                "dry_run": dry_run,
-                "review": review,
-                "grant": grant,
-                "prefetch_prompts": prefetch_prompts,
-                "allow_stale_prompts": allow_stale_prompts,
-            },
+            options=options.to_dict(),
         )
     )
     if not created:  # lost a race with another process starting the same id
@@ -124,7 +130,7 @@ def start_run(
         )
     store.append(
         run_id,
-        [(ev.RUN_CREATED, {"plan_hash": plan.content_hash(), "max_parallel": parallel})],
+        [ev.run_created(plan.content_hash(), parallel)],
         at=time.time(),
         state="running",
     )
@@ -144,7 +150,7 @@ def start_run(
 
 def resume_run(
     config: Config,
-    store: Any,
+    store: RunStore,
     run_id: str,
     *,
     max_parallel: int | None = None,
@@ -156,7 +162,8 @@ def resume_run(
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
-    parallel = max_parallel or int(record.options.get("max_parallel") or default_parallelism())
+    options = RunOptions.from_dict(record.options)
+    parallel = max_parallel or options.max_parallel or default_parallelism()
     return _drive(
         config,
         store,
@@ -165,44 +172,42 @@ def resume_run(
         parallel,
         observer,
         resumed=True,
-        options=dict(record.options),
+        options=options,
         faults=faults,
         stop_grace=stop_grace,
     )
 
 
-def record_options(store: Any, run_id: str) -> dict[str, Any]:
+def record_options(store: RunStore, run_id: str) -> RunOptions:
     """The options a run was started with."""
     record = store.get_run(run_id)
-    return dict(record.options) if record is not None else {}
+    return RunOptions.from_dict(record.options) if record is not None else RunOptions()
 
 
-def resumable_runs(store: Any) -> list[str]:
+def resumable_runs(store: RunStore) -> list[str]:
     """Ids of runs that have not ended."""
     return [r.id for r in store.list_runs(states=["running", "pending", "waiting"], limit=10_000)]
 
 
 def _drive(
     config: Config,
-    store: Any,
+    store: RunStore,
     run_id: str,
     plan: Plan,
     parallel: int,
     observer: Observer | None,
     *,
     resumed: bool,
-    options: dict[str, Any],
+    options: RunOptions,
     faults: FaultHook | None = None,
     stop_grace: float = STOP_GRACE,
 ) -> RunOutcome:
-    from vigil.notify import Notifier
-
-    with Notifier.from_config(config) as notifier:
+    with hooks.opened(config, store) as told:
 
         def observe(events: list[ev.Event], state: RunState) -> None:
             if observer is not None:
                 observer(events, state)
-            notifier.observe(events, state)
+            told.observe(events, state)
 
         driver = Driver(
             config,
@@ -218,14 +223,12 @@ def _drive(
         with graceful_interrupts(driver):
             state = driver.drive()
         if state in ("succeeded", "failed", "cancelled"):
-            from vigil.report import write_report
-
-            write_report(config, store, run_id)
+            told.ended(run_id)
     return RunOutcome(run_id, state, resumed)
 
 
 def cancel_run(
-    config: Config, store: Any, run_id: str, *, reason: str = "", wait: float = 30.0
+    config: Config, store: RunStore, run_id: str, *, reason: str = "", wait: float = 30.0
 ) -> str:
     """Cancel ``run_id``: its driver (if any) stops every process; returns the final state."""
     record = store.get_run(run_id)
@@ -236,7 +239,7 @@ def cancel_run(
     who = whoami()
     store.append(
         run_id,
-        [(ev.CANCEL_REQUESTED, {"reason": reason or f"cancelled by {who}", "by": who})],
+        [ev.cancel_requested(reason or f"cancelled by {who}", who)],
         at=time.time(),
     )
     try:
@@ -261,7 +264,7 @@ def cancel_run(
         state = RunState.replay(
             run_id, recorded_plan(record), [ev.Event(s.kind, s.data, s.at, s.seq) for s in stored]
         )
-        batch: list[tuple[str, dict[str, Any]]] = []
+        batch: list[ev.Entry] = []
         for ts in state.tasks.values():
             running = ts.running
             if running is not None:

@@ -9,10 +9,12 @@ deciding what to do next costs O(1) per task rather than a scan of the whole pla
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vigil.engine import events as ev
+from vigil.engine.options import RunOptions
 from vigil.plan.models import Plan, Task
 
 # Task states as users see them.
@@ -115,12 +117,12 @@ class PhaseState:
 class RunState:
     """Everything the scheduler needs to know about a run, folded from its journal."""
 
-    def __init__(self, run_id: str, plan: Plan, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, run_id: str, plan: Plan, options: RunOptions | None = None) -> None:
         self.run_id = run_id
         self.plan = plan
-        self.options = dict(options or {})
-        self.dry_run = bool(self.options.get("dry_run"))
-        self.review_all = bool(self.options.get("review"))
+        self.options = options or RunOptions()
+        self.dry_run = self.options.dry_run
+        self.review_all = self.options.review
         self.waiting: dict[str, None] = {}
         self.tasks: dict[str, TaskState] = {}
         self.phases: list[PhaseState] = []
@@ -164,7 +166,7 @@ class RunState:
         run_id: str,
         plan: Plan,
         journal: list[ev.Event],
-        options: dict[str, Any] | None = None,
+        options: RunOptions | None = None,
     ) -> RunState:
         """The state after ``journal``, from scratch."""
         state = cls(run_id, plan, options)
@@ -184,10 +186,9 @@ class RunState:
             self.started_at = event.at
 
     def _on_attempt_started(self, event: ev.Event) -> None:
-        ts = self.tasks[event.data["task"]]
-        ts.attempts.append(
-            AttemptState(int(event.data["attempt"]), str(event.data["command"]), event.at)
-        )
+        data = ev.data_of(event, ev.AttemptStarted)
+        ts = self.tasks[data["task"]]
+        ts.attempts.append(AttemptState(int(data["attempt"]), str(data["command"]), event.at))
         ts.state = RUNNING
         ts.answer = None
         self._unready(ts.task.id)
@@ -196,7 +197,7 @@ class RunState:
         self.unsettled.pop(ts.task.id, None)
 
     def _on_attempt_finished(self, event: ev.Event) -> None:
-        data = event.data
+        data = ev.data_of(event, ev.AttemptFinished)
         ts = self.tasks[data["task"]]
         attempt = next((a for a in ts.attempts if a.number == data["attempt"]), None)
         if attempt is None or attempt.state != RUNNING:
@@ -205,7 +206,7 @@ class RunState:
         attempt.exit_code = data.get("exit_code")
         attempt.reason = str(data.get("reason") or "")
         attempt.ended_at = event.at
-        attempt.data = {k: v for k, v in data.items() if k not in _ATTEMPT_KEYS}
+        attempt.data = {k: v for k, v in event.data.items() if k not in _ATTEMPT_KEYS}
         changeset = attempt.data.pop("changeset", None)
         if attempt.state == ev.SUCCEEDED and changeset and changeset.get("entries"):
             attempt.changeset = changeset
@@ -218,14 +219,16 @@ class RunState:
         ts.state = PENDING
 
     def _on_task_finished(self, event: ev.Event) -> None:
-        ts = self.tasks[event.data["task"]]
+        data = ev.data_of(event, ev.TaskFinished)
+        ts = self.tasks[data["task"]]
         if ts.state in TERMINAL:
             return
-        self._settle(ts, str(event.data["state"]), event.at)
-        ts.degraded = bool(event.data.get("degraded", False))
-        ts.reason = str(event.data.get("reason") or "")
-        if event.data.get("output") is not None:
-            ts.output = str(event.data["output"])
+        self._settle(ts, str(data["state"]), event.at)
+        ts.degraded = bool(data.get("degraded", False))
+        ts.reason = str(data.get("reason") or "")
+        output = data.get("output")
+        if output is not None:
+            ts.output = str(output)
         elif ts.attempts and "output" in ts.attempts[-1].data:
             ts.output = str(ts.attempts[-1].data["output"])
         if ts.state == SUCCEEDED:
@@ -236,26 +239,30 @@ class RunState:
             self.phases[ts.phase_index].critical_failures.append(ts.task.id)
 
     def _on_task_skipped(self, event: ev.Event) -> None:
-        ts = self.tasks[event.data["task"]]
+        data = ev.data_of(event, ev.TaskSkipped)
+        ts = self.tasks[data["task"]]
         if ts.state in TERMINAL:
             return
-        self._settle(ts, str(event.data.get("state", SKIPPED)), event.at)
-        ts.reason = str(event.data.get("reason") or "")
-        ts.blocked_by = event.data.get("blocked_by")
+        self._settle(ts, str(data.get("state", SKIPPED)), event.at)
+        ts.reason = str(data.get("reason") or "")
+        ts.blocked_by = data.get("blocked_by")
 
     def _on_phase_check_started(self, event: ev.Event) -> None:
-        self.phases[self._phase_index(event.data["phase"])].state = PHASE_CHECKING
+        data = ev.data_of(event, ev.PhaseCheckStarted)
+        self.phases[self._phase_index(data["phase"])].state = PHASE_CHECKING
 
     def _on_phase_finished(self, event: ev.Event) -> None:
-        phase = self.phases[self._phase_index(event.data["phase"])]
-        phase.state = PHASE_PASSED if event.data["passed"] else PHASE_FAILED
-        phase.reason = str(event.data.get("reason") or "")
+        data = ev.data_of(event, ev.PhaseFinished)
+        phase = self.phases[self._phase_index(data["phase"])]
+        phase.state = PHASE_PASSED if data["passed"] else PHASE_FAILED
+        phase.reason = str(data.get("reason") or "")
         if phase.state == PHASE_PASSED and phase.index + 1 < len(self.phases):
             self._open_phase(phase.index + 1)
 
     def _attempt(self, event: ev.Event) -> tuple[TaskState, AttemptState | None]:
-        ts = self.tasks[event.data["task"]]
-        number = event.data["attempt"]
+        data = ev.data_of(event, ev.ChangesetRef)
+        ts = self.tasks[data["task"]]
+        number = data["attempt"]
         return ts, next((a for a in ts.attempts if a.number == number), None)
 
     def _on_changeset_committing(self, event: ev.Event) -> None:
@@ -280,10 +287,11 @@ class RunState:
         self.committing.pop(ts.task.id, None)
         if ts.state in TERMINAL:
             return
+        data = ev.data_of(event, ev.ChangesetFailed)
         attempt.state = ev.FAILED
-        attempt.reason = str(event.data.get("reason") or "the changes could not be committed")
-        attempt.data["code"] = event.data.get("code")
-        attempt.data["category"] = event.data.get("category")
+        attempt.reason = str(data.get("reason") or "the changes could not be committed")
+        attempt.data["code"] = data.get("code")
+        attempt.data["category"] = data.get("category")
         self.waiting.pop(ts.task.id, None)
         ts.state = PENDING
         self.unsettled[ts.task.id] = None
@@ -297,18 +305,19 @@ class RunState:
         self.waiting[ts.task.id] = None
 
     def _on_review_decided(self, event: ev.Event) -> None:
-        ts = self.tasks.get(event.data.get("task", ""))
+        data = ev.data_of(event, ev.ReviewDecided)
+        ts = self.tasks.get(data.get("task", ""))
         if ts is None or ts.state != WAITING or ts.review is not None:
             return
-        ts.review = "approve" if event.data.get("approve") else "reject"
-        ts.review_by = str(event.data.get("by") or "")
-        ts.review_comment = str(event.data.get("comment") or "")
+        ts.review = "approve" if data.get("approve") else "reject"
+        ts.review_by = str(data.get("by") or "")
+        ts.review_comment = str(data.get("comment") or "")
         ts.state = PENDING
         self.waiting.pop(ts.task.id, None)
         self.unsettled[ts.task.id] = None
 
     def _on_escalation_opened(self, event: ev.Event) -> None:
-        ts = self.tasks[event.data["task"]]
+        ts = self.tasks[ev.data_of(event, ev.EscalationOpened)["task"]]
         if ts.state in TERMINAL:
             return
         opened = {**event.data, "opened_at": event.at}
@@ -320,8 +329,9 @@ class RunState:
         self.waiting[ts.task.id] = None
 
     def _on_escalation_answered(self, event: ev.Event) -> None:
-        ts = self.tasks.get(event.data.get("task", ""))
-        if ts is None or ts.escalation is None or ts.escalation["id"] != event.data.get("id"):
+        data = ev.data_of(event, ev.EscalationAnswered)
+        ts = self.tasks.get(data.get("task", ""))
+        if ts is None or ts.escalation is None or ts.escalation["id"] != data.get("id"):
             return  # unknown, or already answered: the first answer wins
         answer = {**event.data, "answered_at": event.at}
         ts.escalation["answer"] = answer
@@ -335,10 +345,11 @@ class RunState:
 
     def _on_cancel_requested(self, event: ev.Event) -> None:
         self.cancel_requested = True
-        self.cancel_reason = str(event.data.get("reason") or "cancelled")
+        data = ev.data_of(event, ev.CancelRequested)
+        self.cancel_reason = str(data.get("reason") or "cancelled")
 
     def _on_run_finished(self, event: ev.Event) -> None:
-        self.finished = str(event.data["state"])
+        self.finished = str(ev.data_of(event, ev.RunFinished)["state"])
         self.ended_at = event.at
 
     # ----------------------------------------------------------------- indexes
@@ -404,7 +415,8 @@ def _approved(answer: dict[str, Any]) -> bool:
 
 _ATTEMPT_KEYS = frozenset({"task", "attempt", "outcome", "exit_code", "reason"})
 
-_HANDLERS = {
+# Keyed by str: a stored event's kind is the journal's text, not an enum member.
+_HANDLERS: dict[str, Callable[[RunState, ev.Event], None]] = {
     ev.DRIVER_STARTED: RunState._on_driver_started,
     ev.ATTEMPT_STARTED: RunState._on_attempt_started,
     ev.ATTEMPT_FINISHED: RunState._on_attempt_finished,

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
 from vigil.plan.duration import format_duration
 from vigil.report.view import load_state, run_view
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 _ICON = {
     "succeeded": "✅",
@@ -217,7 +220,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(config: Config, store: Any, run_id: str) -> dict[str, Any]:
+def write_report(config: Config, store: RunStore, run_id: str) -> dict[str, Any]:
     """Build the report of ``run_id`` and write it as Markdown and JSON under the state dir."""
     record, state = load_state(store, run_id)
     report = build_report(run_view(record, state))

@@ -7,9 +7,9 @@ store and the logs and refuses runs that have nothing to explain.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
 from vigil.engine import events as ev
@@ -20,9 +20,9 @@ from vigil.plan.duration import format_duration
 from vigil.report.completion import build_report
 from vigil.report.view import iso, load_state, run_view
 
-ESCALATION_OPENED = "escalation.opened"
-ESCALATION_ANSWERED = "escalation.answered"
-ROLLBACK_DONE = "rollback.done"
+if TYPE_CHECKING:
+    from vigil.store import RunRecord, RunStore
+
 LOG_TAIL_LINES = 30
 
 LogTail = Callable[[str, int | None], str | None]
@@ -36,7 +36,7 @@ class NothingToExplain(VigilError):
     exit_code = ExitCode.USAGE
 
 
-def _attempt_line(task: str, d: dict[str, Any]) -> str:
+def _attempt_line(task: str, d: Mapping[str, Any]) -> str:
     outcome = str(d.get("outcome", "?")).replace("_", " ")
     bits = []
     if d.get("exit_code") is not None:
@@ -49,11 +49,11 @@ def _attempt_line(task: str, d: dict[str, Any]) -> str:
     return f"`{task}` attempt {d.get('attempt')} {outcome}{extra}"
 
 
-def _why(d: dict[str, Any]) -> str:
+def _why(d: Mapping[str, Any]) -> str:
     return f": {d['reason']}" if d.get("reason") else ""
 
 
-def describe(kind: str, d: dict[str, Any], *, resumed: bool = False) -> str:
+def describe(kind: str, d: Mapping[str, Any], *, resumed: bool = False) -> str:
     """One line of the timeline for one journal event."""
     task = d.get("task")
     if kind == ev.RUN_CREATED:
@@ -85,13 +85,13 @@ def describe(kind: str, d: dict[str, Any], *, resumed: bool = False) -> str:
         return f"cancel requested by {d.get('by', '?')}: {d.get('reason') or 'no reason given'}"
     if kind == ev.RUN_FINISHED:
         return f"run {d.get('state')}"
-    if kind == ESCALATION_OPENED:
+    if kind == ev.ESCALATION_OPENED:
         return f"escalation {d.get('id')} opened on `{task}`: {d.get('question', '')}"
-    if kind == ESCALATION_ANSWERED:
+    if kind == ev.ESCALATION_ANSWERED:
         answer = " ".join(str(d[k]) for k in ("decision", "value") if d.get(k) not in (None, ""))
         comment = f" ({d['comment']})" if d.get("comment") else ""
         return f"escalation {d.get('id')} answered by {d.get('by', '?')}: {answer}{comment}"
-    if kind == ROLLBACK_DONE:
+    if kind == ev.ROLLBACK_DONE:
         what = f"`{task}`" if task else "the run"
         return f"rolled back {what} by {d.get('by', '?')}: {len(d.get('paths') or [])} path(s)"
     detail = ", ".join(f"{k}={v}" for k, v in d.items())
@@ -212,16 +212,16 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
 def _escalations(events: Sequence[ev.Event]) -> list[dict[str, Any]]:
     opened: dict[str, dict[str, Any]] = {}
     for e in events:
-        if e.kind == ESCALATION_OPENED:
+        if e.kind == ev.ESCALATION_OPENED:
             opened[str(e.data.get("id"))] = {**e.data, "opened_at": iso(e.at), "answer": None}
-        elif e.kind == ESCALATION_ANSWERED:
+        elif e.kind == ev.ESCALATION_ANSWERED:
             item = opened.setdefault(str(e.data.get("id")), {"id": e.data.get("id")})
             item["answer"] = {**e.data, "at": iso(e.at)}
     return list(opened.values())
 
 
 def build_postmortem(
-    record: Any, state: RunState, events: Sequence[ev.Event], log_tail: LogTail
+    record: RunRecord, state: RunState, events: Sequence[ev.Event], log_tail: LogTail
 ) -> dict[str, Any]:
     """The postmortem as data."""
     report = build_report(run_view(record, state))
@@ -249,7 +249,7 @@ def build_postmortem(
         {"at": iso(e.at), "task": e.data.get("task"), "paths": list(e.data.get("paths") or [])}
         | {"by": e.data.get("by")}
         for e in events
-        if e.kind == ROLLBACK_DONE
+        if e.kind == ev.ROLLBACK_DONE
     ]
     return {
         "run": record.id,
@@ -391,7 +391,7 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str | None:
 
 
 def postmortem_for(
-    config: Config, store: Any, run_id: str, *, force: bool = False
+    config: Config, store: RunStore, run_id: str, *, force: bool = False
 ) -> dict[str, Any]:
     """Load ``run_id`` and build its postmortem; refuses a run that did not fail."""
     record, state = load_state(store, run_id)

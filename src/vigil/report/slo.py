@@ -25,17 +25,20 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.config import Config
+from vigil.engine import events as ev
 from vigil.plan.models import Duration
 from vigil.report.view import iso
 from vigil.safety.audit import audit_path, read_entries
 
+if TYPE_CHECKING:
+    from vigil.store import RunStore
+
 FINISHED = ("succeeded", "failed", "cancelled")
-ROLLBACK_DONE = "rollback.done"
 VERDICTS = frozenset({"succeeded", "failed", "timed_out"})
 
 
@@ -134,7 +137,7 @@ def first_attempts(events: Iterable[tuple[str, Mapping[str, Any], float]]) -> di
     """Task id to the outcome of its first attempt that reached a verdict."""
     first: dict[str, str] = {}
     for kind, data, _at in events:
-        if kind != "attempt.finished":
+        if kind != ev.ATTEMPT_FINISHED:
             continue
         task, outcome = str(data.get("task")), str(data.get("outcome"))
         if outcome in VERDICTS and task not in first:
@@ -215,7 +218,7 @@ def recovery_times(runs: Sequence[RunFacts], now: float, start: float) -> tuple[
             continue
         ended = r.ended_at
         candidates = [t for t in successes.get((r.plan, r.project), ()) if t > ended]
-        candidates += [at for kind, _d, at in r.events if kind == ROLLBACK_DONE and at >= ended]
+        candidates += [at for kind, _d, at in r.events if kind == ev.ROLLBACK_DONE and at >= ended]
         if candidates:
             times.append(min(candidates) - ended)
         else:
@@ -263,7 +266,7 @@ def compute_slo(
     ]
 
 
-def collect(store: Any, *, now: float, window: float) -> list[RunFacts]:
+def collect(store: RunStore, *, now: float, window: float) -> list[RunFacts]:
     """Runs that ended in ``[now - window, now]``, with their journals, from ``store``."""
     start = now - window
     facts: list[RunFacts] = []
@@ -282,7 +285,7 @@ def collect(store: Any, *, now: float, window: float) -> list[RunFacts]:
 
 
 def slo_report(
-    config: Config, store: Any, *, now: float, window: float | None = None
+    config: Config, store: RunStore, *, now: float, window: float | None = None
 ) -> dict[str, Any]:
     """The service levels of the workspace's runs and audit log, as JSON-ready data."""
     targets = config.section("slo", SloTargets)

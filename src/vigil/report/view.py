@@ -9,9 +9,10 @@ from vigil.layout import iso
 
 if TYPE_CHECKING:
     from vigil.engine.state import RunState
+    from vigil.store import RunRecord, RunStore
 
 
-def run_row(store: Any, record: Any) -> dict[str, Any]:
+def run_row(store: RunStore, record: RunRecord) -> dict[str, Any]:
     """One line of ``vigil runs`` (text and JSON) and of the dashboard's runs list."""
     shown = shown_state(store, record)
     return {
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-def run_view(record: Any, state: RunState) -> dict[str, Any]:
+def run_view(record: RunRecord, state: RunState) -> dict[str, Any]:
     """The run and every task with its attempts, as JSON-ready data."""
     tasks = []
     for ts in state.tasks.values():

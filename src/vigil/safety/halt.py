@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vigil.errors import ExitCode, VigilError
 from vigil.safety.decisions import (
@@ -34,6 +34,9 @@ from vigil.safety.decisions import (
     verify_statement,
 )
 from vigil.safety.keys import SigningKey, TrustedKey
+
+if TYPE_CHECKING:
+    from vigil.store import Halt
 
 ALL = "*"
 LEDGER_FILE = "halts.jsonl"
@@ -51,14 +54,24 @@ class HaltStore(Protocol):
 
     def set_halt(
         self, project: str, reason: str, actor: str, at: float, statement: str | None = None
-    ) -> Any:
+    ) -> None:
         """Record a halt."""
 
     def clear_halt(self, project: str) -> bool:
         """Lift a halt; whether there was one."""
 
-    def halts(self) -> list[Any]:
-        """Every halt in force (objects with project, reason, actor, at)."""
+    def halts(self) -> list[Halt]:
+        """Every halt in force."""
+
+
+class AuditRecorder(Protocol):
+    """Where halts and unhalts go on the record: the workspace's audit log
+    (:class:`vigil.engine.audit.Auditor`)."""
+
+    def record(
+        self, *, action: str, decision: str, actor: str | None = None, **fields: Any
+    ) -> None:
+        """Append one entry; raise if it cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -159,10 +172,16 @@ def halt(
     actor: str,
     at: float | None = None,
     *,
+    audit: AuditRecorder,
     key: SigningKey | None = None,
     ledger: Ledger | None = None,
 ) -> None:
-    """Stop every privileged action of ``project`` (``*`` for all) until unhalted."""
+    """Stop every privileged action of ``project`` (``*`` for all) until unhalted, and
+    put the halt in the audit log.
+
+    The halt takes effect first: stopping never waits for the record, and a log that
+    cannot be written still raises once the halt is in force.
+    """
     if not reason.strip():
         raise Halted("a halt needs a reason", "Give --reason saying why.")
     when = time.time() if at is None else at
@@ -183,17 +202,19 @@ def halt(
         if ledger is not None:
             ledger.append(signed)
     store.set_halt(project, reason.strip(), actor, when, statement)
+    audit.record(action="halt", decision="allow", actor=actor, reason=f"{project}: {reason}")
 
 
 def unhalt(
     store: HaltStore,
     project: str,
     *,
+    audit: AuditRecorder,
     key: SigningKey | None = None,
     actor: str = "",
     ledger: Ledger | None = None,
 ) -> bool:
-    """Lift the halt of ``project``; whether there was one.
+    """Lift the halt of ``project``; whether there was one (a lift goes in the audit log).
 
     With a ``ledger``, the lift is a signed unhalt appended there first; the ledger's halt
     is lifted by nothing else.
@@ -214,10 +235,15 @@ def unhalt(
                 by=actor,
             )
         )
-    return store.clear_halt(project) or held
+    lifted = store.clear_halt(project) or held
+    if lifted:
+        audit.record(action="unhalt", decision="allow", actor=actor, reason=project)
+    return lifted
 
 
-def halt_of(store: HaltStore, project: str, ledger: Ledger | None = None) -> Any | None:
+def halt_of(
+    store: HaltStore, project: str, ledger: Ledger | None = None
+) -> Halt | LedgerHalt | None:
     """The halt that stops ``project`` (its own or the global one), or None."""
     for item in store.halts():
         if item.project in (project, ALL):

@@ -7,6 +7,7 @@ PostgreSQL, with Alembic migrations applied by :func:`open_store`. See
 
 from vigil.store.locks import RunLock
 from vigil.store.migrate import HEAD_REVISION
+from vigil.store.protocol import EventEntry, RunStore
 from vigil.store.records import ALL_PROJECTS, RUN_STATES, Halt, NewRun, RunRecord, StoredEvent
 from vigil.store.store import Store, open_store
 
@@ -14,10 +15,12 @@ __all__ = [
     "ALL_PROJECTS",
     "HEAD_REVISION",
     "RUN_STATES",
+    "EventEntry",
     "Halt",
     "NewRun",
     "RunLock",
     "RunRecord",
+    "RunStore",
     "Store",
     "StoredEvent",
     "open_store",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +38,7 @@ from vigil.store.locks import (
     advisory_lock_held,
     file_lock_held,
 )
+from vigil.store.protocol import EventEntry
 from vigil.store.records import (
     RUN_ID_PATTERN,
     RUN_STATES,
@@ -51,7 +52,7 @@ from vigil.store.schema import audit_heads, halts, run_plans, runs
 from vigil.store.schema import events as events_table
 
 
-def _dumps(value: dict[str, Any]) -> str:
+def _dumps(value: Mapping[str, Any]) -> str:
     # Strict JSON (no NaN) so every reader, in any language, can parse the journal.
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     if not text.isascii() and not _encodes(text):
@@ -300,7 +301,7 @@ class Store:
     def append(
         self,
         run_id: str,
-        events: Sequence[tuple[str, dict[str, Any]]],
+        events: Sequence[EventEntry],
         *,
         at: float,
         state: str | None = None,
@@ -315,7 +316,8 @@ class Store:
         """
         for kind, _ in events:
             _check_text("event kind", kind, _KIND_LIMIT)
-        rows = [{"kind": kind, "data": _dumps(data), "at": at} for kind, data in events]
+        # str(): a kind may be an enum member (vigil.engine.events.Kind); its text is stored.
+        rows = [{"kind": str(kind), "data": _dumps(data), "at": at} for kind, data in events]
         summary: dict[str, Any] = {"updated_at": at, "last_seq": runs.c.last_seq + len(rows)}
         if state is not None:
             _check_state(state)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -31,6 +31,9 @@ from vigil.report import iso
 from vigil.web import api, pages
 from vigil.web.auth import Access, FormExpired, TokenRequired
 from vigil.web.context import Dashboard, dashboard, render
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 HERE = Path(__file__).parent
 # Paths anyone may fetch: the login form itself and the stylesheet it uses.
@@ -130,7 +133,9 @@ class ReadGuard(BaseHTTPMiddleware):
         return response
 
 
-def create_app(config: Config, *, token: str, open_reads: bool, store: Any = None) -> Starlette:
+def create_app(
+    config: Config, *, token: str, open_reads: bool, store: RunStore | None = None
+) -> Starlette:
     """The dashboard for ``config``'s workspace; opens its store unless one is given."""
     from vigil.store import open_store
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,13 +13,16 @@ from starlette.templating import Jinja2Templates
 from vigil.config import Config
 from vigil.web.auth import Access
 
+if TYPE_CHECKING:
+    from vigil.store import RunStore
+
 
 @dataclass(frozen=True)
 class Dashboard:
     """One served workspace: its config, its store and who may do what."""
 
     config: Config
-    store: Any
+    store: RunStore
     access: Access
     templates: Jinja2Templates
 

@@ -8,10 +8,13 @@ reach the library.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
 from vigil.errors import UsageError
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 DECISIONS = ("approve", "reject", "value")
 
@@ -21,14 +24,14 @@ def _library() -> Any:
 
 
 def list_open(
-    store: Any, run_id: str | None = None, *, answered: bool = False
+    store: RunStore, run_id: str | None = None, *, answered: bool = False
 ) -> list[dict[str, Any]]:
     """Open escalations (with ``answered``, all of them) of one run or all, oldest first."""
     found = _library().list_escalations(store, run_id=run_id, open_only=not answered)
     return [e.to_dict() for e in found]
 
 
-def open_escalation_count(store: Any) -> int:
+def open_escalation_count(store: RunStore) -> int:
     """How many escalations wait for an answer (0 where escalations do not exist)."""
     try:
         library = _library()
@@ -39,7 +42,7 @@ def open_escalation_count(store: Any) -> int:
 
 def answer(
     config: Config,
-    store: Any,
+    store: RunStore,
     esc_id: str,
     *,
     decision: str,

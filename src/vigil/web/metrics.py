@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -26,6 +26,9 @@ from vigil.safety.audit import audit_path, read_entries
 from vigil.store import RUN_STATES
 from vigil.web.escalations import open_escalation_count
 
+if TYPE_CHECKING:
+    from vigil.store import RunStore
+
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0)
 OUTCOMES = (ev.SUCCEEDED, ev.FAILED, ev.TIMED_OUT, ev.INTERRUPTED, ev.CANCELLED)
 MAX_RUNS = 1_000_000
@@ -34,7 +37,7 @@ MAX_RUNS = 1_000_000
 class StoreCollector:
     """Collects vigil's metrics from ``store`` and the audit log under ``state_dir``."""
 
-    def __init__(self, store: Any, state_dir: Path) -> None:
+    def __init__(self, store: RunStore, state_dir: Path) -> None:
         self.store = store
         self.state_dir = state_dir
 
@@ -105,7 +108,7 @@ def _histogram(durations: dict[str, list[float]]) -> HistogramMetricFamily:
     return family
 
 
-def metrics_text(store: Any, state_dir: Path) -> bytes:
+def metrics_text(store: RunStore, state_dir: Path) -> bytes:
     """The Prometheus text exposition of the store's metrics, computed now."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, state_dir))

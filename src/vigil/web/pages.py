@@ -8,7 +8,7 @@ are POSTs that need a logged-in session and its CSRF token.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from markdown_it import MarkdownIt
@@ -28,6 +28,9 @@ from vigil.web.auth import SESSION_COOKIE, SESSION_SECONDS
 from vigil.web.context import dashboard, render
 from vigil.web.graph import task_graph_svg
 from vigil.web.runs import TaskNotFound, attempt_changes, attempt_text, run_rows
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 # Run states in the order the filter shows them; "live" ones refresh themselves.
 STATE_ORDER = ("running", "waiting", "pending", "failed", "cancelled", "succeeded")
@@ -63,7 +66,7 @@ def markdown_html(text: str) -> Markup:
     return Markup(md.render(text))
 
 
-def _open_escalations(store: Any, run_id: str | None = None) -> list[dict[str, Any]]:
+def _open_escalations(store: RunStore, run_id: str | None = None) -> list[dict[str, Any]]:
     try:
         return escalations.list_open(store, run_id)
     except ImportError:

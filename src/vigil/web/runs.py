@@ -7,7 +7,7 @@ JSON API. Logs are read as written: secrets were redacted before they reached th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
 from vigil.engine.state import RunState
@@ -16,11 +16,16 @@ from vigil.layout import attempt_log
 from vigil.report.view import run_row
 from vigil.store import RUN_STATES
 
+if TYPE_CHECKING:
+    from vigil.store import RunStore
+
 LOG_LIMIT = 2 * 1024 * 1024
 """Bytes of one attempt's log the dashboard shows (its end: where the failure is)."""
 
 
-def run_rows(store: Any, *, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+def run_rows(
+    store: RunStore, *, state: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
     """Runs newest first, optionally in one state: ``vigil runs --format json``."""
     if state is not None and state not in RUN_STATES:
         raise UsageError(
