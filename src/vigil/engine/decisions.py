@@ -174,7 +174,7 @@ def _judge_review(
 
 
 def _judge_signed(
-    data: dict[str, Any],
+    data: Mapping[str, Any],
     state: RunState,
     trusted: list[TrustedKey],
     now: float,
