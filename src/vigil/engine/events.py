@@ -112,3 +112,22 @@ def changeset_failed(
         "category": str(category),
         "reason": reason,
     }
+
+
+def task_not_granted(
+    task: str, *, environment: str, capabilities: list[str], code: str, reason: str
+) -> tuple[str, dict[str, Any]]:
+    """In a dry run, ``task`` is not run: it needs a grant the dry run does not hold.
+
+    Unlike any other skip, its dependents still dry-run (on the workspace without its
+    changes), so ``needs_grant`` is what the state reads to release them.
+    """
+    return TASK_SKIPPED, {
+        "task": task,
+        "reason": reason,
+        "needs_grant": {
+            "environment": environment,
+            "capabilities": list(capabilities),
+            "code": code,
+        },
+    }
