@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from clitools import kill9, spawn, status, tagged, vigil, wait_for, write_plan
+from vigil.engine.dryrun import clashes
 from vigil.errors import ExitCode
-from vigil.workspace import tree_hash
+from vigil.workspace import ChangeEntry, Changeset, FileState, tree_hash
 
 MARKUP = ("[yellow]", "[red]", "[bold]", "[/]", "[green]")
 
@@ -461,3 +464,29 @@ def real_run_meets_the_conflict(
     reasons = [a["reason"] or "" for a in tasks[second]["attempts"]]
     assert any("VIGIL-CONFLICT" in r for r in reasons), reasons
     return reasons
+
+
+# The rule behind predicted conflicts, on its own ------------------------------------------
+
+STATES = hs.sampled_from(
+    [
+        None,
+        FileState("dir", 0o755),
+        FileState("file", 0o644, "a" * 64, 1),
+        FileState("file", 0o644, "b" * 64, 1),
+        FileState("symlink", target="x"),
+    ]
+)
+CHANGESETS = hs.dictionaries(
+    hs.sampled_from(["d", "d/f", "d/e", "d/e/g", "x"]),
+    hs.tuples(STATES, STATES).filter(lambda ba: ba[0] != ba[1]),  # a change changes something
+    max_size=5,
+).map(lambda found: Changeset(tuple(ChangeEntry(p, b, a) for p, (b, a) in found.items())))
+
+
+@given(CHANGESETS, CHANGESETS)
+def test_clashes_do_not_depend_on_which_task_is_first(a: Changeset, b: Changeset) -> None:
+    assert clashes(a, b) == clashes(b, a)
+    # Every clash is a path one of them changes, and none is predicted with itself.
+    assert set(clashes(a, b)) <= set(a.paths) | set(b.paths)
+    assert clashes(a, a) == []

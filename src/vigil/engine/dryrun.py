@@ -97,7 +97,7 @@ def predicted_conflicts(state: RunState) -> list[PredictedConflict]:
     Two tasks of one phase run at the same time unless ``needs`` (directly or through
     other tasks) orders them; tasks of different phases never do. Their changes clash
     where both change a path to different contents, or where one removes (or turns into
-    a file or link) a directory the other writes below: exactly what the commit of the
+    a file or link) a directory the other writes something below: what the commit of the
     second refuses with VIGIL-CONFLICT. Paths both leave in the same state converge, as
     they do in a real run.
     """
@@ -132,8 +132,14 @@ def clashes(a: Changeset, b: Changeset) -> list[str]:
     for one, other in ((ours, theirs), (theirs, ours)):
         for path, entry in one.items():
             if _removes_dir(entry):
+                # The other writes below a directory this one removes (removing there
+                # converges; a path both change is judged by its contents, above).
                 below = path + "/"
-                found.update(p for p in other if p.startswith(below))
+                found.update(
+                    p
+                    for p, e in other.items()
+                    if p.startswith(below) and e.after is not None and p not in one
+                )
     return sorted(found)
 
 
