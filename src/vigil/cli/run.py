@@ -46,20 +46,25 @@ def _dry_run_summary(
     grant: str | None,
     fmt: Format,
 ) -> None:
-    """What the run would change, and what it would need authorized."""
+    """What the run would change, what it did not run, what would conflict, and the grant
+    a real run needs."""
     from datetime import UTC, datetime
 
     from vigil.engine.changes import run_diff, task_changes, workspace_for
+    from vigil.engine.dryrun import not_run, predicted_conflicts
     from vigil.report import load_state
     from vigil.safety import PolicyConfig, load_grant
     from vigil.safety.policy import check_plan, run_grant_command
 
     _, state = load_state(store, outcome.run_id)
     changes = task_changes(state)
+    skipped = not_run(state)
+    conflicts = predicted_conflicts(state)
     diff_text = run_diff(config, store, outcome.run_id)
     policy = config.section("policy", PolicyConfig)
     held = load_grant(grant) if grant else None
     missing = check_plan(plan, policy, held, datetime.now(UTC), plan_path=plan_path)  # type: ignore[arg-type]
+    command = run_grant_command(plan, policy, plan_path=plan_path) if missing else None  # type: ignore[arg-type]
     if fmt is Format.json:
         emit_json(
             {
@@ -68,6 +73,8 @@ def _dry_run_summary(
                 "dry_run": True,
                 "diff": diff_text,
                 "tasks": [c.to_dict(workspace_for(config), with_diff=False) for c in changes],
+                "not_run": [n.to_dict() for n in skipped],
+                "conflicts": [clash.to_dict() for clash in conflicts],
                 "grants_needed": [
                     {
                         "environment": m.environment,
@@ -77,26 +84,54 @@ def _dry_run_summary(
                     }
                     for m in missing
                 ],
+                "grant_command": command,
             }
         )
         raise typer.Exit(int(EXIT_FOR_STATE.get(outcome.state, ExitCode.RUN_FAILED)))
     console.rule("dry run: nothing was changed")
     for c in changes:
         console.print(
-            f"[bold]{escape(c.task)}[/]: {escape(c.changeset.stat().splitlines()[-1])}",
+            f"[bold]{escape(c.task)}[/]: {escape(c.changeset.stat().splitlines()[-1].strip())}",
             markup=True,
         )
     shown = diff_text if diff_text.endswith("\n") or not diff_text else diff_text + "\n"
     sys.stdout.write(for_terminal(shown))
+    if skipped:
+        console.print(
+            "[yellow]not run[/] (the dry run holds no grant that covers them):", markup=True
+        )
+        for n in skipped:
+            console.print(f"  [bold]{escape(n.task)}[/]: {escape(n.reason)}", markup=True)
+            if n.unseen_by:
+                console.print(
+                    f"    {escape(', '.join(n.unseen_by))} ran on the workspace without "
+                    f"{escape(n.task)}'s changes",
+                    markup=True,
+                )
+    if conflicts:
+        console.print(
+            "[red]predicted conflicts[/] (run at the same time, the second to commit fails "
+            "with VIGIL-CONFLICT):",
+            markup=True,
+            soft_wrap=True,
+        )
+        for clash in conflicts:
+            paths = ", ".join(clash.paths[:5]) + (" ..." if len(clash.paths) > 5 else "")
+            console.print(
+                f"  [bold]{escape(clash.first)}[/] and [bold]{escape(clash.second)}[/] both "
+                f"change {escape(paths)}; to order them, {escape(clash.remedy)}",
+                markup=True,
+                soft_wrap=True,
+            )
     for m in missing:
         console.print(
-            f"[yellow]needs a grant[/] in {escape(m.environment)} for "
-            f"{escape(', '.join(m.capabilities))} "
-            f"(tasks {', '.join(m.tasks)})"
+            f"[yellow]a real run needs a grant[/] in {escape(m.environment)} for "
+            f"{escape(', '.join(m.capabilities))} (tasks {escape(', '.join(m.tasks))})",
+            markup=True,
         )
-    if missing:
+    if command is not None:
         console.print("one grant covering the whole run:")
-        console.print(f"  {run_grant_command(plan, policy, plan_path=plan_path)}", markup=False)  # type: ignore[arg-type]
+        console.print(f"  {command}", markup=False, soft_wrap=True)
 
 
 def _finish(config: Config, store: RunStore, outcome: RunOutcome, fmt: Format) -> None:
@@ -122,11 +157,15 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
         label = t["state"]
         if label == "failed" and not t.get("critical", True):
             label = "failed (non-critical)"
+        if t.get("needs_grant"):
+            label = "not run (needs a grant)"
         counts[label] = counts.get(label, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     colour = {"succeeded": "green", "failed": "red"}.get(outcome.state, "yellow")
+    what = "dry run" if view.get("dry_run") else "run"
     console.print(
-        f"run [bold]{escape(outcome.run_id)}[/] [bold {colour}]{outcome.state}[/]: {escape(parts)}",
+        f"{what} [bold]{escape(outcome.run_id)}[/] [bold {colour}]{outcome.state}[/]: "
+        f"{escape(parts)}",
         markup=True,
     )
     if outcome.state == "interrupted":
@@ -149,8 +188,8 @@ def run(
         bool,
         typer.Option(
             "--dry-run",
-            help="Really run every command in throwaway sandboxes, network off; "
-            "show the combined diff; change nothing.",
+            help="Run the plan in throwaway sandboxes and change nothing; tasks needing a "
+            "grant not given are not run but listed; show the diff and predicted conflicts.",
         ),
     ] = False,
     review: Annotated[

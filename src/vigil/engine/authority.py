@@ -9,12 +9,13 @@ before it runs (expiry, revocation, halt) with the decision written to the audit
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config, user_config_dir
 from vigil.engine.audit import Auditor
-from vigil.errors import VigilError
+from vigil.errors import CATALOG, VigilError
 from vigil.plan.models import Plan, Task
 from vigil.safety import (
     Grant,
@@ -28,6 +29,7 @@ from vigil.safety import (
     resolve_secrets,
 )
 from vigil.safety.audit import AuditFailed
+from vigil.safety.errors import GrantRefused
 from vigil.safety.halt import Ledger, ledger_path
 from vigil.safety.keys import trusted_keys
 from vigil.safety.policy import Decision, Requirement, authorize, environment_of, requirements
@@ -35,6 +37,31 @@ from vigil.safety.tokens import RUN
 
 if TYPE_CHECKING:
     from vigil.store import RunStore
+
+
+@dataclass(frozen=True)
+class NotGranted:
+    """Why a dry run does not run a task: the grant it needs is missing or does not cover it."""
+
+    environment: str
+    capabilities: tuple[str, ...]
+    code: str
+    reason: str
+
+
+def would_need(environment: str, capabilities: tuple[str, ...]) -> str:
+    """``would need a grant for network in dev`` (``to run in prod`` with no capability)."""
+    named = [c for c in capabilities if c != RUN]
+    if not named:
+        return f"would need a grant to run in {environment}"
+    return f"would need a grant for {', '.join(named)} in {environment}"
+
+
+def is_grant_refusal(code: str | None) -> bool:
+    """Whether a refusal says the grant is missing or does not cover the action (not a
+    halt, nor an audit log that cannot be written)."""
+    refusal = CATALOG.get(code or "")
+    return refusal is not None and issubclass(refusal, GrantRefused)
 
 
 class Authority:
@@ -87,11 +114,16 @@ class Authority:
 
     # ------------------------------------------------------------------ checks
 
-    def preflight(self, plan_path: str | None) -> None:
-        """Before a run starts: refuse if halted or if the grant does not cover the plan."""
+    def preflight(self, plan_path: str | None, *, dry_run: bool = False) -> None:
+        """Before a run starts: refuse if halted or if the grant does not cover the plan.
+
+        A dry run needs no grant to start (what its grant does not cover is not run, see
+        :meth:`authorize_dry_run`), but a halt refuses it like any run.
+        """
         try:
             check_not_halted(self.store, self.plan.project, self.ledger)
-            require_plan(self.plan, self.policy, self.grant, _now(), plan_path=plan_path)
+            if not dry_run:
+                require_plan(self.plan, self.policy, self.grant, _now(), plan_path=plan_path)
         except VigilError as refusal:
             # A refused start is a privileged decision too: it goes on the record.
             self.auditor.record(
@@ -125,6 +157,23 @@ class Authority:
             if not decision.allowed:
                 return decision
         return Decision(True, None, f"allowed by grant {self.grant.id if self.grant else '-'}")
+
+    def authorize_dry_run(self, task: Task) -> Decision | NotGranted:
+        """:meth:`authorize`, audited the same way, for a dry run: a refusal for want of a
+        grant becomes :class:`NotGranted` (the task is not run, and listed); any other
+        refusal (a halt, an audit log that cannot be written) stays a refusal."""
+        decision = self.authorize(task)
+        if decision.allowed or not is_grant_refusal(decision.code):
+            return decision
+        now = _now()
+        reqs = self._by_task.get(task.id, [])
+        uncovered = [r for r in reqs if not authorize(r, self.grant, now, self.plan_hash).allowed]
+        caps = tuple(dict.fromkeys(r.capability for r in uncovered or reqs))
+        environment = (uncovered or reqs)[0].environment
+        reason = would_need(environment, caps)
+        if self.grant is not None:
+            reason += f" (grant {self.grant.id}: {decision.code}: {decision.reason})"
+        return NotGranted(environment, caps, str(decision.code), reason)
 
     def _audited(self, task: Task, req: Requirement, decision: Decision) -> Decision:
         """``decision`` once it is on the record; a refusal if it could not be recorded."""

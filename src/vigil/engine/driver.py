@@ -33,7 +33,7 @@ from vigil.engine.attempt import (
     step_environment,
 )
 from vigil.engine.audit import Auditor
-from vigil.engine.authority import Authority
+from vigil.engine.authority import Authority, NotGranted
 from vigil.engine.decide import (
     CommitChangeset,
     StartAttempt,
@@ -167,6 +167,9 @@ class Driver:
         self.authority = Authority(
             config, store, plan, run_id, grant_id=self.options.grant, auditor=self.auditor
         )
+        # Dry runs: the authorization of each attempt, taken (and audited) before it was
+        # journalled as started, for its worker to act on; or what raised while taking it.
+        self._verdicts: dict[tuple[str, int], Decision | Exception] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -376,15 +379,18 @@ class Driver:
             if decision.waiting and not self.work.in_flight():
                 self._flush(run_state="waiting")
                 return "waiting"
+            starts = decision.starts
+            if self.state.dry_run and starts:
+                starts = self._dry_run_starts(starts, now)
             self._stage(
-                [ev.attempt_started(s.task, s.attempt, s.command) for s in decision.starts]
+                [ev.attempt_started(s.task, s.attempt, s.command) for s in starts]
                 + [ev.phase_check_started(c.phase) for c in decision.checks],
                 now=now,
             )
             # Durable before any effect: attempts, checks and commits are in the journal
             # (``changeset.committing`` included) before they run.
             self._flush()
-            for start in decision.starts:
+            for start in starts:
                 self._start_attempt(start)
             for check in decision.checks:
                 self._start_checks(check.phase)
@@ -392,10 +398,48 @@ class Driver:
                 self._start_commit(commit)
             if self.resources.prefetcher is not None:
                 self._prefetch()
-            timeout = POLL_INTERVAL
+            timeout = POLL_INTERVAL if len(starts) == len(decision.starts) else 0.0
             if decision.wake_at is not None:
                 timeout = max(0.0, min(timeout, decision.wake_at - time.time()))
             self._wait(timeout)
+
+    def _dry_run_starts(self, starts: list[StartAttempt], now: float) -> list[StartAttempt]:
+        """In a dry run, authorize each attempt before it is journalled as started.
+
+        A task whose grant is missing or does not cover it is not run: it is journalled
+        as skipped with the grant it would need, and what needs it dry-runs on without
+        its changes. Every decision is audited as in a real run; a halt or an audit log
+        that cannot be written refuses the attempt as it would a real one.
+        """
+        kept: list[StartAttempt] = []
+        for start in starts:
+            task = self.plan.task(start.task)
+            if not self.authority.privileged(task):
+                kept.append(start)
+                continue
+            try:
+                verdict = self.authority.authorize_dry_run(task)
+            except Exception as exc:  # reported by the attempt, as if raised in its worker
+                self._verdicts[(start.task, start.attempt)] = exc
+                kept.append(start)
+                continue
+            if isinstance(verdict, NotGranted):
+                self._stage(
+                    [
+                        ev.task_not_granted(
+                            start.task,
+                            environment=verdict.environment,
+                            capabilities=list(verdict.capabilities),
+                            code=verdict.code,
+                            reason=verdict.reason,
+                        )
+                    ],
+                    now=now,
+                )
+                continue
+            self._verdicts[(start.task, start.attempt)] = verdict
+            kept.append(start)
+        return kept
 
     # ------------------------------------------------------------------ owned work
 
@@ -551,8 +595,9 @@ class Driver:
             timeout=self.plan.timeout_for(task),
             checks=checks,
             log_path=attempt_log(self.state_dir, self.run_id, task.id, start.attempt),
-            network=self.authority.network_allowed(task, self._phase_of(task.id).requires)
-            and not self.state.dry_run,
+            # Declared, and (checked before the attempt runs) granted or freed by the
+            # policy: a dry run gets exactly the network a real run would.
+            network=self.authority.network_allowed(task, self._phase_of(task.id).requires),
             redactor=self.authority.stream,
             base_layers=self._base_layers(task.id),
             secrets=self.authority.env_for(task),
@@ -640,13 +685,12 @@ class Driver:
     def _run_attempt(self, spec: AttemptSpec) -> AttemptResult:
         """One attempt in a worker; whatever it raises, the nursery reports as its failure."""
         # Authority is checked right before the action, not when the run started. A dry
-        # run changes nothing and has no network, so it runs privileged tasks' local
-        # commands without a grant; the summary lists the grants a real run needs.
+        # run took (and audited) its decision just before journalling the attempt.
         self._fault("attempt.authorize")
-        if self.state.dry_run:
-            decision = Decision(True, None, "dry run")
-        else:
-            decision = self.authority.authorize(spec.task)
+        verdict = self._verdicts.pop((spec.task_id, spec.attempt), None)
+        if isinstance(verdict, Exception):
+            raise verdict
+        decision = verdict if verdict is not None else self.authority.authorize(spec.task)
         if not decision.allowed:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             spec.log_path.write_text(f"[vigil] refused: {decision.code}: {decision.reason}\n")

@@ -142,11 +142,18 @@ class TaskFinished(TypedDict):
     output: NotRequired[str | None]  # an approval's answer, passed to dependents
 
 
+class NeedsGrant(TypedDict):
+    environment: str
+    capabilities: list[str]
+    code: str
+
+
 class TaskSkipped(TypedDict):
     task: str
     state: NotRequired[str]  # "cancelled"; "skipped" when absent
     reason: str
     blocked_by: NotRequired[str]  # a task id, or "phase:<id>"
+    needs_grant: NotRequired[NeedsGrant]  # dry runs: not run for want of a grant
 
 
 class PhaseCheckStarted(TypedDict):
@@ -455,4 +462,23 @@ def changeset_failed(
         "code": code,
         "category": str(category),
         "reason": reason,
+    }
+
+
+def task_not_granted(
+    task: str, *, environment: str, capabilities: list[str], code: str, reason: str
+) -> tuple[Kind, TaskSkipped]:
+    """In a dry run, ``task`` is not run: it needs a grant the dry run does not hold.
+
+    Unlike any other skip, its dependents still dry-run (on the workspace without its
+    changes), so ``needs_grant`` is what the state reads to release them.
+    """
+    return TASK_SKIPPED, {
+        "task": task,
+        "reason": reason,
+        "needs_grant": {
+            "environment": environment,
+            "capabilities": list(capabilities),
+            "code": code,
+        },
     }

@@ -68,8 +68,9 @@ def start_run(
 ) -> RunOutcome:
     """Start a new run of ``plan``; with an existing ``run_id``, resume that run instead.
 
-    ``dry_run`` executes every command in throwaway sandboxes with the network off and
-    commits nothing; ``review`` holds every task's changes for a person to approve.
+    ``dry_run`` executes every command in throwaway sandboxes and commits nothing; a task
+    needing a grant it does not hold is not run (see :meth:`Driver._dry_run_starts`);
+    ``review`` holds every task's changes for a person to approve.
     """
     from vigil.store import NewRun
 
@@ -98,13 +99,13 @@ def start_run(
             faults=faults,
             stop_grace=stop_grace,
         )
-    if not dry_run:
-        # Refuse before anything exists: halted, or the grant does not cover the plan.
-        from vigil.engine.audit import Auditor
-        from vigil.engine.authority import Authority
+    # Refuse before anything exists: halted, or (unless dry) the grant does not cover the plan.
+    from vigil.engine.audit import Auditor
+    from vigil.engine.authority import Authority
 
-        auditor = Auditor(config, store=store)
-        Authority(config, store, plan, run_id, grant_id=grant, auditor=auditor).preflight(plan_path)
+    auditor = Auditor(config, store=store)
+    authority = Authority(config, store, plan, run_id, grant_id=grant, auditor=auditor)
+    authority.preflight(plan_path, dry_run=dry_run)
     created = store.create_run(
         NewRun(
             id=run_id,

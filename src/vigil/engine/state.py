@@ -78,6 +78,9 @@ class TaskState:
     answer: dict[str, Any] | None = None
     extra_attempts: int = 0
     output: str | None = None
+    # Dry runs only: the grant this task would need (environment, capabilities, code);
+    # it was not run, and its dependents ran without its changes.
+    needs_grant: dict[str, Any] | None = None
 
     @property
     def running(self) -> AttemptState | None:
@@ -232,9 +235,7 @@ class RunState:
         elif ts.attempts and "output" in ts.attempts[-1].data:
             ts.output = str(ts.attempts[-1].data["output"])
         if ts.state == SUCCEEDED:
-            for dep in self.dependents.get(ts.task.id, ()):
-                self.unmet[dep] -= 1
-                self._maybe_ready(dep)
+            self._release_dependents(ts.task.id)
         elif ts.state == FAILED and ts.task.on_failure == "stop":
             self.phases[ts.phase_index].critical_failures.append(ts.task.id)
 
@@ -246,6 +247,11 @@ class RunState:
         self._settle(ts, str(data.get("state", SKIPPED)), event.at)
         ts.reason = str(data.get("reason") or "")
         ts.blocked_by = data.get("blocked_by")
+        needs_grant = data.get("needs_grant")
+        if needs_grant is not None:
+            # Not run for want of a grant (dry runs only): what needs it still dry-runs.
+            ts.needs_grant = dict(needs_grant)
+            self._release_dependents(ts.task.id)
 
     def _on_phase_check_started(self, event: ev.Event) -> None:
         data = ev.data_of(event, ev.PhaseCheckStarted)
@@ -369,6 +375,11 @@ class RunState:
         self.unsettled.pop(ts.task.id, None)
         self.waiting.pop(ts.task.id, None)
         self.phases[ts.phase_index].open_tasks -= 1
+
+    def _release_dependents(self, task_id: str) -> None:
+        for dep in self.dependents.get(task_id, ()):
+            self.unmet[dep] -= 1
+            self._maybe_ready(dep)
 
     def _open_phase(self, index: int) -> None:
         self.phases[index].state = PHASE_OPEN

@@ -92,7 +92,14 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
             f"Start with {first['id']}: {first['reason'] or 'it failed'} "
             f"(`vigil logs {view['id']} {first['id']}`)."
         )
-    skipped = [t for t in tasks if t["state"] == "skipped"]
+    ungranted = [t["id"] for t in tasks if t.get("needs_grant")]
+    if ungranted:
+        recommendations.append(
+            "Not run in this dry run, for want of a grant: "
+            + ", ".join(ungranted)
+            + ". The tasks after them ran without their changes."
+        )
+    skipped = [t for t in tasks if t["state"] == "skipped" and not t.get("needs_grant")]
     if skipped:
         blockers = sorted({str(t["blocked_by"]) for t in skipped if t["blocked_by"]})
         recommendations.append(
@@ -128,6 +135,7 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
             "cost": round(sum(u["cost"] for u in usage.values()), 6),
         },
         "run": view["id"],
+        "dry_run": bool(view.get("dry_run")),
         "plan": view["plan"],
         "project": view["project"],
         "state": view["state"],
@@ -173,7 +181,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     s = report["summary"]
     dur = format_duration(report["duration"]) if report["duration"] is not None else "—"
     lines = [
-        f"# Run {report['run']}: {report['state'].upper()}",
+        f"# {'Dry run' if report.get('dry_run') else 'Run'} {report['run']}: "
+        f"{report['state'].upper()}",
         "",
         f"Plan **{report['plan']}** (project {report['project']}), "
         f"{report['started_at'] or '—'} → {report['ended_at'] or '—'}, {dur}.",

@@ -57,6 +57,7 @@ def run_view(record: RunRecord, state: RunState) -> dict[str, Any]:
                 "degraded": ts.degraded,
                 "reason": ts.reason or None,
                 "blocked_by": ts.blocked_by,
+                "needs_grant": ts.needs_grant,
                 "attempts": [
                     {
                         "number": a.number,
