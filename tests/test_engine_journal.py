@@ -17,7 +17,7 @@ from enginetools import Harness, make_plan
 from journaltools import payload_problems
 from vigil.engine import events as ev
 from vigil.engine.options import RunOptions
-from vigil.engine.runs import resume_run
+from vigil.engine.runs import resume_run, seal_run
 from vigil.engine.state import RunState
 from vigil.store import NewRun, Store
 
@@ -202,7 +202,15 @@ def test_a_run_recorded_with_unknown_options_resumes(
                 "plan.yaml",
                 str(hb.workspace),
                 1.0,
-                options={"max_parallel": 1, "review": True, "colour": "blue"},
+                options={
+                    "max_parallel": 1,
+                    "review": True,
+                    "colour": "blue",
+                    # A newer vigil's key is not among those the seal covers.
+                    "seal": seal_run(
+                        hb.config, "old", plan, RunOptions(max_parallel=1, review=True)
+                    ),
+                },
             )
         )
         hb.store.append("old", [ev.run_created(plan.content_hash(), 1)], at=1.0, state="running")

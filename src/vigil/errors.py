@@ -230,6 +230,16 @@ class PlanChanged(PermanentError):
     exit_code = ExitCode.USAGE
 
 
+class RunTampered(RefusedError):
+    code = "VIGIL-RUN-TAMPERED"
+    title = "the run's recorded plan or options are not what was started"
+    remedy = (
+        "Do not resume this run: something rewrote its record in the store, or it was "
+        "started by a key you do not trust. Start the plan again with `vigil run`, and check "
+        "who can write the store (docs/security.md, 'Securing a team store')."
+    )
+
+
 class StoreError(TransientError):
     """The run store failed; ``failure`` names the cause for programs (``--format json``).
 

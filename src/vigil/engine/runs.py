@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
@@ -15,7 +15,7 @@ from vigil.engine import hooks
 from vigil.engine.driver import STOP_GRACE, Driver, FaultHook, Observer, graceful_interrupts
 from vigil.engine.options import RunOptions
 from vigil.engine.state import RunState
-from vigil.errors import PlanChanged, RunLocked, RunNotFound, UsageError
+from vigil.errors import PlanChanged, RunLocked, RunNotFound, RunTampered, UsageError
 from vigil.executors.process import end_tagged
 from vigil.layout import run_tag
 from vigil.plan.models import Plan
@@ -45,8 +45,85 @@ def default_parallelism() -> int:
 
 
 def recorded_plan(record: RunRecord) -> Plan:
-    """The plan exactly as it was when the run started."""
+    """The plan exactly as it was when the run started (for display: see :func:`sealed_plan`
+    before running anything of it)."""
     return Plan.model_validate_json(record.plan_json)
+
+
+SEAL = "seal"
+"""The key of a run's options that holds its seal."""
+
+
+def _sealed_facts(
+    run_id: str, plan_hash: str, options: RunOptions, workspace: str
+) -> dict[str, Any]:
+    return {
+        "run": run_id,
+        "plan_hash": plan_hash,
+        "options": options.to_dict(),
+        "workspace": workspace,
+    }
+
+
+def seal_run(
+    config: Config, run_id: str, plan: Plan, options: RunOptions, *, now: float | None = None
+) -> dict[str, str]:
+    """A statement, signed with the starting person's key, of what the run runs.
+
+    The plan, the options and the workspace are kept in the store, and whoever can write
+    the store (a step granted the network, a local user) could rewrite them, so that the
+    next `vigil resume`, an approval from the dashboard or `rollback --all` runs commands
+    nobody started. The seal binds the plan's hash, the options and the workspace to the
+    run id under a key no step can reach; :func:`sealed_plan` checks it before anything of
+    the recorded plan runs again.
+    """
+    from vigil.safety.decisions import RUN_START, decision_key, sign_statement
+
+    facts = _sealed_facts(run_id, plan.content_hash(), options, str(config.workspace))
+    return sign_statement(
+        decision_key(),
+        kind=RUN_START,
+        project=plan.project,
+        run=run_id,
+        subject=plan.content_hash(),
+        task=None,
+        answer=facts,
+        by=whoami(),
+        now=now,
+    )
+
+
+def sealed_plan(config: Config, store: RunStore, record: RunRecord) -> Plan:
+    """The recorded plan, once its seal shows that it, the options and the workspace are
+    what the run was started with; else VIGIL-RUN-TAMPERED (audited)."""
+    from vigil.safety.decisions import RUN_START, DecisionRefused, verify_statement
+    from vigil.safety.keys import trusted_keys
+
+    try:
+        plan = recorded_plan(record)
+        recomputed = plan.content_hash()
+        if recomputed != record.plan_hash:
+            raise DecisionRefused("the recorded plan does not have the recorded hash")
+        options = RunOptions.from_dict(record.options)
+        verify_statement(
+            record.options.get(SEAL),
+            trusted_keys(),
+            kind=RUN_START,
+            project=record.project,
+            run=record.id,
+            subject=recomputed,
+            answer=_sealed_facts(record.id, recomputed, options, record.workspace),
+            check_expiry=False,
+        )
+    except (DecisionRefused, ValueError) as exc:
+        from vigil.engine.audit import Auditor
+
+        reason = exc.cause if isinstance(exc, DecisionRefused) else "the recorded plan is damaged"
+        Auditor(config, store=store).record(
+            action="run.resume", decision="deny", actor=whoami(), run=record.id, reason=reason
+        )
+        raise RunTampered(f"run {record.id}: {reason}") from None
+    return plan
 
 
 def start_run(
@@ -116,7 +193,7 @@ def start_run(
             plan_path=plan_path,
             workspace=str(config.workspace),
             created_at=time.time(),
-            options=options.to_dict(),
+            options={**options.to_dict(), SEAL: seal_run(config, run_id, plan, options)},
         )
     )
     if not created:  # lost a race with another process starting the same id
@@ -163,13 +240,14 @@ def resume_run(
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
+    plan = sealed_plan(config, store, record)
     options = RunOptions.from_dict(record.options)
     parallel = max_parallel or options.max_parallel or default_parallelism()
     return _drive(
         config,
         store,
         run_id,
-        recorded_plan(record),
+        plan,
         parallel,
         observer,
         resumed=True,

@@ -47,7 +47,9 @@ ESCALATION_ANSWER = "escalation.answer"
 REVIEW_DECISION = "review.decision"
 HALT = "halt"
 UNHALT = "unhalt"
-KINDS = frozenset({ESCALATION_ANSWER, REVIEW_DECISION, HALT, UNHALT})
+RUN_START = "run.start"
+"""The person who started a run vouches for its recorded plan and options (its seal)."""
+KINDS = frozenset({ESCALATION_ANSWER, REVIEW_DECISION, HALT, UNHALT, RUN_START})
 DEFAULT_TTL = 3600.0
 """How long a signed decision may wait before a driver first acts on it."""
 CLOCK_SKEW = 300.0
