@@ -239,7 +239,8 @@ def test_a_compensation_sees_the_tasks_environment_never_the_invokers(project: P
     p = project
     probe = (
         'echo "token=${DEPLOY_TOKEN:-unset} plan=$PLAN_VAR task=$TASK_VAR'
-        ' rollback=$VIGIL_ROLLBACK run=$VIGIL_RUN_ID id=$VIGIL_TASK_ID";'
+        ' rollback=$VIGIL_ROLLBACK run=$VIGIL_RUN_ID id=$VIGIL_TASK_ID attempt=$VIGIL_ATTEMPT";'
+        ' echo "cwd=$PWD";'
         f' test "$API_KEY" = {SECRET} && echo "secret=$API_KEY"'
     )
     p.run(
@@ -251,21 +252,24 @@ def test_a_compensation_sees_the_tasks_environment_never_the_invokers(project: P
     done = p.rollback(env={"DEPLOY_TOKEN": TOKEN, "SRC_API_KEY": SECRET})
     log = p.log("t")
     assert done["by_task"]["t"]["ok"] is True, (done, log)
-    assert "token=unset plan=pv task=tv rollback=1 run=r id=t" in log, log
+    assert "token=unset plan=pv task=tv rollback=1 run=r id=t attempt=1" in log, log
+    assert f"cwd={p.ws}\n" in log, log
     assert TOKEN not in log
     # The task's secret reaches its compensation, and is masked in its log.
     assert "secret=***" in log and SECRET not in log
 
 
-@needs_overlay
-def test_a_compensation_of_a_root_run_vigil_is_not_root(overlay: Project) -> None:
-    p = overlay
+def test_a_compensation_of_a_root_run_vigil_is_not_root(project: Project) -> None:
+    p = project
     probe = "set +e; id -u; grep -E '^CapEff' /proc/self/status; cat /etc/shadow 2>&1; true"
     p.run({"id": "t", "run": "true", "rollback": probe})
     done = p.rollback()
     assert done["by_task"]["t"]["ok"] is True, done
     lines = p.log("t").splitlines()
     uid = int(lines[0])
+    if p.env["VIGIL_ISOLATION"] == "snapshot":
+        assert uid == os.getuid()  # the documented fallback: no sandbox, the caller's uid
+        return
     assert lines[1].split()[1] == "0000000000000000", lines
     if as_root:
         # The workspace belongs to root, so steps (and compensations) run as nobody.
@@ -299,6 +303,38 @@ def test_workspace_writes_of_a_compensation_are_discarded_and_reported(project: 
     assert tree_hash(p.ws) == before
 
 
+def test_a_compensation_that_changes_the_policy_fails_as_an_attempt_would(
+    project: Project,
+) -> None:
+    p = project
+    policy = p.ws / "vigil.toml"
+    policy.write_text("# the project's policy\n")
+    p.run({"id": "t", "run": "echo made > out.txt", "rollback": "echo '[x]' >> vigil.toml"})
+    comp = p.rollback()["by_task"]["t"]
+    assert comp["ok"] is False, comp
+    if p.env["VIGIL_ISOLATION"] == "snapshot":  # writable there, refused at capture
+        assert "VIGIL-PROTECTED-PATH" in comp["reason"], comp
+    else:  # read-only in the sandbox
+        assert comp["exit_code"] == 1 and "Read-only" in p.log("t"), (comp, p.log("t"))
+    assert policy.read_text() == "# the project's policy\n"
+
+
+def test_rollback_changes_nothing_when_a_compensation_cannot_be_set_up(
+    tmp_path: Path, backend: str
+) -> None:
+    p = Project(tmp_path, "snapshot")
+    p.run(
+        {"id": "t", "run": "echo made > out.txt", "secrets": ["API_KEY"], "rollback": "true"},
+        secrets={"API_KEY": {"env": "SRC_API_KEY"}},
+    )
+    ran = tree_hash(p.ws)
+    refused = p.cli("rollback", "r", "--all")  # SRC_API_KEY is not set now
+    assert refused.returncode == ExitCode.USAGE, refused.stdout + refused.stderr
+    assert "VIGIL-SECRET-UNAVAILABLE" in refused.stderr and "Traceback" not in refused.stderr
+    assert tree_hash(p.ws) == ran, "files were restored although the compensation was refused"
+    assert not rollback_log(p.ws / ".vigil", "r", "t").exists()
+
+
 def test_a_well_behaved_compensation_reports_ok_with_its_output_and_is_audited(
     project: Project,
 ) -> None:
@@ -323,7 +359,7 @@ def test_isolation_off_keeps_the_old_behaviour_and_the_probes_see_it(
 ) -> None:
     p = Project(tmp_path, "off")
     key = p.init_key()
-    probe = _key_probe(p) + '; echo "token=${DEPLOY_TOKEN:-unset}"; echo x > made.txt'
+    probe = _key_probe(p) + '; echo "token=${DEPLOY_TOKEN:-unset} uid=$(id -u)"; echo x > made.txt'
     p.run({"id": "t", "run": "true", "rollback": probe})
     entry = p.audit_log.read_text().splitlines()[0]
     done = p.rollback(env={"DEPLOY_TOKEN": TOKEN})
@@ -331,5 +367,5 @@ def test_isolation_off_keeps_the_old_behaviour_and_the_probes_see_it(
     assert comp["ok"] is True and comp["discarded"] == [], comp
     log = p.log("t")
     assert key in log and entry in log, "off: the compensation reads the host's files"
-    assert f"token={TOKEN}" in log, "off: and has the invoking environment"
+    assert f"token={TOKEN} uid={os.getuid()}" in log, "off: as the caller, with its environment"
     assert (p.ws / "made.txt").read_text() == "x\n", "off: and writes the real workspace"

@@ -59,6 +59,9 @@ class Compensator:
     it restores any file.
     """
 
+    authority: Authority  # set only when there is a command to run
+    workspace: Workspace
+
     def __init__(
         self,
         config: Config,
@@ -79,13 +82,13 @@ class Compensator:
         ]
         self.tasks.sort(key=lambda ts: ts.ended_at or 0.0, reverse=True)
         self.auditor = Auditor(config, store=store)
+        if not self.tasks:
+            return  # nothing to authorize, resolve or sandbox
         self.authority = Authority(
             config, store, state.plan, run_id, grant_id=grant, auditor=self.auditor
         )
-        self.workspace: Workspace | None = None
-        if self.tasks:
-            self.authority.load_secrets()
-            self.workspace = attempt_workspace(config)
+        self.authority.load_secrets()
+        self.workspace = attempt_workspace(config)
 
     def run(self) -> list[Compensation]:
         """Authorize and run each command in its task's sandbox; one entry per task."""
@@ -100,7 +103,6 @@ class Compensator:
         return done
 
     def _run_one(self, ts: TaskState) -> Compensation:
-        assert self.workspace is not None
         spec = self.spec(ts)
         result = _on_own_thread(spec, self.workspace)
         ok = result.outcome == ev.SUCCEEDED
