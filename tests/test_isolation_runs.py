@@ -11,6 +11,7 @@ import pytest
 
 from clitools import status, vigil, write_plan
 from vigil.errors import ExitCode
+from vigil.layout import rollback_log
 from vigil.workspace import tree_hash
 
 EDITS = (
@@ -35,7 +36,7 @@ def edit_plan() -> dict[str, Any]:
             {
                 "id": "p",
                 "tasks": [
-                    {"id": "edit", "run": EDITS, "rollback": "echo compensated >> ../comp.log"},
+                    {"id": "edit", "run": EDITS, "rollback": "echo compensated"},
                     {"id": "after", "needs": ["edit"], "run": "grep world a.txt > seen.txt"},
                 ],
             },
@@ -94,7 +95,9 @@ def test_rollback_restores_the_tree_and_refuses_drift(ws: Any) -> None:
     forced = vigil("rollback", "r", "--all", "--force", cwd=path, env=env)
     assert forced.returncode == 0, forced.stderr
     assert tree_hash(path) == before
-    assert (path.parent / "comp.log").read_text() == "compensated\n"
+    assert "rollback command of edit: ok" in forced.stdout, forced.stdout
+    log = rollback_log(path / ".vigil", "r", "edit").read_text()
+    assert "compensated\n" in log, log
 
 
 def test_rollback_of_one_file(ws: Any) -> None:

@@ -181,3 +181,31 @@ def test_a_run_started_under_a_key_no_longer_trusted_is_not_resumed(
     resumed = vigil("resume", "victim", cwd=ws, env=env)
     assert resumed.returncode == ExitCode.REFUSED and "VIGIL-RUN-TAMPERED" in resumed.stderr
     assert not (ws / "shipped.txt").exists()
+
+
+def test_rollback_runs_no_compensation_of_a_rewritten_plan(
+    ws: Path, env: dict[str, str], store_url: str
+) -> None:
+    plan = {
+        "name": "undo",
+        "project": "shop",
+        "phases": [
+            {
+                "id": "p",
+                "tasks": [{"id": "t", "run": "echo v1 > v.txt", "rollback": "echo undone"}],
+            }
+        ],
+    }
+    write_plan(ws / "undo.yaml", plan)
+    done = vigil("run", "undo.yaml", "--run-id", "r1", cwd=ws, env=env)
+    assert done.returncode == ExitCode.OK, done.stderr
+    current = row(store_url, "r1")
+    text = json.loads(current["plan_json"])
+    text["phases"][0]["tasks"][0]["rollback"] = "touch pwned.txt"
+    rebuilt = Plan.model_validate(text)
+    rewrite(store_url, "r1", plan_json=rebuilt.canonical_json(), plan_hash=rebuilt.content_hash())
+    undone = vigil("rollback", "r1", "--all", cwd=ws, env=env)
+    assert undone.returncode == ExitCode.REFUSED and "VIGIL-RUN-TAMPERED" in undone.stderr
+    assert (ws / "v.txt").read_text() == "v1\n"  # nothing restored either
+    assert not (ws / "pwned.txt").exists()
+    assert not list(ws.rglob("pwned.txt"))

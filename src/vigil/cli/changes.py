@@ -141,8 +141,15 @@ def rollback(
     for path in outcome.overwritten:
         console.print(f"  [yellow]overwrote drifted[/] {escape(quote_path(path))}", markup=True)
     for comp in outcome.compensations:
-        mark = "ok" if comp.get("ok") else comp.get("refused") or f"exit {comp.get('exit_code')}"
-        console.print(f"  rollback command of {comp['task']}: {mark}")
+        mark = "ok" if comp["ok"] else comp.get("refused") or comp.get("reason", "failed")
+        console.print(f"  rollback command of {comp['task']}: {mark}", markup=False)
+        discarded = comp.get("discarded") or []
+        if discarded:
+            shown = ", ".join(discarded[:10]) + (" ..." if len(discarded) > 10 else "")
+            console.print(
+                f"    its changes to {len(discarded)} workspace path(s) were discarded: {shown}",
+                markup=False,
+            )
 
 
 def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None:

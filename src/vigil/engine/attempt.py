@@ -17,12 +17,15 @@ from typing import Any
 
 from vigil.actions.base import Action, ActionResult, PriorRound
 from vigil.actions.run import shell_argv
+from vigil.config import Config
 from vigil.engine import events as ev
 from vigil.errors import CaptureFailed, InternalError, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
 from vigil.layout import process_tag
 from vigil.plan.models import Check, Plan, Task
 from vigil.workspace import AttemptSandbox, Changeset, Workspace
+from vigil.workspace.limits import Limits
+from vigil.workspace.settings import WorkspaceSection
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,20 @@ class AttemptSpec:
     redactor: Callable[[], Any] | None = None
     workspace: Path = Path(".")
     allowed_paths: Sequence[str] = ()
+    # What names the sandbox and tags the processes besides the task (default: the
+    # attempt's number); a compensation runs as ``rollback``.
+    label: str | None = None
 
     @property
     def task_id(self) -> str:
         """The task this attempt belongs to."""
         return self.task.id
+
+    @property
+    def tag(self) -> str:
+        """The process tag of this attempt's commands, also its sandbox's key."""
+        slot = self.label if self.label is not None else self.attempt
+        return process_tag(self.workspace, self.run_id, self.task.id, slot)
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,7 @@ class Attempt:
         self.path = spec.env.get("PATH") or os.environ.get("PATH")
         self._sandbox = sandbox
         self._sink = sink
-        self._tag = process_tag(spec.workspace, spec.run_id, spec.task.id, spec.attempt)
+        self._tag = spec.tag
         self._fingerprint: str | None = None
         self.elapsed = 0.0
 
@@ -189,10 +201,23 @@ class Attempt:
         return self._fingerprint
 
 
+def attempt_workspace(config: Config) -> Workspace:
+    """The workspace as attempts see it: isolation mode, limits and sandbox settings from
+    ``[workspace]`` in ``vigil.toml``."""
+    section = config.section("workspace", WorkspaceSection)
+    return Workspace(
+        config.workspace,
+        config.state_dir,
+        mode=section.isolation,
+        limits=Limits.from_config(section),
+        settings=section,
+    )
+
+
 def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -> AttemptResult:
     """Run the attempt's action and, if it succeeds, its checks; capture its changes."""
     sink = _sink(spec)
-    key = process_tag(spec.workspace, spec.run_id, spec.task.id, spec.attempt)
+    key = spec.tag
     generation = workspace.generation()  # before the view exists: see Workspace.commit
     try:
         sandbox = workspace.prepare(key, base_layers=spec.base_layers, network=spec.network)

@@ -1,18 +1,16 @@
 """A run's file changes after the fact: review them, approve or reject them, roll them back.
 
 Everything here reads the run's journal (which holds every changeset's manifest) and the
-content-addressed objects under ``.vigil/objects``; nothing needs the attempt's sandbox.
+content-addressed objects under ``.vigil/objects``; nothing needs the attempt's sandbox
+except a task's ``rollback:`` command, which runs in one (:mod:`vigil.engine.compensate`).
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vigil.actions.run import shell_argv
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.engine.audit import Auditor
@@ -20,13 +18,12 @@ from vigil.engine.decisions import held_attempt, review_answer, review_subject
 from vigil.engine.replay import load_state
 from vigil.engine.state import WAITING, RunState
 from vigil.errors import ExitCode, UsageError, VigilError
-from vigil.executors.process import LogSink, run_process
-from vigil.layout import process_tag, rollback_log
 from vigil.safety.decisions import REVIEW_DECISION, decision_key, sign_statement
 from vigil.safety.keys import SigningKey
 from vigil.workspace import Changeset, Workspace, combined_diff
 
 if TYPE_CHECKING:
+    from vigil.engine.compensate import Compensation
     from vigil.store import RunStore
 
 
@@ -162,7 +159,7 @@ class RollbackOutcome:
 
     restored: list[str]
     overwritten: list[str]
-    compensations: list[dict[str, Any]]
+    compensations: list[Compensation]
 
 
 def rollback_run(
@@ -180,17 +177,27 @@ def rollback_run(
     """Restore the pre-images of a run's committed changes, newest first.
 
     A file changed since vigil committed it is refused with VIGIL-DRIFT unless ``force``.
-    With ``compensate``, the tasks' ``rollback:`` commands run too, newest first.
+    With ``compensate``, the tasks' ``rollback:`` commands run too, newest first, each in
+    its task's sandbox (:mod:`vigil.engine.compensate`); what can refuse them (grant,
+    secrets, sandbox settings) is settled before any file is restored.
     """
     record, state = load_state(store, run_id)
     changes = [c for c in task_changes(state, task=task) if c.committed]
+    compensator = None
+    if compensate:
+        from vigil.engine.compensate import Compensator
+        from vigil.engine.runs import sealed_plan
+
+        # The rollback: commands are the recorded plan's: run none of a rewritten record.
+        sealed_plan(config, store, record)
+        compensator = Compensator(
+            config, store, state, run_id, task=task, grant=grant or record.options.get("grant")
+        )
     ws = workspace_for(config)
     paths = [file] if file else None
     result = ws.rollback([c.changeset for c in changes], paths=paths, force=force)
     who = actor or whoami()
-    ran: list[dict[str, Any]] = []
-    if compensate:
-        ran = _compensate(config, store, state, run_id, task, grant or record.options.get("grant"))
+    ran = compensator.run() if compensator is not None else []
     store.append(
         run_id,
         [
@@ -218,56 +225,3 @@ def rollback_run(
         + (f", overwrote {len(result.overwritten)} drifted" if result.overwritten else ""),
     )
     return RollbackOutcome(result.restored, result.overwritten, ran)
-
-
-def _compensate(
-    config: Config,
-    store: RunStore,
-    state: RunState,
-    run_id: str,
-    task: str | None,
-    grant: str | None,
-) -> list[dict[str, Any]]:
-    """Run ``rollback:`` commands of succeeded tasks, newest completion first.
-
-    A compensation acts outside the workspace with the task's capabilities, so it is
-    authorized like the task itself (same grant, checked now) and audited.
-    """
-    from vigil.engine.authority import Authority
-
-    authority = Authority(
-        config, store, state.plan, run_id, grant_id=grant, auditor=Auditor(config, store=store)
-    )
-    done = [
-        ts
-        for ts in state.tasks.values()
-        if ts.state == "succeeded" and ts.task.rollback and (task is None or ts.task.id == task)
-    ]
-    done.sort(key=lambda ts: ts.ended_at or 0.0, reverse=True)
-    ran: list[dict[str, Any]] = []
-    for ts in done:
-        assert ts.task.rollback is not None
-        decision = authority.authorize(ts.task)
-        if not decision.allowed:
-            ran.append(
-                {"task": ts.task.id, "ok": False, "refused": f"{decision.code}: {decision.reason}"}
-            )
-            continue
-        log = rollback_log(config.state_dir, run_id, ts.task.id)
-        sink = LogSink(log)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-        env.update(state.plan.env)
-        env.update(ts.task.env)
-        env.update({"VIGIL_RUN_ID": run_id, "VIGIL_TASK_ID": ts.task.id, "VIGIL_ROLLBACK": "1"})
-        out = run_process(
-            shell_argv(ts.task.rollback, env.get("PATH")),
-            env=env,
-            cwd=config.workspace,
-            sink=sink,
-            timeout=state.plan.timeout_for(ts.task),
-            stop=threading.Event(),
-            tag=process_tag(config.workspace, run_id, ts.task.id, "rollback"),
-        )
-        sink.close()
-        ran.append({"task": ts.task.id, "ok": out.ok, "exit_code": out.exit_code})
-    return ran

@@ -29,6 +29,7 @@ from vigil.engine.attempt import (
     AttemptResult,
     AttemptSpec,
     StopSignal,
+    attempt_workspace,
     execute_attempt,
     step_environment,
 )
@@ -50,9 +51,8 @@ from vigil.layout import attempt_log, logs_dir, phase_log, process_tag, run_tag
 from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
-from vigil.workspace import Changeset, Conflict, SandboxSettings, Workspace
+from vigil.workspace import Changeset, Conflict
 from vigil.workspace.apply import mismatches
-from vigil.workspace.limits import Limits, WorkspaceConfig
 
 if TYPE_CHECKING:
     from vigil.store import RunStore
@@ -148,15 +148,7 @@ class Driver:
         self._cursor = 0
         self._own: set[int] = set()  # seqs of our events above the cursor
         self._staged: list[ev.Event] = []
-        isolation = str(config.data.get("workspace", {}).get("isolation", "auto"))
-        limits = Limits.from_config(config.section("workspace", WorkspaceConfig))
-        self.ws = Workspace(
-            self.workspace,
-            self.state_dir,
-            mode=_isolation_mode(isolation),
-            limits=limits,
-            settings=SandboxSettings.from_config(config.data),
-        )
+        self.ws = attempt_workspace(config)
         self.auditor = Auditor(config, store=store)
         self.gate = DecisionGate(run_id)
         self.resources = ActionResources.from_config(
@@ -767,14 +759,6 @@ class Driver:
         stopped = result.outcome in (ev.INTERRUPTED, ev.CANCELLED)
         reason = "" if result.outcome == ev.SUCCEEDED else f"phase {result.reason}"
         return PhaseCheckResult(phase_id, result.outcome == ev.SUCCEEDED, reason, stopped)
-
-
-def _isolation_mode(name: str) -> Any:
-    if name not in ("auto", "overlay", "snapshot", "off"):
-        from vigil.errors import ConfigError
-
-        raise ConfigError(f"unknown isolation mode {name!r}", "Use auto, overlay, snapshot or off.")
-    return name
 
 
 @contextmanager
