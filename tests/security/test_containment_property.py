@@ -25,7 +25,7 @@ from sentinel import Sentinel
 from vigil.errors import VigilError
 from vigil.workspace import Changeset, Workspace
 from vigil.workspace.capture import diff_states, store_images
-from vigil.workspace.changeset import IgnoreRules
+from vigil.workspace.ignore import IgnoreRules
 from vigil.workspace.state import scan
 
 POLICY = b'[policy]\nprotected = ["prod"]\n'
