@@ -428,6 +428,9 @@ def test_vigil_diff_summarises_a_run_that_only_made_caches(tmp_path: Path, home:
     done = vigil("run", str(plan), "--workspace", str(ws), "--run-id", "r1", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (ws / ".pytest_cache" / "README.md").exists() and (ws / "a.scratch").exists()
+    # vigil's own state directory stays out of git without `vigil init`.
+    assert (ws / ".vigil" / ".gitignore").read_text() == "*\n"
+    (ws / ".vigil" / ".gitignore").unlink()
     diff = vigil("diff", "r1", "--workspace", str(ws), cwd=tmp_path, env=env)
     assert diff.returncode == 0, diff.stderr
     assert diff.stdout.strip() == (
@@ -439,3 +442,6 @@ def test_vigil_diff_summarises_a_run_that_only_made_caches(tmp_path: Path, home:
     assert review.returncode == 0, review.stderr
     [task] = json.loads(review.stdout)
     assert len(task["paths"]) == 8 and all(p["ignored"] for p in task["paths"])
+    assert (ws / ".vigil" / ".gitignore").read_text() == "*\n"  # written again
+    porcelain = git("status", "--porcelain", "--untracked-files=all", cwd=ws)
+    assert porcelain.stdout == "?? README.md\n"
