@@ -381,6 +381,17 @@ def test_deleting_an_ignored_cache_is_judged_by_the_rules_it_was_deleted_from(
     assert "diff --vigil" not in cs.diff(ws.objects)
 
 
+def test_a_gitignore_in_changes_stacked_under_the_attempt_counts(ws: Workspace) -> None:
+    # A dry run stacks a dependency's uncommitted changes under the attempt.
+    made = attempt(ws, "make", [PYTEST_CACHE])
+    more = attempt(ws, "more", ["echo '{}' > .pytest_cache/v/cache/lastfailed"], base_layers=[made])
+    assert more.paths == [".pytest_cache/v/cache/lastfailed"] and ignored_of(more) == {
+        ".pytest_cache/v/cache/lastfailed"
+    }
+    cleared = attempt(ws, "clear", ["rm -r .pytest_cache"], base_layers=[made])
+    assert len(cleared.paths) == 7 and ignored_of(cleared) == set(cleared.paths)
+
+
 def test_a_gitignore_the_step_changes_counts_as_the_step_left_it(ws: Workspace) -> None:
     cs = attempt(ws, "edit", ["echo '*.tmp' >> .gitignore && echo t > a.tmp && echo l > b.log"])
     assert ignored_of(cs) == {"a.tmp", "b.log"}

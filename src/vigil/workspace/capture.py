@@ -248,9 +248,9 @@ def view_reader(view: StackedView, objects: ObjectStore) -> Reader:
     def read(rel: str) -> bytes | None:
         parts = rel.split("/")
         for i in range(1, len(parts)):
-            above = view.overrides.get("/".join(parts[:i]), FileState("dir"))
-            if above is None or above.kind != "dir":
-                return None
+            above = "/".join(parts[:i])
+            if above in view.overrides and getattr(view.overrides[above], "kind", None) != "dir":
+                return None  # a stacked changeset deleted or replaced this directory
         if rel in view.overrides:
             return stored_content(view.overrides[rel], objects)
         return read_root(rel)
