@@ -62,7 +62,8 @@ def test_diff_summarises_binary_and_ignored(tmp_path: Path) -> None:
     )
     binary = ChangeEntry("b.bin", None, FileState("file", 0o644, blob, 3))
     ignored = ChangeEntry("build/x", None, FileState("file", 0o644, new, 16))
-    cs = Changeset(IgnoreRules(["build/"]).flag([text_file, binary, ignored]))
+    rules = IgnoreRules(lambda rel: b"build/\n" if rel == ".gitignore" else None)
+    cs = Changeset(rules.flag([text_file, binary, ignored]))
     diff = cs.diff(objects)
     assert "-line 2\n+line two\n" in diff
     assert "Binary files a/b.bin and b/b.bin differ" in diff

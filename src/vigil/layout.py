@@ -6,9 +6,30 @@ dashboard and the reports that read them agree without importing one another.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
+
+STATE_GITIGNORE = "*\n"
+"""What ``.gitignore`` in the state directory holds: git ignores the whole directory, as
+pytest's ``.pytest_cache/`` does, with or without ``vigil init``."""
+
+
+def make_state_dir(state_dir: Path) -> None:
+    """Create ``state_dir`` (and its parents) if missing, with a ``.gitignore`` in it
+    holding ``*`` unless it has one (of any kind) already.
+
+    Best effort: the file only keeps vigil's state out of ``git status``, and whatever
+    needs the directory reports its own failure to create it.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with contextlib.suppress(OSError):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state_dir / ".gitignore", flags, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(STATE_GITIGNORE)
 
 
 def logs_dir(state_dir: Path, run_id: str) -> Path:

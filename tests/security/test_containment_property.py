@@ -25,7 +25,7 @@ from sentinel import Sentinel
 from vigil.errors import VigilError
 from vigil.workspace import Changeset, Workspace
 from vigil.workspace.capture import diff_states, store_images
-from vigil.workspace.changeset import IgnoreRules
+from vigil.workspace.ignore import IgnoreRules
 from vigil.workspace.state import scan
 
 POLICY = b'[policy]\nprotected = ["prod"]\n'
@@ -154,6 +154,7 @@ def test_commits_and_rollbacks_stay_inside_the_workspace(
         os.environ.setdefault("VIGIL_CONFIG_DIR", str(base / "config"))
         ws = Workspace(root, root / ".vigil", mode="snapshot")
         state_entries = {"objects", "commits", "locks", "commits.log", "attempts", "snapshots"}
+        state_entries.add(".gitignore")  # written with the state directory
         (root / ".vigil").mkdir(exist_ok=True)
         cs_a = changeset_of(ws, base / "task-a", outside.root, task_a)
         cs_b = changeset_of(ws, base / "task-b", outside.root, task_b)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from vigil.errors import RunNotFound, StoreError, StoreRefused
+from vigil.layout import make_state_dir
 from vigil.store import migrate
 from vigil.store.connect import (
     WRITE_OPTION,
@@ -488,6 +489,12 @@ def open_store(
     if found and target.sqlite_path is not None and _sqlite_missing(target.sqlite_path):
         raise _history_refusal(target, history, found)
     engine = create_engine(target, sqlite_synchronous=sync.upper())
+    if (
+        history is not None
+        and target.sqlite_path is not None
+        and target.sqlite_path.parent == history
+    ):
+        make_state_dir(history)  # created for the database: keep it out of `git status`
     try:
         store = Store(url, target, engine)
     except BaseException:

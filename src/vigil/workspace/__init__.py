@@ -5,8 +5,9 @@ becomes a :class:`Changeset` that is committed to the real workspace only on suc
 crash-safely, and can be rolled back later.
 """
 
-from vigil.workspace.changeset import ChangeEntry, Changeset, IgnoreRules, compose
+from vigil.workspace.changeset import ChangeEntry, Changeset, compose
 from vigil.workspace.errors import Conflict, Drift, ProtectedPathChanged, SandboxUnavailable
+from vigil.workspace.ignore import IgnoreRules
 from vigil.workspace.isolation import IsolationCheck, IsolationReport, detect_isolation
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.render import combined_diff, stat_summary, unified_diff

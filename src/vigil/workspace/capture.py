@@ -11,9 +11,11 @@ import stat
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from vigil.workspace.beneath import Tree
-from vigil.workspace.changeset import ChangeEntry, Changeset, IgnoreRules
+from vigil.errors import VigilError
+from vigil.workspace.beneath import Tree, UnsafePath, components
+from vigil.workspace.changeset import ChangeEntry, Changeset
 from vigil.workspace.errors import ProtectedPathChanged
+from vigil.workspace.ignore import MAX_RULES_FILE, IgnoreRules, Reader, read_beneath, tree_reader
 from vigil.workspace.limits import Limits, Tally
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.protect import Protection, summary
@@ -95,7 +97,6 @@ def capture_upper(
     upper: Path,
     lower: StackedView,
     objects: ObjectStore,
-    ignore: IgnoreRules,
     exclude: Collection[str] = (),
     *,
     protection: Protection | None = None,
@@ -105,26 +106,27 @@ def capture_upper(
 
     Limits (default: the view's) are checked before any content is copied into
     ``objects``; protected paths (default: the view's) are refused by name, link target
-    and identity.
+    and identity. Ignored paths are flagged by git's rules as the attempt left them (a
+    deletion: as it found them).
     """
     limits = limits or lower.limits
     protection = protection if protection is not None else lower.protection
     precount(upper, limits, exclude)
     with Tree(upper) as tree:
-        changeset = _capture(tree, lower, objects, ignore, exclude, limits, protection)
-    check_protected(changeset, protection)
-    return changeset
+        entries = _capture(tree, lower, objects, exclude, limits, protection)
+    check_protected(Changeset(entries), protection)
+    after = IgnoreRules.of(overlay_reader(upper, lower.root))
+    return Changeset(after.flag(entries, before=IgnoreRules.of(view_reader(lower, objects))))
 
 
 def _capture(
     tree: Tree,
     lower: StackedView,
     objects: ObjectStore,
-    ignore: IgnoreRules,
     exclude: Collection[str],
     limits: Limits,
     protection: Protection | None,
-) -> Changeset:
+) -> tuple[ChangeEntry, ...]:
     out = _Collector(lower, objects, limits.tally())
     stack: list[tuple[str, bool]] = [("", False)]
     while stack:
@@ -142,7 +144,7 @@ def _capture(
                 reason = None if st is None else protection.identity_reason(rel, st)
                 if reason is not None:
                     raise ProtectedPathChanged(summary([reason]), details=[rel])
-    return Changeset(ignore.flag(out.entries.values()))
+    return tuple(out.entries.values())
 
 
 def _capture_dir(
@@ -192,15 +194,85 @@ def _capture_dir(
 
 
 def diff_states(
-    before: Mapping[str, FileState], after: Mapping[str, FileState], ignore: IgnoreRules
+    before: Mapping[str, FileState],
+    after: Mapping[str, FileState],
+    ignore: IgnoreRules,
+    *,
+    ignore_before: IgnoreRules | None = None,
 ) -> Changeset:
-    """The changeset between two scans of the same tree (both images already stored)."""
+    """The changeset between two scans of the same tree (both images already stored);
+    ``ignore`` flags ignored paths, ``ignore_before`` (when given) deleted ones."""
     entries = []
     for rel in before.keys() | after.keys():
         old, new = before.get(rel), after.get(rel)
         if old != new:
             entries.append(ChangeEntry(rel, old, new))
-    return Changeset(ignore.flag(entries))
+    return Changeset(ignore.flag(entries, before=ignore_before))
+
+
+def overlay_reader(upper: Path, lower: Path) -> Reader:
+    """Read files as the attempt sees them: the upper directory's copy, nothing where the
+    upper directory deleted the path (a whiteout on it, or an opaque or replaced
+    directory above it), else the lower tree's. Nothing is followed in either tree."""
+    read_lower = tree_reader(lower)
+
+    def read(rel: str) -> bytes | None:
+        try:
+            parts = components(rel)
+            with Tree(upper) as tree:
+                hides_lower = False
+                for i in range(len(parts)):
+                    sub = "/".join(parts[: i + 1])
+                    st = tree.lstat(sub)
+                    if st is None:
+                        return None if hides_lower else read_lower(rel)
+                    if _is_whiteout(st):
+                        return None
+                    if i == len(parts) - 1:
+                        return read_beneath(tree, sub)
+                    if not stat.S_ISDIR(st.st_mode):
+                        return None
+                    hides_lower = hides_lower or _is_opaque(tree, sub)
+        except (OSError, UnsafePath):
+            return None
+        return None
+
+    return read
+
+
+def view_reader(view: StackedView, objects: ObjectStore) -> Reader:
+    """Read files as the attempt found them: the stacked changesets' content, else the
+    workspace's (read beneath it without following links)."""
+    read_root = tree_reader(view.root)
+
+    def read(rel: str) -> bytes | None:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            above = "/".join(parts[:i])
+            if above in view.overrides and getattr(view.overrides[above], "kind", None) != "dir":
+                return None  # a stacked changeset deleted or replaced this directory
+        if rel in view.overrides:
+            return stored_content(view.overrides[rel], objects)
+        return read_root(rel)
+
+    return read
+
+
+def states_reader(states: Mapping[str, FileState], objects: ObjectStore) -> Reader:
+    """Read files of a scanned tree from the copies of their content in ``objects``."""
+    return lambda rel: stored_content(states.get(rel), objects)
+
+
+def stored_content(state: FileState | None, objects: ObjectStore) -> bytes | None:
+    """The stored bytes of a small file, None for anything else or a damaged object."""
+    if state is None or state.kind != "file" or state.sha256 is None:
+        return None
+    if state.size > MAX_RULES_FILE or not objects.has(state.sha256):
+        return None
+    try:
+        return objects.read(state.sha256)
+    except (OSError, VigilError):
+        return None
 
 
 def store_images(root: Path, states: Mapping[str, FileState], objects: ObjectStore) -> None:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-import pathspec
 
 from vigil.workspace.state import FileState
 
@@ -145,31 +142,3 @@ def compose(changesets: Sequence[Changeset]) -> Changeset:
         if head.before != tail.after:
             out.append(ChangeEntry(path, head.before, tail.after, head.ignored or tail.ignored))
     return Changeset(tuple(out))
-
-
-class IgnoreRules:
-    """The project's ``.gitignore`` rules, used to flag changes to build output and caches."""
-
-    def __init__(self, lines: Iterable[str] = ()) -> None:
-        self._spec = pathspec.GitIgnoreSpec.from_lines(list(lines))
-
-    @classmethod
-    def for_workspace(cls, root: Path) -> IgnoreRules:
-        """Rules from the workspace's top-level ``.gitignore`` (none if absent)."""
-        try:
-            text = (root / ".gitignore").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return cls()
-        return cls(text.splitlines())
-
-    def matches(self, path: str, *, is_dir: bool = False) -> bool:
-        """Whether ``path`` (or, for a directory, ``path/``) is ignored."""
-        return bool(self._spec.match_file(path + "/" if is_dir else path))
-
-    def flag(self, entries: Iterable[ChangeEntry]) -> tuple[ChangeEntry, ...]:
-        """``entries`` with ``ignored`` set from these rules."""
-        out = []
-        for e in entries:
-            is_dir = any(s is not None and s.kind == "dir" for s in (e.before, e.after))
-            out.append(replace(e, ignored=self.matches(e.path, is_dir=is_dir)))
-        return tuple(out)

@@ -106,10 +106,28 @@ def unified_diff(changeset: Changeset, objects: ObjectStore, *, context: int = 3
         out.extend(_header(entry))
         out.extend(_body(entry, objects, context))
     if ignored:
-        shown = ", ".join(quote_path(e.path) for e in ignored[:3])
-        more = f" and {len(ignored) - 3} more" if len(ignored) > 3 else ""
-        out.append(f"# {len(ignored)} ignored path(s) changed (.gitignore): {shown}{more}\n")
+        out.append(f"# {ignored_summary(ignored)}\n")
     return "".join(out)
+
+
+def ignored_summary(ignored: Sequence[ChangeEntry], *, limit: int = 3) -> str:
+    """One line for the ignored changes, grouped under their outermost changed path:
+    ``9 ignored path(s) changed (git ignore rules): .pytest_cache/ (8 paths), app.log``."""
+    paths = {e.path for e in ignored}
+    groups: dict[str, list[ChangeEntry]] = {}
+    for entry in ignored:
+        parts = entry.path.split("/")
+        tops = ("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        groups.setdefault(next(p for p in tops if p in paths), []).append(entry)
+    named = []
+    for top, members in groups.items():
+        kinds = {s.kind for s in (members[0].before, members[0].after) if s is not None}
+        is_dir = len(members) > 1 or "dir" in kinds
+        count = f" ({len(members)} paths)" if len(members) > 1 else ""
+        named.append(f"{quote_path(top)}/{count}" if is_dir else quote_path(top))
+    more = f" and {len(named) - limit} more" if len(named) > limit else ""
+    shown = ", ".join(named[:limit])
+    return f"{len(ignored)} ignored path(s) changed (git ignore rules): {shown}{more}"
 
 
 def _is_plain_dir(entry: ChangeEntry) -> bool:

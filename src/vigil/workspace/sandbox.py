@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from vigil.workspace.capture import capture_upper
-from vigil.workspace.changeset import Changeset, IgnoreRules
+from vigil.workspace.changeset import Changeset
 from vigil.workspace.errors import ProtectedPathChanged, SandboxUnavailable
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.rootfs import RootPlan, tool_dirs
@@ -203,8 +203,7 @@ class OverlaySandbox:
 
     def capture(self) -> Changeset:
         """The changes the attempt's commands made, with all images stored."""
-        ignore = IgnoreRules.for_workspace(self.root)
-        changeset = capture_upper(self.upper, self.view, self.objects, ignore)
+        changeset = capture_upper(self.upper, self.view, self.objects)
         touched = [p for p in changeset.paths if p in self.protected]
         if touched:
             raise ProtectedPathChanged(f"the step changed {', '.join(touched)}")

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from vigil.workspace.apply import RESTORE, Applier, locked
 from vigil.workspace.beneath import Tree
-from vigil.workspace.capture import check_protected, diff_states, store_images
-from vigil.workspace.changeset import Changeset, IgnoreRules, compose
+from vigil.workspace.capture import check_protected, diff_states, states_reader, store_images
+from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.errors import ProtectedPathChanged
+from vigil.workspace.ignore import IgnoreRules
 from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
 from vigil.workspace.protect import Protection, summary
@@ -100,7 +101,13 @@ class SnapshotSandbox:
         try:
             self._precount(before)
             after = scan(self.root, self.exclude)
-            changeset = diff_states(before, after, IgnoreRules.for_workspace(self.root))
+            # The rules are read now, from the tree the step left, before it is put back.
+            changeset = diff_states(
+                before,
+                after,
+                IgnoreRules.for_workspace(self.root),
+                ignore_before=IgnoreRules.of(states_reader(before, self.objects)),
+            )
             self._check(changeset, protection)
             changed = {e.path: e.after for e in changeset.entries if e.after is not None}
             store_images(self.root, changed, self.objects)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from vigil.config import PROJECT_FILE, user_config_dir
+from vigil.layout import make_state_dir
 from vigil.workspace.apply import Applier, locked, mismatches, protected_refusals
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
@@ -51,6 +52,8 @@ class Workspace:
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir.resolve()
+        if self.root.is_dir():
+            make_state_dir(self.state_dir)
         self.objects = ObjectStore(self.state_dir / "objects")
         self.limits = limits or Limits()
         self.hidden = [self.state_dir, user_config_dir().expanduser().resolve()]
