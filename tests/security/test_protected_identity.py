@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,51 @@ def test_a_run_cannot_widen_its_own_policy_through_another_name(
     assert {view["swap"]["state"], view["later"]["state"]} == {"succeeded", "failed"}
     policy = json.loads(vigil("policy", "show", "--format", "json", cwd=path, env=env).stdout)
     assert policy["policy"]["free"] == {} and policy["policy"]["protected"] == ["prod"]
+
+
+GIT_ATTACKS = {
+    "hook": "printf '#!/bin/sh\\ntouch /tmp/owned\\n' > .git/hooks/post-checkout"
+    " && chmod +x .git/hooks/post-checkout",
+    "fsmonitor": "git config core.fsmonitor 'touch /tmp/owned; false'",
+    "config-case": "printf '[core]\\n\\tfsmonitor = touch /tmp/owned\\n' >> .GIT/CONFIG",
+    "hooks-dir-swap": "mv .git/hooks .git/hooks.old && mkdir .git/hooks"
+    " && printf '#!/bin/sh\\n' > .git/hooks/pre-commit",
+    "submodule-hook": "mkdir -p .git/modules/sub/hooks"
+    " && printf x > .git/modules/sub/hooks/post-merge",
+}
+
+
+@pytest.mark.parametrize("attack", list(GIT_ATTACKS))
+def test_a_step_cannot_plant_what_git_runs_on_the_host(
+    tmp_path: Path, attack: str, backend: str
+) -> None:
+    path, env, _ = _cli_ws(tmp_path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", str(path)], check=True)
+    subprocess.run([*git, "-C", str(path), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(path), "commit", "-qm", "start"], check=True)
+    config_before = (path / ".git" / "config").read_bytes()
+    hooks_before = sorted(p.name for p in (path / ".git" / "hooks").iterdir())
+    tasks = [
+        {"id": "attack", "run": GIT_ATTACKS[attack]},
+        # What a step may do with the repository: commit (objects, refs, index, logs).
+        {
+            "id": "commit",
+            "run": "echo change > d/keep.txt && git -c user.name=s -c user.email=s@example.com"
+            " commit -qam step",
+        },
+    ]
+    write_plan(path / "p.yaml", {"name": "p", "project": "shop", "phases": [
+        {"id": "main", "tasks": tasks},
+    ]})  # fmt: skip
+    vigil("run", "p.yaml", "--run-id", "git", "-j", "1", cwd=path, env=env)
+    view = {t["id"]: t for t in status("git", path, env)["tasks"]}
+    assert view["attack"]["state"] == "failed", view["attack"]
+    assert (path / ".git" / "config").read_bytes() == config_before
+    assert sorted(p.name for p in (path / ".git" / "hooks").iterdir()) == hooks_before
+    assert not (path / ".git" / "modules").exists()
+    assert view["commit"]["state"] == "succeeded", view["commit"]
+    log = subprocess.run(
+        ["git", "-C", str(path), "log", "--format=%s"], capture_output=True, text=True
+    )
+    assert log.stdout.split() == ["step", "start"]

@@ -37,6 +37,26 @@ def _dir_name(key: str) -> str:
     return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+GIT_EXECUTABLE = (".git/config", ".git/hooks", ".git/modules", ".git/worktrees")
+"""What of a repository git runs on the host, outside every sandbox: a hook, or a command
+its configuration names (``core.fsmonitor``, ``core.sshCommand``, filter and diff
+drivers, ``alias.*``), for the workspace's repository and its submodules and worktrees.
+A step that could write one would run code as the person who next types ``git status``
+in the workspace, so a step may change a repository's objects, refs and index (``git
+commit`` works) but never these."""
+
+
+def git_protected(root: Path) -> list[str]:
+    """The paths of :data:`GIT_EXECUTABLE`; all of ``.git`` where it is a file (a worktree's
+    or submodule's pointer to its git directory, which could be pointed elsewhere)."""
+    try:
+        if (root / ".git").is_file() and not (root / ".git").is_symlink():
+            return [".git"]
+    except OSError:
+        pass
+    return list(GIT_EXECUTABLE)
+
+
 class Workspace:
     """One project directory: prepares sandboxes, commits, recovers and rolls back."""
 
@@ -58,7 +78,7 @@ class Workspace:
         self.limits = limits or Limits()
         self.hidden = [self.state_dir, user_config_dir().expanduser().resolve()]
         self.hidden += [p.resolve() for p in hidden_paths]
-        self.protected = [PROJECT_FILE]
+        self.protected = [PROJECT_FILE, *git_protected(self.root)]
         # Paths inside the workspace that belong to vigil or the user, never to a step.
         self.exclude = sorted(
             {str(p.relative_to(self.root)) for p in self.hidden if self.root in p.parents}
