@@ -388,6 +388,10 @@ def test_a_gitignore_in_changes_stacked_under_the_attempt_counts(ws: Workspace) 
     assert more.paths == [".pytest_cache/v/cache/lastfailed"] and ignored_of(more) == {
         ".pytest_cache/v/cache/lastfailed"
     }
+    # A change to a file that existed is always shown, ignored or not: an ignore rule must
+    # not hide an edit from review.
+    edit = attempt(ws, "edit", ["echo '[1]' > .pytest_cache/v/cache/nodeids"], base_layers=[made])
+    assert edit.paths == [".pytest_cache/v/cache/nodeids"] and ignored_of(edit) == set()
     cleared = attempt(ws, "clear", ["rm -r .pytest_cache"], base_layers=[made])
     assert len(cleared.paths) == 7 and ignored_of(cleared) == set(cleared.paths)
 

