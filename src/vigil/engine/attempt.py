@@ -49,6 +49,9 @@ class AttemptSpec:
     redactor: Callable[[], Any] | None = None
     workspace: Path = Path(".")
     allowed_paths: Sequence[str] = ()
+    hidden: tuple[Path, ...] = ()
+    """Hidden paths besides the workspace's ``.vigil`` and the user configuration
+    directory (always hidden): files named by the task are never read from them."""
 
     @property
     def task_id(self) -> str:
@@ -174,7 +177,7 @@ class Attempt:
         """A workspace file (for prompts and their context); never outside the workspace."""
         from vigil.actions.prompt import read_workspace_file
 
-        return read_workspace_file(self.spec.workspace, path)
+        return read_workspace_file(self.spec.workspace, path, hidden=self.spec.hidden)
 
     def fingerprint(self) -> str:
         """Content fingerprint of the workspace view this attempt starts on: the committed
