@@ -41,7 +41,7 @@ def default_parallelism() -> int:
 
 def recorded_plan(record: Any) -> Plan:
     """The plan exactly as it was when the run started."""
-    return Plan.model_validate_json(record.plan_json)
+    return Plan.from_record(record.plan_json)
 
 
 def start_run(
@@ -85,6 +85,11 @@ def start_run(
             faults=faults,
             stop_grace=stop_grace,
         )
+    from vigil.engine.authority import declared_secrets
+    from vigil.safety.secrets import check_secret_names
+
+    # Refuse before anything exists: a task names a secret vigil.toml does not declare.
+    check_secret_names(plan, declared_secrets(config))
     if not dry_run:
         # Refuse before anything exists: halted, or the grant does not cover the plan.
         from vigil.engine.audit import Auditor
