@@ -20,7 +20,7 @@ from vigil.actions.agent import (
     spec_gate,
 )
 from vigil.actions.base import PriorRound
-from vigil.actions.prompt import FIX_ROUND_HEADER
+from vigil.actions.prompt import FIX_ROUND_HEADER, MAX_CONTEXT_FILE_BYTES
 from vigil.actions.specs import AgentConfig
 from vigil.plan import Plan, load_plan
 from vigil.safety import redactor_for
@@ -273,6 +273,12 @@ def test_bad_templates_and_context_escapes_fail_the_attempt_clearly(tmp_path: Pa
             result = AgentAction(plan.task("fix").agent).execute(ctx)  # type: ignore[arg-type]
             assert not result.ok and result.code == "VIGIL-PATH-REFUSED", result.reason
             assert ctx.ran == []
+    (ws.root / "big.txt").write_text("x" * (MAX_CONTEXT_FILE_BYTES + 1))
+    plan = plan_with(agent_task("look", "          context: [big.txt]\n", "cat"))
+    with attempt(ws, plan, plan.task("fix")) as ctx:
+        result = AgentAction(plan.task("fix").agent).execute(ctx)  # type: ignore[arg-type]
+        assert not result.ok and result.code == "VIGIL-PROMPT" and "larger than" in result.reason
+        assert ctx.ran == []
     plan = plan_with(agent_task("look", "          context: [src/value.py]\n", "cat"))
     with attempt(ws, plan, plan.task("fix")) as ctx:
         assert AgentAction(plan.task("fix").agent).execute(ctx).ok  # type: ignore[arg-type]

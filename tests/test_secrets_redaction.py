@@ -290,3 +290,15 @@ def test_a_command_printing_too_much_is_refused(tmp_path: Path) -> None:
     big = f"head -c {MAX_SECRET_BYTES + 1} /dev/zero | tr '\\0' x"
     with pytest.raises(SecretUnavailable, match="more than"):
         _resolve({"A": {"command": big}}, tmp_path, {"PATH": "/usr/bin:/bin"})
+
+
+def test_a_command_s_standard_error_is_not_passed_on(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # It may echo the value (or another secret); vigil never shows it.
+    noisy = "echo stderr-secret-9c2 >&2; echo the-value"
+    assert _resolve({"A": {"command": noisy}}, tmp_path, {"PATH": "/usr/bin:/bin"}) == {
+        "A": "the-value"
+    }
+    captured = capfd.readouterr()
+    assert "stderr-secret-9c2" not in captured.err + captured.out

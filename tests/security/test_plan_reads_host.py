@@ -354,7 +354,11 @@ def test_a_file_source_that_reaches_the_signing_key_is_refused(
         "the audit log": ".vigil/audit/log.jsonl",
         "a FIFO in the workspace": "fifo",
         "a FIFO outside": f"{tmp_path}/fifo",
+        # Made once the first refused runs have written the audit log (and the store).
+        "hard link to the audit log": f"{tmp_path}/audit-copy",
     }
+    if backend == "sqlite":
+        spellings["hard link to the store"] = f"{tmp_path}/store-copy"
     plan = {
         "name": "p",
         "project": "atk",
@@ -369,6 +373,10 @@ def test_a_file_source_that_reaches_the_signing_key_is_refused(
     outputs: list[Result] = []
     wrong: list[str] = []
     for name, spelling in spellings.items():
+        if name == "hard link to the audit log":
+            os.link(ws / ".vigil" / "audit" / "log.jsonl", spelling)
+        if name == "hard link to the store":
+            os.link(ws / ".vigil" / "vigil.db", spelling)
         (ws / "vigil.toml").write_text(
             POLICY + f"\n[secrets]\nK = {{ file = {json.dumps(spelling)} }}\n"
         )
@@ -402,7 +410,7 @@ def agent_plan(*tasks: dict[str, Any]) -> dict[str, Any]:
     return {"name": "ag", "project": "atk", "phases": [{"id": "a", "tasks": list(tasks)}]}
 
 
-HIDDEN_SPELLINGS = {
+REFUSED_SPELLINGS = {
     "as-is": "cfg/keys/signing.key",
     "dot-slash": "./cfg/keys/signing.key",
     "doubled-slashes-and-dots": "cfg//keys/./signing.key",
@@ -412,6 +420,7 @@ HIDDEN_SPELLINGS = {
     "hard-link-to-the-key": "hard.txt",
     "the-state-directory": ".vigil/audit/log.jsonl",
     "the-policy-file": "vigil.toml",
+    "a-fifo": "fifo",
 }
 
 
@@ -429,15 +438,16 @@ def test_agent_files_naming_a_hidden_path_are_refused(
     (ws / "lnk").symlink_to("cfg")
     (ws / "key.txt").symlink_to("cfg/keys/signing.key")
     os.link(key_file, ws / "hard.txt")
+    os.mkfifo(ws / "fifo")
     # One task per spelling, as context and as the prompt file.
-    tasks = [agent_task(f"ctx-{n}", context=[p]) for n, p in HIDDEN_SPELLINGS.items()]
-    tasks += [agent_task(f"pf-{n}", prompt_file=p) for n, p in HIDDEN_SPELLINGS.items()]
+    tasks = [agent_task(f"ctx-{n}", context=[p]) for n, p in REFUSED_SPELLINGS.items()]
+    tasks += [agent_task(f"pf-{n}", prompt_file=p) for n, p in REFUSED_SPELLINGS.items()]
     write_plan(ws / "ag.yaml", agent_plan(*tasks))
     done = vigil("run", "ag.yaml", "--run-id", "r", cwd=ws, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     logs = vigil("logs", "r", cwd=ws, env=env)
     found = status("r", ws, env)["tasks"]
-    assert len(found) == 2 * len(HIDDEN_SPELLINGS)
+    assert len(found) == 2 * len(REFUSED_SPELLINGS)
     wrong = [
         f"{t['id']}: {t['reason']}"
         for t in found
