@@ -20,7 +20,7 @@ from vigil.actions.agent import (
     spec_gate,
 )
 from vigil.actions.base import PriorRound
-from vigil.actions.prompt import FIX_ROUND_HEADER
+from vigil.actions.prompt import FIX_ROUND_HEADER, MAX_CONTEXT_FILE_BYTES
 from vigil.actions.specs import AgentConfig
 from vigil.plan import Plan, load_plan
 from vigil.safety import redactor_for
@@ -170,7 +170,6 @@ def test_prior_output_is_masked_before_the_agent_sees_it(tmp_path: Path) -> None
             '          acceptance: [\'echo "key=$API_TOKEN"; ' + CHECK.replace("'", "''") + "']\n"
             "        secrets: [API_TOKEN]\n",
         ),
-        secrets="{API_TOKEN: {env: API_TOKEN}}",
     )
     rounds = run_rounds(ws, plan, secrets={"API_TOKEN": secret})
     prior = rounds[1]["prior"]
@@ -222,7 +221,6 @@ def test_named_agent_gets_its_env_and_only_its_secrets(tmp_path: Path) -> None:
     plan = plan_with(
         "      - id: fix\n        agent: {use: scripted, prompt: 'SAY hi'}\n"
         "        secrets: [AGENT_KEY]\n",
-        secrets="{AGENT_KEY: {env: AGENT_KEY}}",
     )
     agents = {
         "scripted": AgentConfig(
@@ -273,8 +271,14 @@ def test_bad_templates_and_context_escapes_fail_the_attempt_clearly(tmp_path: Pa
         plan = plan_with(agent_task("look", f"          context: [{escape!r}]\n", "cat"))
         with attempt(ws, plan, plan.task("fix")) as ctx:
             result = AgentAction(plan.task("fix").agent).execute(ctx)  # type: ignore[arg-type]
-            assert not result.ok and "outside the workspace" in result.reason
+            assert not result.ok and result.code == "VIGIL-PATH-REFUSED", result.reason
             assert ctx.ran == []
+    (ws.root / "big.txt").write_text("x" * (MAX_CONTEXT_FILE_BYTES + 1))
+    plan = plan_with(agent_task("look", "          context: [big.txt]\n", "cat"))
+    with attempt(ws, plan, plan.task("fix")) as ctx:
+        result = AgentAction(plan.task("fix").agent).execute(ctx)  # type: ignore[arg-type]
+        assert not result.ok and result.code == "VIGIL-PROMPT" and "larger than" in result.reason
+        assert ctx.ran == []
     plan = plan_with(agent_task("look", "          context: [src/value.py]\n", "cat"))
     with attempt(ws, plan, plan.task("fix")) as ctx:
         assert AgentAction(plan.task("fix").agent).execute(ctx).ok  # type: ignore[arg-type]

@@ -21,11 +21,10 @@ AGENT = Path(__file__).parent / "agents" / "scripted_agent.py"
 AGENT_COMMAND = f"{sys.executable} {AGENT}"
 
 
-def plan_with(task_yaml: str, *, env: str = "{}", secrets: str = "{}") -> Plan:
+def plan_with(task_yaml: str, *, env: str = "{}") -> Plan:
     """A one-task plan; ``task_yaml`` is the task's mapping, indented for the tasks list."""
     text = (
-        f"name: Agents\nproject: demo\nenv: {env}\nsecrets: {secrets}\n"
-        f"phases:\n  - id: work\n    tasks:\n{task_yaml}"
+        f"name: Agents\nproject: demo\nenv: {env}\nphases:\n  - id: work\n    tasks:\n{task_yaml}"
     )
     return load_plan_text(text, "plan.yaml").plan
 
@@ -94,7 +93,7 @@ class SandboxContext:
         return tree_hash(self.workspace.root, exclude=self.workspace.exclude)
 
     def read_text(self, path: str) -> str:
-        return read_workspace_file(self.workspace.root, path)
+        return read_workspace_file(self.workspace.root, path, hidden=self.workspace.hidden)
 
     def shell(self, command: str) -> Ran:
         """Run a validate/acceptance command the way the engine does."""

@@ -29,7 +29,6 @@ from vigil.llm.patch import UnsafePatch
 from vigil.workspace import tree_hash
 
 KEY = "sk-live-0123456789abcdefghijklmn"
-SECRETS = "{OPENAI_KEY: {env: OPENAI_KEY}}"
 DIFF = """Here is the fix:
 
 ```diff
@@ -47,7 +46,6 @@ def llm_plan(server: ChatServer, extra: str = "", prompt: str = "Fix {{ task.id 
         "      - id: ask\n        secrets: [OPENAI_KEY]\n        llm:\n"
         f"          base_url: {server.base_url}\n          model: fake-model\n"
         f"          api_key_secret: OPENAI_KEY\n          prompt: {json.dumps(prompt)}\n" + extra,
-        secrets=SECRETS,
     )
 
 

@@ -1,4 +1,5 @@
-"""Secrets: resolved from env, file or command; a task gets only its own; no leak in any form."""
+"""Secrets: resolved from the env, file or command vigil.toml declares; a task gets only its
+own; no leak in any form."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ from hypothesis import strategies as st
 from vigil.plan.models import Plan
 from vigil.safety.redact import MASK, Redactor, StreamRedactor
 from vigil.safety.secrets import (
+    MAX_SECRET_BYTES,
+    SecretsConfig,
+    SecretSource,
     SecretUnavailable,
     SecretUnknown,
+    check_secret_names,
     redactor_for,
     resolve_secrets,
     secrets_for,
 )
+from vigil.workspace.hidden import Hidden
 
 # The mask is made of '*'; a secret of only mask characters could be "re-formed" by a mask.
 SECRET = st.text(
@@ -141,12 +147,11 @@ def test_unterminated_private_key_block_is_held_and_masked() -> None:
     assert "QUJD" not in stream.close()
 
 
-def _plan(secrets: dict[str, object], task_secrets: list[str]) -> Plan:
+def _plan(task_secrets: list[str]) -> Plan:
     return Plan.model_validate(
         {
             "name": "p",
             "project": "shop",
-            "secrets": secrets,
             "phases": [
                 {
                     "id": "a",
@@ -160,24 +165,37 @@ def _plan(secrets: dict[str, object], task_secrets: list[str]) -> Plan:
     )
 
 
+def _declared(sources: dict[str, object]) -> dict[str, SecretSource]:
+    """Sources as ``[secrets]`` in vigil.toml declares them."""
+    return dict(SecretsConfig.model_validate(sources).root)
+
+
+def _resolve(
+    sources: dict[str, object], ws: Path, environ: dict[str, str], names: list[str] | None = None
+) -> dict[str, str]:
+    return resolve_secrets(
+        list(sources) if names is None else names,
+        _declared(sources),
+        workspace=ws,
+        hidden=Hidden.for_workspace(ws),
+        environ=environ,
+    )
+
+
 def test_resolves_env_file_and_command_and_gives_a_task_only_its_own(tmp_path: Path) -> None:
     (tmp_path / "token.txt").write_text("file-secret-value\n")
-    plan = _plan(
-        {
-            "API": {"env": "MY_API"},
-            "DB": {"file": "token.txt"},
-            "CMD": {"command": "printf 'cmd-secret-%s' 42"},
-        },
-        ["API", "CMD"],
-    )
-    values = resolve_secrets(
-        plan, tmp_path, {"MY_API": "env-secret-value", "PATH": "/usr/bin:/bin"}
-    )
+    sources: dict[str, object] = {
+        "API": {"env": "MY_API"},
+        "DB": {"file": "token.txt"},
+        "CMD": {"command": "printf 'cmd-secret-%s' 42"},
+    }
+    values = _resolve(sources, tmp_path, {"MY_API": "env-secret-value", "PATH": "/usr/bin:/bin"})
     assert values == {
         "API": "env-secret-value",
         "DB": "file-secret-value",
         "CMD": "cmd-secret-42",
     }
+    plan = _plan(["API", "CMD"])
     assert secrets_for(plan.task("one"), values) == {
         "API": "env-secret-value",
         "CMD": "cmd-secret-42",
@@ -187,30 +205,100 @@ def test_resolves_env_file_and_command_and_gives_a_task_only_its_own(tmp_path: P
     assert redact("a file-secret-value b") == f"a {MASK} b"
 
 
+def test_only_the_secrets_a_plan_names_are_read(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    sources: dict[str, object] = {
+        "USED": {"env": "MY_API"},
+        "UNUSED": {"command": f"touch {marker}; echo unused-value"},
+    }
+    values = _resolve(sources, tmp_path, {"MY_API": "env-secret-value"}, names=["USED"])
+    assert values == {"USED": "env-secret-value"}
+    assert not marker.exists()
+
+
+def test_a_command_gets_the_step_allowlist_and_what_pass_env_names(tmp_path: Path) -> None:
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PGPASSWORD": "db-password-of-vigil",
+        "VAULT_TOKEN": "vault-token-value",
+    }
+    show = 'printf \'%s|%s|%s|%s\' "$LANG" "${PGPASSWORD:-none}" "${VAULT_TOKEN:-none}" "$PWD"'
+    sources: dict[str, object] = {
+        "PLAIN": {"command": show},
+        "PASSED": {"command": show, "pass_env": ["VAULT_TOKEN"]},
+    }
+    values = _resolve(sources, tmp_path, environ)
+    home = str(Path.home())
+    assert values["PLAIN"] == f"C.UTF-8|none|none|{home}"
+    assert values["PASSED"] == f"C.UTF-8|none|vault-token-value|{home}"
+
+
 def test_unavailable_and_unknown_secrets_are_errors_that_do_not_echo_values(
     tmp_path: Path,
 ) -> None:
     with pytest.raises(SecretUnavailable):
-        resolve_secrets(_plan({"A": {"env": "NOPE"}}, []), tmp_path, {})
+        _resolve({"A": {"env": "NOPE"}}, tmp_path, {})
     with pytest.raises(SecretUnavailable):
-        resolve_secrets(_plan({"A": {"file": "missing.txt"}}, []), tmp_path, {})
+        _resolve({"A": {"file": "missing.txt"}}, tmp_path, {})
     with pytest.raises(SecretUnavailable) as info:
-        resolve_secrets(
-            _plan({"A": {"command": "echo leaked-value; exit 3"}}, []),
-            tmp_path,
-            {"PATH": "/usr/bin:/bin"},
+        _resolve(
+            {"A": {"command": "echo leaked-value; exit 3"}}, tmp_path, {"PATH": "/usr/bin:/bin"}
         )
     assert "leaked-value" not in str(info.value)
     with pytest.raises(SecretUnavailable):
-        resolve_secrets(_plan({"A": {"env": "SHORT"}}, []), tmp_path, {"SHORT": "ab"})
+        _resolve({"A": {"env": "SHORT"}}, tmp_path, {"SHORT": "ab"})
+    (tmp_path / "big").write_bytes(b"x" * (MAX_SECRET_BYTES + 1))
+    with pytest.raises(SecretUnavailable):
+        _resolve({"A": {"file": "big"}}, tmp_path, {})
     with pytest.raises(SecretUnknown):
-        resolve_secrets(_plan({"A": {"env": "X"}}, ["B"]), tmp_path, {"X": "xxxxxx"})
-    with pytest.raises(SecretUnknown):
-        resolve_secrets(_plan({"not-a-var": {"env": "X"}}, []), tmp_path, {"X": "xxxxxx"})
+        check_secret_names(_plan(["B"]), _declared({"A": {"env": "X"}}))
+    check_secret_names(_plan(["A"]), _declared({"A": {"env": "X"}}))
 
 
-def test_a_secret_source_names_exactly_one_origin() -> None:
-    with pytest.raises(ValueError):
-        _plan({"A": {"env": "X", "file": "y"}}, [])
-    with pytest.raises(ValueError):
-        _plan({"A": {}}, [])
+def test_a_secret_source_names_exactly_one_origin_and_a_valid_name() -> None:
+    for bad in (
+        {"A": {"env": "X", "file": "y"}},
+        {"A": {}},
+        {"A": {"env": "X", "pass_env": ["Y"]}},
+        {"not-a-var": {"env": "X"}},
+    ):
+        with pytest.raises(ValueError):
+            _declared(bad)
+
+
+def test_a_command_that_hangs_is_killed_with_everything_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vigil.safety import secrets
+
+    monkeypatch.setattr(secrets, "COMMAND_TIMEOUT", 1.0)
+    pidfile = tmp_path / "child.pid"
+    hang = f"sleep 300 & echo $! > {pidfile}; wait"
+    with pytest.raises(SecretUnavailable, match="timed out"):
+        _resolve({"A": {"command": hang}}, tmp_path, {"PATH": "/usr/bin:/bin"})
+    child = int(pidfile.read_text())
+    try:
+        with open(f"/proc/{child}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z", "X")
+
+
+def test_a_command_printing_too_much_is_refused(tmp_path: Path) -> None:
+    big = f"head -c {MAX_SECRET_BYTES + 1} /dev/zero | tr '\\0' x"
+    with pytest.raises(SecretUnavailable, match="more than"):
+        _resolve({"A": {"command": big}}, tmp_path, {"PATH": "/usr/bin:/bin"})
+
+
+def test_a_command_s_standard_error_is_not_passed_on(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # It may echo the value (or another secret); vigil never shows it.
+    noisy = "echo stderr-secret-9c2 >&2; echo the-value"
+    assert _resolve({"A": {"command": noisy}}, tmp_path, {"PATH": "/usr/bin:/bin"}) == {
+        "A": "the-value"
+    }
+    captured = capfd.readouterr()
+    assert "stderr-secret-9c2" not in captured.err + captured.out

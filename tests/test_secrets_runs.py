@@ -72,7 +72,6 @@ def plan(script: str) -> dict[str, Any]:
     return {
         "name": "secrets",
         "project": "shop",
-        "secrets": {"TOKEN": {"env": "MY_TOKEN"}},
         "phases": [
             {
                 "id": "main",
@@ -114,8 +113,13 @@ FULL = {
 QUICK = {"logs leak": FULL["logs leak"], "report json": FULL["report json"]}
 
 
+SOURCES = '[secrets]\nTOKEN = { env = "MY_TOKEN" }\n'
+"""Where the secret comes from: vigil.toml, the person's file, never the plan."""
+
+
 def leaks_after_run(ws: Path, value: str, commands: dict[str, tuple[str, ...]]) -> list[str]:
     """Run the plan with ``value`` as the secret; every place vigil left it."""
+    (ws / "vigil.toml").write_text(SOURCES)
     write_plan(ws / "p.yaml", plan(PRINT_ALL))
     env = {"MY_TOKEN": value, "VIGIL_CONFIG_DIR": str(ws.parent / "config")}
     outputs = {"run": vigil("run", "p.yaml", "--run-id", "r", "-o", "json", cwd=ws, env=env)}
@@ -160,9 +164,9 @@ def test_a_task_that_does_not_list_the_secret_does_not_receive_it(tmp_path: Path
     spy = {
         "name": "spy",
         "project": "shop",
-        "secrets": {"TOKEN": {"env": "MY_TOKEN"}},
         "phases": [{"id": "main", "tasks": [{"id": "spy", "run": "env > env.txt"}]}],
     }
+    (ws / "vigil.toml").write_text(SOURCES)
     write_plan(ws / "spy.yaml", spy)
     env = {"MY_TOKEN": VALUE, "VIGIL_CONFIG_DIR": str(tmp_path / "config")}
     assert vigil("run", "spy.yaml", cwd=ws, env=env).returncode == 0
@@ -189,3 +193,34 @@ def test_no_secret_value_leaks_whatever_it_is(value: str) -> None:
         ws = Path(tmp) / "ws"
         ws.mkdir()
         assert leaks_after_run(ws, value, QUICK) == []
+
+
+def test_an_undeclared_secret_is_refused_before_the_run_exists(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "vigil.toml").write_text(SOURCES)
+    data = plan("print('never')")
+    data["phases"][0]["tasks"][0]["secrets"] = ["TOKEN", "OTHER"]
+    write_plan(ws / "p.yaml", data)
+    env = {"MY_TOKEN": VALUE, "VIGIL_CONFIG_DIR": str(tmp_path / "config")}
+    done = vigil("run", "p.yaml", cwd=ws, env=env)
+    assert done.returncode == ExitCode.USAGE and "VIGIL-SECRET-UNKNOWN" in done.stderr
+    assert "OTHER" in done.stderr
+    runs = vigil("runs", "--format", "json", cwd=ws, env=env)
+    assert json.loads(runs.stdout) == []
+
+
+def test_a_secret_that_cannot_be_read_stops_the_run_until_it_is_fixed(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "vigil.toml").write_text(SOURCES)
+    write_plan(ws / "p.yaml", plan("print('ran')"))
+    env = {"VIGIL_CONFIG_DIR": str(tmp_path / "config")}  # MY_TOKEN is not set
+    done = vigil("run", "p.yaml", "--run-id", "r", cwd=ws, env=env)
+    assert done.returncode == ExitCode.USAGE and "VIGIL-SECRET-UNAVAILABLE" in done.stderr
+    assert not (ws / "saved.txt").exists()  # no task started
+    state = json.loads(vigil("status", "r", "--format", "json", cwd=ws, env=env).stdout)
+    assert state["state"] == "interrupted"
+    resumed = vigil("resume", "r", cwd=ws, env=env | {"MY_TOKEN": VALUE})
+    assert resumed.returncode == ExitCode.RUN_FAILED, resumed.stderr  # `fail` fails on purpose
+    assert (ws / "saved.txt").read_text() == VALUE

@@ -66,6 +66,7 @@ SECTIONS: Final[dict[str, str]] = {
     "workspace": "vigil.workspace.settings:WorkspaceSection",
     "audit": "vigil.config:AuditSettings",
     "policy": "vigil.safety.policy:PolicyConfig",
+    "secrets": "vigil.safety.secrets:SecretsConfig",
     "notify": "vigil.notify:NotifySettings",
     "slo": "vigil.report.slo:SloTargets",
     "agents": "vigil.actions.specs:AgentsConfig",
@@ -73,6 +74,10 @@ SECTIONS: Final[dict[str, str]] = {
     "budget": "vigil.actions.specs:BudgetConfig",
 }
 """Every section of vigil.toml and the model that checks it (``module:Class``)."""
+
+PROJECT_ONLY: Final[frozenset[str]] = frozenset({"secrets"})
+"""Sections only the project's vigil.toml may hold: where a secret comes from is decided
+per project, in the file steps cannot change, never once for every workspace."""
 
 
 def section_model(name: str) -> type[BaseModel]:
@@ -312,6 +317,12 @@ def load_config(workspace: Path, *, create: bool = False) -> Config:
     project_file = workspace / PROJECT_FILE
     user_data, project_data = _read_toml(user_file), _read_project_toml(workspace)
     check_config(user_data, user_file)
+    for name in sorted(PROJECT_ONLY & set(user_data)):
+        raise ConfigError(
+            f"{user_file}: [{name}] belongs in the project's {PROJECT_FILE}, not in the "
+            "user configuration",
+            f"Move [{name}] into {project_file}; each project declares its own.",
+        )
     check_config(project_data, project_file)
     data = _merge(user_data, project_data)
     sources = tuple(p for p in (user_file, project_file) if p.exists())

@@ -192,13 +192,13 @@ sys.exit(3)
 def test_a_step_printing_its_secret_in_parts_leaks_it_nowhere(tmp_path: Path, backend: str) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
+    (ws / "vigil.toml").write_text('[secrets]\nTOKEN = { env = "MY_TOKEN" }\n')
     script = f"{shlex.quote(sys.executable)} -c {shlex.quote(PARTS)}"
     write_plan(
         ws / "plan.yaml",
         {
             "name": "parts",
             "project": "parts",
-            "secrets": {"TOKEN": {"env": "MY_TOKEN"}},
             "phases": [{"id": "p", "tasks": [{"id": "leak", "secrets": ["TOKEN"], "run": script}]}],
         },
     )

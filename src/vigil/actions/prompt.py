@@ -16,7 +16,7 @@ error, not an empty string), and the rendered text is capped. A template sees:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -144,28 +144,28 @@ def prompt_hash(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def read_workspace_file(root: Path, path: str, *, limit: int = MAX_CONTEXT_FILE_BYTES) -> str:
-    """Text of ``path`` under ``root``; refuses paths that leave it (also through symlinks).
+def read_workspace_file(
+    root: Path, path: str, *, hidden: Sequence[Path] = (), limit: int = MAX_CONTEXT_FILE_BYTES
+) -> str:
+    """Text of the regular file ``path`` beneath the workspace ``root``.
 
-    A prompt may be sent to a remote model, so a plan must not be able to pull in
-    ``/etc/shadow`` or the user's keys through ``../`` or a link.
+    A prompt may be sent to a remote model and is handed to an agent, so a plan must not
+    pull in anything it could not read from inside the sandbox: a path that leaves the
+    workspace, passes through a link, or is or lies in a hidden path (``hidden`` beside
+    the workspace's ``.vigil`` and the user configuration directory) or is a protected
+    file, by identity, is :class:`~vigil.workspace.errors.PathRefused`.
     """
-    base = root.resolve()
-    candidate = Path(path)
-    if candidate.is_absolute() or ".." in candidate.parts:
-        raise PromptError(f"{path!r} leads outside the workspace")
-    target = (base / candidate).resolve()
-    if base not in target.parents:
-        raise PromptError(f"{path!r} leads outside the workspace")
-    if ".vigil" in target.relative_to(base).parts:
-        raise PromptError(f"{path!r} is vigil's own state, not part of the project")
+    from vigil.workspace.hidden import Hidden, read_beneath
+
+    guard = Hidden.for_workspace(root.resolve(), hidden)
     try:
-        with target.open("rb") as fh:
-            data = fh.read(limit + 1)
+        data = read_beneath(root.resolve(), path, guard, limit=limit, what="file")
+    except FileNotFoundError:
+        raise PromptError(f"cannot read {path!r}: no such file in the workspace") from None
+    except ValueError as exc:
+        raise PromptError(str(exc)) from None
     except OSError as exc:
         raise PromptError(f"cannot read {path!r}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise PromptError(f"{path!r} is larger than {limit} bytes")
     return data.decode("utf-8", errors="replace")
 
 

@@ -71,7 +71,7 @@ class RunWatch:
         self.store = store
         self.record = record
         self.state_dir = state_dir
-        plan = Plan.model_validate_json(record.plan_json)
+        plan = Plan.from_record(record.plan_json)
         self.state = RunState(run_id, plan, RunOptions.from_dict(record.options))
         self.escalations: dict[str, dict[str, Any]] = {}
         self._cursor = 0

@@ -55,6 +55,9 @@ class AttemptSpec:
     # What names the sandbox and tags the processes besides the task (default: the
     # attempt's number); a compensation runs as ``rollback``.
     label: str | None = None
+    hidden: tuple[Path, ...] = ()
+    """Hidden paths besides the workspace's ``.vigil`` and the user configuration
+    directory (always hidden): files named by the task are never read from them."""
 
     @property
     def task_id(self) -> str:
@@ -186,7 +189,7 @@ class Attempt:
         """A workspace file (for prompts and their context); never outside the workspace."""
         from vigil.actions.prompt import read_workspace_file
 
-        return read_workspace_file(self.spec.workspace, path)
+        return read_workspace_file(self.spec.workspace, path, hidden=self.spec.hidden)
 
     def fingerprint(self) -> str:
         """Content fingerprint of the workspace view this attempt starts on: the committed

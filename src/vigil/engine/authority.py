@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config, user_config_dir
@@ -26,14 +27,20 @@ from vigil.safety import (
     load_grant,
     redactor_for,
     require_plan,
-    resolve_secrets,
 )
-from vigil.safety.audit import AuditFailed
+from vigil.safety.audit import AuditFailed, audit_path
 from vigil.safety.errors import GrantRefused
 from vigil.safety.halt import Ledger, ledger_path
 from vigil.safety.keys import trusted_keys
 from vigil.safety.policy import Decision, Requirement, authorize, environment_of, requirements
+from vigil.safety.secrets import (
+    SecretsConfig,
+    SecretSource,
+    check_secret_names,
+    resolve_secrets,
+)
 from vigil.safety.tokens import RUN
+from vigil.workspace.hidden import Hidden, hidden_paths
 
 if TYPE_CHECKING:
     from vigil.store import RunStore
@@ -104,13 +111,33 @@ class Authority:
 
         self.agents = dict(config.section("agents", AgentsConfig).root)
         self.llm_config = config.section("llm", LlmConfig)
+        self.config = config
+        self.secret_sources = declared_secrets(config)
         self.secrets: dict[str, str] = {}
         self.redactor: Redactor = redactor_for({})
 
     def load_secrets(self) -> None:
-        """Resolve the plan's secrets (env, file, command) for this driver's lifetime."""
-        self.secrets = resolve_secrets(self.plan, self.workspace)
+        """Read the secrets the plan names, from the sources ``[secrets]`` in vigil.toml
+        declares, for this driver's lifetime; each read is audited (never its value)."""
+        check_secret_names(self.plan, self.secret_sources)
+        names = {n for _, task in self.plan.tasks() for n in self._secret_names(task)}
+        self.secrets = resolve_secrets(
+            names,
+            self.secret_sources,
+            workspace=self.workspace,
+            hidden=secret_guard(self.config),
+            record=self._audit_secret,
+        )
         self.redactor = redactor_for(self.secrets)
+
+    def _audit_secret(self, name: str, source: SecretSource, error: VigilError | None) -> None:
+        reason = f"secret {name} from vigil.toml [secrets] ({source.kind})"
+        self.auditor.record(
+            action="secret.read",
+            decision="allow" if error is None else "deny",
+            reason=reason if error is None else f"{reason}: {error.code}: {error.cause}",
+            run=self.run_id,
+        )
 
     # ------------------------------------------------------------------ checks
 
@@ -205,9 +232,8 @@ class Authority:
 
     # ------------------------------------------------------------------ secrets
 
-    def env_for(self, task: Task) -> Mapping[str, str]:
-        """The secrets ``task`` receives, as environment variables (its agent's and model
-        key included)."""
+    def _secret_names(self, task: Task) -> set[str]:
+        """The secrets ``task`` names, its agent's and its model key included."""
         names = set(task.secrets)
         if task.agent is not None:
             from vigil.actions.agent import agent_secret_names
@@ -217,6 +243,12 @@ class Authority:
             from vigil.actions.llm import llm_secret_names
 
             names |= set(llm_secret_names(task, self.llm_config))
+        return names
+
+    def env_for(self, task: Task) -> Mapping[str, str]:
+        """The secrets ``task`` receives, as environment variables (its agent's and model
+        key included)."""
+        names = self._secret_names(task)
         return {n: self.secrets[n] for n in sorted(names) if n in self.secrets}
 
     def stream(self) -> StreamRedactor:
@@ -226,6 +258,28 @@ class Authority:
     def redact(self, text: str) -> str:
         """``text`` with every secret (in every common encoding) and known token masked."""
         return self.redactor.redact(text)
+
+
+def declared_secrets(config: Config) -> dict[str, SecretSource]:
+    """The secret sources ``[secrets]`` in the project's vigil.toml declares."""
+    return dict(config.section("secrets", SecretsConfig).root)
+
+
+def secret_guard(config: Config) -> Hidden:
+    """What a ``file:`` secret source may not be: a hidden path or what lies in one, and
+    under any name a file of the user configuration, the store or the audit log."""
+    from vigil.store.connect import parse_target
+
+    files: list[Path] = []
+    database = parse_target(config.database_url).sqlite_path
+    if database is not None:
+        files += [database.with_name(database.name + s) for s in ("", "-wal", "-shm", "-journal")]
+    return Hidden.for_workspace(
+        config.workspace,
+        hidden_paths(config.state_dir),
+        files=files,
+        walk=[audit_path(config.state_dir).parent],
+    )
 
 
 def action_capabilities(task: Task, config: Config) -> tuple[str, ...]:

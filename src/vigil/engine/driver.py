@@ -597,6 +597,7 @@ class Driver:
             prior=prior,
             workspace=self.workspace,
             allowed_paths=allowed,
+            hidden=tuple(self.ws.hidden),
         )
 
     def _base_layers(self, task_id: str | None) -> tuple[Changeset, ...]:

@@ -45,7 +45,7 @@ def load_state(store: RunStore, run_id: str) -> tuple[RunRecord, RunState]:
     shown = shown_state(store, record)
     if shown != record.state:
         record = dataclasses.replace(record, state=shown)
-    plan = Plan.model_validate_json(record.plan_json)
+    plan = Plan.from_record(record.plan_json)
     journal = [ev.Event(s.kind, s.data, s.at, s.seq) for s in store.events(run_id)]
     # Decisions whose signatures do not verify are left out, as the driver leaves them out.
     from vigil.engine.decisions import replay_verified

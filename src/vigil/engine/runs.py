@@ -47,7 +47,7 @@ def default_parallelism() -> int:
 def recorded_plan(record: RunRecord) -> Plan:
     """The plan exactly as it was when the run started (for display: see :func:`sealed_plan`
     before running anything of it)."""
-    return Plan.model_validate_json(record.plan_json)
+    return Plan.from_record(record.plan_json)
 
 
 SEAL = "seal"
@@ -176,10 +176,13 @@ def start_run(
             faults=faults,
             stop_grace=stop_grace,
         )
-    # Refuse before anything exists: halted, or (unless dry) the grant does not cover the plan.
     from vigil.engine.audit import Auditor
-    from vigil.engine.authority import Authority
+    from vigil.engine.authority import Authority, declared_secrets
+    from vigil.safety.secrets import check_secret_names
 
+    # Refuse before anything exists: a task names a secret vigil.toml does not declare;
+    # halted; or (unless dry) the grant does not cover the plan.
+    check_secret_names(plan, declared_secrets(config))
     auditor = Auditor(config, store=store)
     authority = Authority(config, store, plan, run_id, grant_id=grant, auditor=auditor)
     authority.preflight(plan_path, dry_run=dry_run)

@@ -71,6 +71,12 @@ STARTER_CONFIG = """\
 [plans]
 # Directories searched by `vigil plans list`.
 dirs = ["plans", "runbooks"]
+
+# [secrets]
+# Where each secret a task names (`secrets: [NPM_TOKEN]`) comes from. Only this file
+# says so, never a plan: a command here runs on this machine, outside the sandbox.
+# NPM_TOKEN = { command = "pass show npm/token" }
+# API_TOKEN = { env = "SHOP_API_TOKEN" }
 """
 
 STARTER_PLAN = """\

@@ -2,17 +2,22 @@
 
 Whatever the file holds, loading either returns a plan or raises :class:`PlanInvalid`
 listing every problem at its ``file:line:col``; a missing or unreadable file raises
-:class:`PlanNotFound`. No other exception escapes for bad input.
+:class:`PlanNotFound`, and a plan that says where secrets come from (a top-level
+``secrets:`` mapping, which only ``vigil.toml`` may hold) :class:`SecretSourceInPlan`.
+No other exception escapes for bad input.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Literal
 
 from vigil.plan.models import Plan
-from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem
+from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem, SecretSourceInPlan
 from vigil.plan.validation import validate_plan
 from vigil.plan.yaml_source import read_yaml
 
@@ -60,12 +65,49 @@ def load_plan_text(text: str, filename: str) -> LoadedPlan:
             # Top-level ``x-`` keys hold anchors to reuse (as in Compose files); their
             # aliases are already expanded, so the plan itself does not keep them.
             data = {k: v for k, v in data.items() if not k.startswith(EXTENSION_PREFIX)}
+    if isinstance(data, dict) and isinstance(data.get("secrets"), dict) and data["secrets"]:
+        line, _ = source_map.position(("secrets",), key=True)
+        raise secret_sources_in_plan(data["secrets"], f"{filename}:{line}")
     if data is not None:
         plan, more = validate_plan(data, source_map, filename)
         problems = [*problems, *more]
         if plan is not None and not problems:
             return LoadedPlan(plan, filename, text, kind)
     raise PlanInvalid(problems or [_empty(filename)])
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def _toml_value(value: object) -> str:
+    # A JSON string is a TOML basic string; a list of them is a TOML array.
+    if isinstance(value, Mapping):
+        items = ", ".join(
+            f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None
+        )
+        return "{ " + items + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def secret_sources_in_plan(sources: Mapping[object, object], where: str) -> SecretSourceInPlan:
+    """The refusal of a plan with a top-level ``secrets:`` mapping, with the TOML that
+    declares the same sources in ``vigil.toml``."""
+    names = ", ".join(str(n) for n in sources)
+    toml = ["[secrets]"] + [f"{_toml_key(str(n))} = {_toml_value(v)}" for n, v in sources.items()]
+    return SecretSourceInPlan(
+        f"{where}: the plan says where secrets come from ({names}); only vigil.toml may, "
+        "a plan only names the secrets its tasks receive",
+        "If you, not the plan's author, want these sources: put the [secrets] table above "
+        "into vigil.toml (steps cannot change it), delete `secrets:` from the top of the "
+        "plan, and keep `secrets: [NAME]` on the tasks. Read each command first: it runs on "
+        "this machine, outside the sandbox.",
+        details=toml,
+    )
 
 
 def _empty(filename: str) -> PlanProblem:

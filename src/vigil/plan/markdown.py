@@ -121,8 +121,8 @@ def _front_matter(
         )
         return {}, source_map, problems, end + 1
     for key in list(data):
-        if key in FRONT_MATTER_KEYS:
-            continue
+        if key in FRONT_MATTER_KEYS or key == "secrets":
+            continue  # secret sources are refused by the loader, with their own error
         line, col = source_map.keys.get((key,), (2, 1))
         if key == "phases":
             fix = "in a runbook each '## heading' starts a phase; remove 'phases'"

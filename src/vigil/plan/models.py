@@ -116,21 +116,6 @@ NameList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
 """A list of names (capabilities, secrets); a single string is a list of one."""
 
 
-class SecretSource(Model):
-    """Where a secret's value comes from: exactly one of ``env``, ``file`` or ``command``."""
-
-    env: str | None = Field(None, description="environment variable of the vigil process")
-    file: str | None = Field(None, description="file holding the value (trailing newline dropped)")
-    command: str | None = Field(None, description="command whose stdout is the value")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretSource:
-        given = [k for k in ("env", "file", "command") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("a secret has exactly one of 'env', 'file' or 'command'")
-        return self
-
-
 ACTION_KINDS = ("run", "agent", "llm", "approval")
 """The keys that say what a task does; a task has exactly one."""
 
@@ -191,7 +176,9 @@ class Task(Model):
         None, description="environment the task acts on (dev, staging, prod, ...); overrides phase"
     )
     secrets: NameList = Field(
-        default=(), description="names of plan secrets the task receives as environment variables"
+        default=(),
+        description="names of secrets (declared in vigil.toml [secrets]) the task receives "
+        "as environment variables",
     )
     review: Literal["required", "none"] = Field(
         "none", description="'required': hold the task's changes until a person approves them"
@@ -252,10 +239,6 @@ class Plan(Model):
     env: dict[str, str] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     phases: tuple[Phase, ...] = Field(min_length=1)
-    secrets: dict[str, SecretSource] = Field(
-        default_factory=dict,
-        description="secrets by name: {env: VAR}, {file: path} or {command: ...}",
-    )
     # Task by id, built once: the engine looks tasks up on every step, and a scan per lookup
     # made a run quadratic in the number of tasks.
     _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
@@ -264,6 +247,19 @@ class Plan(Model):
         """Index the tasks by id (the first one wins if a plan repeats an id)."""
         for _, task in self.tasks():
             self._by_id.setdefault(task.id, task)
+
+    @classmethod
+    def from_record(cls, text: str) -> Plan:
+        """The plan a run recorded (its canonical JSON).
+
+        Runs recorded before secret sources moved to ``vigil.toml`` hold a ``secrets``
+        mapping; it is dropped unread, so whoever can write the store cannot choose where
+        a secret comes from either.
+        """
+        data = json.loads(text)
+        if isinstance(data, dict):
+            data.pop("secrets", None)
+        return cls.model_validate(data)
 
     def tasks(self) -> Iterator[tuple[Phase, Task]]:
         """Every task with its phase, in plan order."""

@@ -57,3 +57,15 @@ class PlanNotFound(VigilError):
     title = "the plan file could not be read"
     remedy = "Check the path; `vigil plans list` shows the plans in this project."
     exit_code = ExitCode.USAGE
+
+
+class SecretSourceInPlan(VigilError):
+    """A plan says where a secret's value comes from, which only a person may say."""
+
+    code = "VIGIL-PLAN-SECRET-SOURCE"
+    title = "a plan declares where a secret's value comes from"
+    remedy = (
+        "Move the sources into [secrets] in vigil.toml (steps cannot change it), delete "
+        "`secrets:` from the top of the plan, and keep `secrets: [NAME]` on the tasks."
+    )
+    exit_code = ExitCode.USAGE

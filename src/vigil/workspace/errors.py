@@ -39,3 +39,15 @@ class SandboxUnavailable(VigilError):
     title = "the attempt sandbox cannot be set up"
     remedy = "Run `vigil doctor`; set VIGIL_ISOLATION=snapshot to use the weaker fallback."
     exit_code = ExitCode.USAGE
+
+
+class PathRefused(VigilError):
+    """A plan (or a secret source) named a file vigil does not read on its behalf."""
+
+    code = "VIGIL-PATH-REFUSED"
+    title = "a file vigil never reads on a plan's behalf was named"
+    remedy = (
+        "Name a regular file of the project itself: not vigil's state, the user "
+        "configuration directory, vigil.toml, a link, or a path outside the workspace."
+    )
+    exit_code = ExitCode.REFUSED

@@ -11,12 +11,13 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
-from vigil.config import PROJECT_FILE, user_config_dir
+from vigil.config import PROJECT_FILE
 from vigil.layout import make_state_dir
 from vigil.workspace.apply import Applier, locked, mismatches, protected_refusals
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
 from vigil.workspace.errors import Conflict, ProtectedPathChanged, SandboxUnavailable
+from vigil.workspace.hidden import hidden_paths as hidden_paths_of
 from vigil.workspace.isolation import IsolationReport, detect_isolation
 from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore
@@ -76,8 +77,7 @@ class Workspace:
             make_state_dir(self.state_dir)
         self.objects = ObjectStore(self.state_dir / "objects")
         self.limits = limits or Limits()
-        self.hidden = [self.state_dir, user_config_dir().expanduser().resolve()]
-        self.hidden += [p.resolve() for p in hidden_paths]
+        self.hidden = hidden_paths_of(self.state_dir, hidden_paths)
         self.protected = [PROJECT_FILE, *git_protected(self.root)]
         # Paths inside the workspace that belong to vigil or the user, never to a step.
         self.exclude = sorted(
