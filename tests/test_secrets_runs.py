@@ -224,3 +224,37 @@ def test_a_secret_that_cannot_be_read_stops_the_run_until_it_is_fixed(tmp_path: 
     resumed = vigil("resume", "r", cwd=ws, env=env | {"MY_TOKEN": VALUE})
     assert resumed.returncode == ExitCode.RUN_FAILED, resumed.stderr  # `fail` fails on purpose
     assert (ws / "saved.txt").read_text() == VALUE
+
+
+def test_a_secret_in_a_file_name_or_link_target_fails_the_attempt(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "vigil.toml").write_text(SOURCES)
+    value = "n4me-s3cret-7f1"
+    steps = {
+        "name": "mkdir -p out && touch out/$TOKEN.txt",
+        "split": 'a=$(printf %s "$TOKEN" | cut -c1-5); b=$(printf %s "$TOKEN" | cut -c6-);'
+        ' mkdir -p "out/$a" && touch "out/$a/$b"',
+        "link": "ln -s /nowhere/$TOKEN lnk",
+        "b64": 'touch "$(printf %s "$TOKEN" | base64)"',
+    }
+    tasks = [{"id": k, "run": v, "secrets": ["TOKEN"]} for k, v in steps.items()]
+    tasks.append({"id": "clean", "run": "echo ok > ok.txt", "secrets": ["TOKEN"]})
+    write_plan(ws / "p.yaml", {"name": "p", "project": "shop", "phases": [
+        {"id": "main", "tasks": tasks},
+    ]})  # fmt: skip
+    env = {"MY_TOKEN": value, "VIGIL_CONFIG_DIR": str(tmp_path / "config")}
+    done = vigil("run", "p.yaml", "--run-id", "r", "-o", "json", cwd=ws, env=env)
+    assert done.returncode == ExitCode.RUN_FAILED, done.stderr
+    view = {t["id"]: t for t in json.loads(done.stdout)["tasks"]}
+    for task in steps:
+        assert view[task]["state"] == "failed", view[task]
+        assert "VIGIL-SECRET-IN-PATH" in json.dumps(view[task]), view[task]
+    assert view["clean"]["state"] == "succeeded"
+    assert not (ws / "out").exists() and not (ws / "lnk").is_symlink()
+    # The name reached nothing vigil keeps or prints.
+    for path in (ws / ".vigil").rglob("*"):
+        if path.is_file():
+            assert value.encode() not in path.read_bytes(), path
+    for args in (("status", "r"), ("report", "r"), ("logs", "r")):
+        assert value not in vigil(*args, cwd=ws, env=env).stdout

@@ -180,6 +180,15 @@ class CaptureFailed(InternalError):
     remedy = "Read the cause (disk full, permissions); fix it and `vigil resume RUN`."
 
 
+class SecretInPath(RefusedError):
+    code = "VIGIL-SECRET-IN-PATH"
+    title = "a step put a secret it holds into a file name or a link target"
+    remedy = (
+        "File names are shown in diffs, reviews and the journal, where no secret may stand: "
+        "make the step write the secret into a file's content (or not at all), not its name."
+    )
+
+
 def category_of(code: str | None) -> Category | None:
     """The category of a catalogued ``code`` (None for no code or an unknown one)."""
     if code is None:

@@ -19,7 +19,7 @@ from vigil.actions.base import Action, ActionResult, PriorRound
 from vigil.actions.run import shell_argv
 from vigil.config import Config
 from vigil.engine import events as ev
-from vigil.errors import CaptureFailed, InternalError, VigilError
+from vigil.errors import CaptureFailed, InternalError, SecretInPath, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
 from vigil.layout import process_tag
 from vigil.plan.models import Check, Plan, Task
@@ -296,6 +296,7 @@ def _execute_in(
     if spec.capture:
         try:
             changeset = sandbox.capture()
+            _refuse_secret_names(changeset, spec.secrets)
         except Exception as exc:  # e.g. VIGIL-PROTECTED-PATH: the step touched vigil.toml
             error = exc if isinstance(exc, VigilError) else CaptureFailed(str(exc))
             failed = AttemptResult.from_error(tid, n, error, duration=ctx.elapsed)
@@ -371,3 +372,20 @@ def step_environment(
 def host_environment() -> dict[str, str]:
     """The environment vigil itself was started with, minus its own variables."""
     return {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+
+
+def _refuse_secret_names(changeset: Changeset, secrets: Mapping[str, str]) -> None:
+    """Refuse a changeset with a secret the task holds (in any form the log masker knows)
+    in a path or a link target: names are shown in diffs and reviews and kept in the
+    journal, which hold no secret. Content is the workspace's, as any file's."""
+    if not secrets:
+        return
+    from vigil.safety.redact import Redactor
+
+    masker = Redactor(secrets.values(), tokens=False)
+    for entry in changeset.entries:
+        names = [entry.path]
+        names += [s.target for s in (entry.before, entry.after) if s is not None and s.target]
+        for name in names:
+            if masker.ranges(name) or masker.ranges(name.replace("/", "")):
+                raise SecretInPath(f"the step changed {masker.redact(entry.path)!r}")
