@@ -206,3 +206,27 @@ def test_a_venv_in_another_project_brings_only_the_venv(
     assert "local-ok" in proc.stdout  # a hidden tool home comes whole
     assert SECRET not in proc.stdout + proc.stderr
     assert ".env" not in proc.stdout and "src" not in proc.stdout.split()
+
+
+def test_credentials_inside_a_tool_home_are_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    cargo = home / ".cargo"
+    (cargo / "bin").mkdir(parents=True)
+    tool = cargo / "bin" / "cargo-ok"
+    tool.write_text("#!/bin/sh\necho cargo-ok\n")
+    tool.chmod(0o755)
+    (cargo / "credentials.toml").write_text(f'[registry]\ntoken = "{SECRET}"\n')
+    (cargo / ".git-credentials").write_text(SECRET + "\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", f"{cargo / 'bin'}:{os.environ['PATH']}")
+    ws = make_workspace(tmp_path)
+    open_to_all(tmp_path)
+    sandbox = ws.prepare("cargo-creds")
+    try:
+        proc = sh(sandbox, f"cargo-ok; cat {cargo}/credentials.toml {cargo}/.git-credentials; true")
+    finally:
+        sandbox.discard()
+    assert "cargo-ok" in proc.stdout
+    assert SECRET not in proc.stdout + proc.stderr

@@ -43,6 +43,17 @@ MASKED_ETC = (
     "/etc/ssl/private",
     "/etc/ssh",
 )
+# Credentials tools keep inside their own tree (``~/.cargo`` holds cargo's registry
+# token): a tool directory is bound for its programs, never for these.
+TOOL_CREDENTIALS = (
+    "credentials",
+    "credentials.toml",
+    ".credentials",
+    ".netrc",
+    ".pypirc",
+    ".npmrc",
+    ".git-credentials",
+)
 # Trees that are never bound, whatever a PATH entry says.
 _NEVER = ("/", "/proc", "/sys", "/dev", "/run", "/var/run", "/tmp", "/home", "/root", "/var")
 _COVERED = (*SYSTEM_DIRS, "/etc", "/opt", "/proc", "/dev", "/sys")
@@ -194,6 +205,10 @@ class RootPlan:
             add(home, 0, [*self._size(), "--tmpfs", home])
         for path in self.tools:
             add(path, 1, self._read_only(path), shows_host=True)
+            for name in TOOL_CREDENTIALS:
+                secret = os.path.join(path, name)
+                if os.path.lexists(secret):
+                    add(secret, 2, self._mask(secret))
         for path in self.read_only:
             if any(under(path, h) for h in self.hidden):
                 continue
