@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Final, TypeVar, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from vigil.errors import ConfigError, ExitCode, VigilError
+from vigil.layout import secure_state_dir
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -326,4 +327,6 @@ def load_config(workspace: Path, *, create: bool = False) -> Config:
     check_config(project_data, project_file)
     data = _merge(user_data, project_data)
     sources = tuple(p for p in (user_file, project_file) if p.exists())
-    return Config(workspace=workspace, data=data, sources=sources)
+    config = Config(workspace=workspace, data=data, sources=sources)
+    secure_state_dir(config.state_dir)  # an older vigil left it readable by everyone
+    return config

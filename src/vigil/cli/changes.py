@@ -155,6 +155,7 @@ def rollback(
 def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None:
     """What vigil will use here: isolation mode and why, store, keys, configuration."""
     from vigil.config import user_config_dir
+    from vigil.layout import state_dir_exposure
     from vigil.workspace import detect_isolation
 
     config = config_for(workspace)
@@ -174,6 +175,7 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
             "steps_run_as": steps,
         },
         "signing_key": (keys / "signing.key").exists(),
+        "state_dir_exposed": state_dir_exposure(config.state_dir),
         "store_reachable_by_steps": [
             {"problem": r.problem, "remedy": r.remedy} for r in _store_reach(config)
         ],
@@ -196,6 +198,15 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
     console.print(f"workspace: {config.workspace} (state in {config.state_dir})")
     files = ", ".join(report["config_files"]) or "none (defaults)"  # type: ignore[arg-type]
     console.print(f"config: {files}")
+    if report["state_dir_exposed"]:
+        exposed = escape(str(report["state_dir_exposed"]))
+        console.print(f"[yellow]warning:[/] {exposed}", markup=True)
+        console.print(
+            "  remedy: chmod 700 it as its owner (vigil does so itself when it runs as "
+            "the owner); it holds copies of your files and the steps' output",
+            markup=False,
+            highlight=False,
+        )
     if not report["signing_key"]:
         console.print(
             "keys: none yet; `vigil keys init` to sign grants, decisions and audit checkpoints"

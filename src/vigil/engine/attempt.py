@@ -7,10 +7,11 @@ not done here either: the driver journals the result first, then commits.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,15 @@ from vigil.actions.base import Action, ActionResult, PriorRound
 from vigil.actions.run import shell_argv
 from vigil.config import Config
 from vigil.engine import events as ev
-from vigil.errors import CaptureFailed, InternalError, SecretInPath, VigilError
+from vigil.errors import CaptureFailed, InternalError, LimitExceeded, SecretInPath, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
 from vigil.layout import process_tag
 from vigil.plan.models import Check, Plan, Task
 from vigil.workspace import AttemptSandbox, Changeset, Workspace
+from vigil.workspace.beneath import shown as cut
 from vigil.workspace.limits import Limits
 from vigil.workspace.settings import WorkspaceSection
+from vigil.workspace.watchdog import DiskWatch
 
 
 @dataclass(frozen=True)
@@ -125,26 +128,58 @@ class StopSignal:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reason = ""
+        self._linked: set[threading.Event] = set()
+        self._lock = threading.Lock()
 
     def set(self, reason: str) -> None:
         """Stop everything that is running, for ``reason``."""
         if not self.event.is_set():
             self.reason = reason
         self.event.set()
+        with self._lock:
+            linked = list(self._linked)
+        for event in linked:
+            event.set()
+
+    @contextlib.contextmanager
+    def linked(self) -> Iterator[threading.Event]:
+        """An event for one attempt: set by this signal, and also by the attempt's own
+        watchdog (which stops that attempt only)."""
+        own = threading.Event()
+        with self._lock:
+            self._linked.add(own)
+        if self.event.is_set():
+            own.set()
+        try:
+            yield own
+        finally:
+            with self._lock:
+                self._linked.discard(own)
 
 
 class Attempt:
     """The attempt as an action sees it (:class:`vigil.actions.base.AttemptContext`)."""
 
     def __init__(
-        self, spec: AttemptSpec, stop: StopSignal, sandbox: AttemptSandbox, sink: LogSink
+        self,
+        spec: AttemptSpec,
+        stop: StopSignal,
+        sandbox: AttemptSandbox,
+        sink: LogSink,
+        *,
+        halt: threading.Event | None = None,
+        watch: DiskWatch | None = None,
     ) -> None:
         self.spec = spec
         self.run_id = spec.run_id
         self.plan = spec.plan
         self.task = spec.task
         self.attempt = spec.attempt
-        self.stop = stop.event
+        # Set when the run is stopped, or (``halt``) when this attempt's watchdog stops it.
+        self.stop = halt if halt is not None else stop.event
+        self._watch = watch
+        # The limit the watchdog stopped a command for: it fails the attempt.
+        self.limit: LimitExceeded | None = None
         self.secrets = spec.secrets
         self.inputs = spec.inputs
         self.prior = spec.prior
@@ -179,6 +214,11 @@ class Attempt:
             supervisor=spawn.supervisor,
         )
         self.elapsed += out.duration
+        hit = self._watch.exceeded if self._watch is not None else None
+        if hit is not None and self.limit is None:
+            self.limit = hit
+            self._sink.note(f"{hit}")
+            self._sink.note(f"remedy: {hit.remedy}")
         return out
 
     def log(self, text: str) -> None:
@@ -231,7 +271,9 @@ def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -
     try:
         with sandbox.lock():
             try:
-                result = _execute_in(spec, stop, sandbox, sink)
+                with stop.linked() as halt, workspace.watch(sandbox, halt) as watch:
+                    ctx = Attempt(spec, stop, sandbox, sink, halt=halt, watch=watch)
+                    result = _execute_in(spec, stop, ctx, sandbox, sink, watch)
                 if "changeset" in result.extra:
                     result.extra["base_generation"] = generation
                 return result
@@ -256,9 +298,13 @@ def _sink(spec: AttemptSpec) -> LogSink:
 
 
 def _execute_in(
-    spec: AttemptSpec, stop: StopSignal, sandbox: AttemptSandbox, sink: LogSink
+    spec: AttemptSpec,
+    stop: StopSignal,
+    ctx: Attempt,
+    sandbox: AttemptSandbox,
+    sink: LogSink,
+    watch: DiskWatch,
 ) -> AttemptResult:
-    ctx = Attempt(spec, stop, sandbox, sink)
     tid, n = spec.task.id, spec.attempt
     result = spec.action.execute(ctx)
     extra: dict[str, Any] = {}
@@ -267,6 +313,8 @@ def _execute_in(
     if result.output is not None:
         extra["output"] = result.output
     verdict = _verdict(result, stop, "")
+    if ctx.limit is not None and not stop.event.is_set():
+        return _over_limit(tid, n, ctx.limit, ctx.elapsed, extra)
     if verdict is not None:
         outcome, reason = verdict
         return AttemptResult(
@@ -286,6 +334,9 @@ def _execute_in(
         start = sink.position()
         out = ctx.run(shell_argv(check.run, ctx.path), timeout=check.timeout or spec.timeout)
         verdict = _verdict(_as_result(out), stop, f"validation {label!r} ")
+        if ctx.limit is not None and not stop.event.is_set():
+            extra.update(validation_failed=index, failed_command=check.run)
+            return _over_limit(tid, n, ctx.limit, ctx.elapsed, extra)
         if verdict is not None:
             outcome, reason = verdict
             extra["validation_failed"] = index
@@ -293,12 +344,14 @@ def _execute_in(
             sink.idle()  # what redaction still holds back belongs to this output
             extra["failed_output"] = sink.read_since(start, limit=8000)
             return AttemptResult(tid, n, outcome, out.exit_code, reason, ctx.elapsed, extra)
+    watch.close()  # nothing runs any more; capture checks the limits exactly
     if spec.capture:
         try:
             changeset = sandbox.capture()
             _refuse_secret_names(changeset, spec.secrets)
         except Exception as exc:  # e.g. VIGIL-PROTECTED-PATH: the step touched vigil.toml
-            error = exc if isinstance(exc, VigilError) else CaptureFailed(str(exc))
+            # An OSError names its path, which a step can make many kilobytes long.
+            error = exc if isinstance(exc, VigilError) else CaptureFailed(cut(str(exc), 160))
             failed = AttemptResult.from_error(tid, n, error, duration=ctx.elapsed)
             sink.note(failed.reason)
             return AttemptResult(
@@ -327,6 +380,18 @@ def _execute_in(
         if not changeset.is_empty:
             extra["changeset"] = changeset.to_dict()
     return AttemptResult(tid, n, ev.SUCCEEDED, 0, "", ctx.elapsed, extra)
+
+
+def _over_limit(
+    tid: str, n: int, error: LimitExceeded, elapsed: float, extra: dict[str, Any]
+) -> AttemptResult:
+    """A failed attempt because the watchdog stopped a command over a disk limit:
+    VIGIL-LIMIT, whatever the command's exit status. Only a cancel or an interrupt of
+    the run says more about why the attempt ended."""
+    failed = AttemptResult.from_error(tid, n, error, duration=elapsed)
+    return AttemptResult(
+        tid, n, ev.FAILED, None, failed.reason, elapsed, extra, error.code, error.category
+    )
 
 
 def _as_result(out: ProcessOutcome) -> ActionResult:

@@ -47,7 +47,7 @@ from vigil.engine.options import RunOptions
 from vigil.engine.state import PHASE_CHECKING, RunState
 from vigil.errors import Category, CommitFailed, VigilError, category_of
 from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
-from vigil.layout import attempt_log, logs_dir, phase_log, process_tag, run_tag
+from vigil.layout import attempt_log, logs_dir, phase_log, process_tag, run_tag, write_private
 from vigil.plan.models import Check, Plan
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
@@ -685,8 +685,7 @@ class Driver:
             raise verdict
         decision = verdict if verdict is not None else self.authority.authorize(spec.task)
         if not decision.allowed:
-            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-            spec.log_path.write_text(f"[vigil] refused: {decision.code}: {decision.reason}\n")
+            write_private(spec.log_path, f"[vigil] refused: {decision.code}: {decision.reason}\n")
             category = category_of(decision.code) or Category.REFUSED
             return AttemptResult(
                 spec.task_id,

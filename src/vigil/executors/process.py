@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vigil.layout import open_private, private_dir
+
 TAG_VARIABLE = "VIGIL_PROCESS_TAG"
 DEFAULT_GRACE = 5.0
 # How long SIGKILLed processes get to disappear before they are reported as survivors.
@@ -99,9 +101,9 @@ class LogSink:
         transform: Callable[[bytes], bytes] | None = None,
         flush_transform: Callable[[], bytes] | None = None,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
-        self._fh = path.open("ab", buffering=0)
+        self._fh = os.fdopen(open_private(path, os.O_WRONLY | os.O_APPEND), "ab", buffering=0)
         self._cap = cap or int(os.environ.get("VIGIL_LOG_MAX_BYTES") or DEFAULT_LOG_CAP)
         self._written = path.stat().st_size
         self._tail = bytearray()

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
+from vigil.layout import reports_dir, write_private
 from vigil.plan.duration import format_duration
 from vigil.report.view import load_state, run_view
 
@@ -233,8 +234,7 @@ def write_report(config: Config, store: RunStore, run_id: str) -> dict[str, Any]
     """Build the report of ``run_id`` and write it as Markdown and JSON under the state dir."""
     record, state = load_state(store, run_id)
     report = build_report(run_view(record, state))
-    out = config.state_dir / "reports"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{run_id}.md").write_text(render_markdown(report), encoding="utf-8")
-    (out / f"{run_id}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    out = reports_dir(config.state_dir)
+    write_private(out / f"{run_id}.md", render_markdown(report))
+    write_private(out / f"{run_id}.json", json.dumps(report, indent=2))
     return report

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil.errors import TransientError
+from vigil.layout import open_private, private_dir
 from vigil.safety import merkle, note
 from vigil.safety.keys import SigningKey
 
@@ -139,8 +140,8 @@ class AuditLog:
 
     @contextmanager
     def _locked(self) -> Iterator[int]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        private_dir(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield fd
@@ -243,7 +244,7 @@ class AuditLog:
             "offset": offset + len(complete),
             "frontier": frontier.to_hex(),
         }
-        with self.checkpoints_path.open("a") as fh:
+        with os.fdopen(open_private(self.checkpoints_path, os.O_WRONLY | os.O_APPEND), "a") as fh:
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
             fh.flush()
             if self.fsync:

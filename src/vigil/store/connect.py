@@ -9,6 +9,7 @@ upgrade.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from vigil.errors import (
     StoreMisconfigured,
     StoreRefused,
 )
+from vigil.layout import PRIVATE_FILE, private_dir
 
 SQLITE_BUSY_TIMEOUT_S: Final = 30.0
 PG_CONNECT_TIMEOUT_S: Final = 10
@@ -118,7 +120,14 @@ def create_engine(target: Target, *, sqlite_synchronous: str = "FULL") -> sa.Eng
         raise ValueError(f"unknown synchronous mode {sqlite_synchronous!r}")
     assert target.sqlite_path is not None
     try:
-        target.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        # Private whatever the umask: the journal holds what steps printed and changed.
+        # A new database file is made 0600 here; SQLite gives its -wal and -shm files
+        # the database file's own mode.
+        private_dir(target.sqlite_path.parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Something already there (a directory, say) is SQLite's to report.
+        with contextlib.suppress(FileExistsError, IsADirectoryError):
+            os.close(os.open(target.sqlite_path, flags, PRIVATE_FILE))
     except OSError as exc:
         raise StoreMisconfigured(
             f"cannot create {target.sqlite_path.parent}: {exc.strerror or exc}",

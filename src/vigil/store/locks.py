@@ -31,6 +31,7 @@ from typing import Final, Self
 import sqlalchemy as sa
 
 from vigil.errors import RunLocked, StoreError
+from vigil.layout import open_private, private_dir
 
 DEAD_HOLDER_GRACE_S: Final = 5.0
 """How long to wait for PostgreSQL to end the session of a holder known to be dead."""
@@ -137,9 +138,9 @@ class FileRunLock(RunLock):
         """Lock ``run_id`` or raise RunLocked naming the holder."""
         path = lock_dir / lock_file_name(run_id)
         try:
-            lock_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(lock_dir)
             # O_CLOEXEC: a task's subprocess must not inherit, and so outlive, our lock.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_private(path, os.O_RDWR)
         except OSError as exc:
             raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}") from exc
         try:

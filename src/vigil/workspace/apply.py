@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vigil.workspace.beneath import Blocked, Tree, UnsafePath
+from vigil.layout import open_private, private_dir
+from vigil.workspace.beneath import KEPT_MODE, Blocked, Tree, UnsafePath
 from vigil.workspace.changeset import ChangeEntry, Changeset
 from vigil.workspace.errors import Conflict, ProtectedPathChanged
 from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
 from vigil.workspace.protect import Protection, summary
+from vigil.workspace.removal import remove_at
 from vigil.workspace.state import FileState, state_at
 
 # The one purpose whose changes may touch protected paths: a snapshot attempt wrote the
@@ -64,8 +66,8 @@ def locked(lock_file: Path) -> Iterator[None]:
     if key in held:
         yield
         return
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    private_dir(lock_file.parent)
+    fd = open_private(lock_file, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         held.add(key)
@@ -175,12 +177,21 @@ class _Ops:
     """Idempotent steps: each one checks whether its effect is already there."""
 
     def __init__(
-        self, tree: Tree, objects: ObjectStore, protection: Protection | None, faults: Faults
+        self,
+        tree: Tree,
+        objects: ObjectStore,
+        protection: Protection | None,
+        faults: Faults,
+        *,
+        whole_dirs: bool = False,
     ) -> None:
         self.tree = tree
         self.objects = objects
         self.protection = protection
         self.faults = faults
+        # Undoing a snapshot attempt removes whole trees it made, however deep (a scan
+        # does not enter paths longer than MAX_PATH, so their contents are not listed).
+        self.whole_dirs = whole_dirs
 
     def _tick(self) -> None:
         if self.faults.before_op is not None:
@@ -221,7 +232,10 @@ class _Ops:
             return
         self._guard(entry.path)
         self._tick()
-        if stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode) and self.whole_dirs:
+            with self.tree.parent(entry.path) as (fd, name):
+                remove_at(fd, name)
+        elif stat.S_ISDIR(st.st_mode):
             self.tree.rmdir(entry.path)
         else:
             self.tree.unlink(entry.path)
@@ -259,7 +273,7 @@ class _Ops:
         if st is None or not stat.S_ISDIR(st.st_mode):
             self._now(entry.path)  # a blocked parent is a conflict; a missing dir is not ours
             return
-        if stat.S_IMODE(st.st_mode) != after.mode:
+        if st.st_mode & KEPT_MODE != after.mode:
             self._tick()
             self.tree.chmod(entry.path, after.mode)
 
@@ -346,12 +360,14 @@ class Applier:
                 raise FileNotFoundError(f"object {sha} for {entry.path} is missing")
         sync_filesystem(self.objects.root)
         intent = self._write_intent(changeset, purpose)
-        self._run(changeset, protection)
+        self._run(changeset, protection, purpose)
         self._finish(intent)
 
-    def _run(self, changeset: Changeset, protection: Protection | None) -> None:
+    def _run(self, changeset: Changeset, protection: Protection | None, purpose: str) -> None:
         with Tree(self.root) as tree:
-            _Ops(tree, self.objects, protection, self.faults or FAULTS).run(changeset)
+            faults = self.faults or FAULTS
+            ops = _Ops(tree, self.objects, protection, faults, whole_dirs=purpose == RESTORE)
+            ops.run(changeset)
 
     def recover(self) -> list[str]:
         """Finish every half-applied changeset; returns one line per intent handled."""
@@ -362,7 +378,7 @@ class Applier:
             data = json.loads(intent.read_text())
             changeset = Changeset.from_dict(data["changeset"])
             purpose = str(data["purpose"])
-            self._run(changeset, None if purpose == RESTORE else self.protection())
+            self._run(changeset, None if purpose == RESTORE else self.protection(), purpose)
             self._finish(intent)
             done.append(f"finished {purpose} of {len(changeset.entries)} path(s)")
         for stray in self.intents.glob("*.tmp"):
@@ -370,7 +386,7 @@ class Applier:
         return done
 
     def _write_intent(self, changeset: Changeset, purpose: str) -> Path:
-        self.intents.mkdir(parents=True, exist_ok=True)
+        private_dir(self.intents)
         final = self.intents / f"{purpose}-{changeset.id}.json"
         tmp = final.with_suffix(".tmp")
         body = json.dumps({"purpose": purpose, "changeset": changeset.to_dict()})

@@ -27,10 +27,12 @@ the directory that was resolved, which was beneath the root when it was resolved
 Files are never written through an existing inode. New content goes to a temporary name
 created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (which refuses to reuse anything already
 there, a link included), its mode is set on the descriptor, and it is renamed over the
-target. A hard link from the tree to a file elsewhere is therefore replaced, never
-modified. Reads open with ``O_NOFOLLOW | O_NONBLOCK`` and check with ``fstat`` that they
-got the regular file that ``lstat`` saw, so a swap to a link, a FIFO or a device between
-the two is refused rather than followed or waited on.
+target. Modes are cut to :data:`KEPT_MODE` on every write, whatever the caller asks: a
+changeset read from the store is as hostile as the step that made it. A hard link
+from the tree to a file elsewhere is replaced, never modified. Reads open with
+``O_NOFOLLOW | O_NONBLOCK`` and check with ``fstat`` that they got the regular file that
+``lstat`` saw, so a swap to a link, a FIFO or a device between the two is refused rather
+than followed or waited on.
 
 Not covered: a process that can write the tree and moves an already resolved directory
 to a place outside it takes vigil's next write in that directory along. Only processes
@@ -55,7 +57,17 @@ _RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
 _SYS_OPENAT2 = 437  # the same number on every architecture (new-style syscall table)
 DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TMP_SUFFIX = ".vigil-tmp"
+# The only permission bits vigil writes on a step's behalf. Never setuid, setgid or
+# sticky: a root-run vigil writes files as root, so a step's `chmod 4755` would become a
+# setuid-root program any local user can run. Never writable by others: any local user
+# could then change the project (or what a later run executes). Everything else of the
+# mode (read, write and execute for owner and group, read and execute for others) is kept.
+KEPT_MODE = 0o775
 _NAME_MAX = 255
+# The longest relative path vigil handles: what one system call takes (PATH_MAX, 4096,
+# less the terminating NUL). Longer paths are a VIGIL-LIMIT at capture and unsafe in a
+# changeset. It also bounds depth: at most 2,048 levels of one-letter names.
+MAX_PATH = 4095
 _CHUNK = 1 << 20
 
 
@@ -67,7 +79,7 @@ class Blocked(OSError):
     """A component of a path is not a directory (a symbolic link, a file, a device)."""
 
     def __init__(self, rel: str, what: str) -> None:
-        super().__init__(errno.ENOTDIR, f"{rel} is a {what}, not a directory")
+        super().__init__(errno.ENOTDIR, f"{shown(rel)} is a {what}, not a directory")
         self.rel = rel
         self.what = what
 
@@ -122,12 +134,23 @@ def openat2_available() -> bool:
 def components(rel: str) -> list[str]:
     """The plain names ``rel`` is made of; :class:`UnsafePath` if it is not plain."""
     if not rel or rel.startswith("/") or "\0" in rel:
-        raise UnsafePath(f"{rel!r} is not a relative path")
+        raise UnsafePath(f"{shown(rel)!r} is not a relative path")
+    if len(os.fsencode(rel)) > MAX_PATH:
+        raise UnsafePath(f"{shown(rel)!r} is longer than {MAX_PATH} bytes")
     parts = rel.split("/")
     for part in parts:
         if part in ("", ".", ".."):
-            raise UnsafePath(f"{rel!r} has an empty, '.' or '..' component")
+            raise UnsafePath(f"{shown(rel)!r} has an empty, '.' or '..' component")
     return parts
+
+
+def shown(path: str, keep: int = 48) -> str:
+    """``path`` for a message: a long one keeps its start and end and says its length
+    (a step can make paths of many kilobytes)."""
+    size = len(os.fsencode(path))
+    if size <= 2 * keep + 40:
+        return path
+    return f"{path[:keep]}...[{size} bytes]...{path[-keep:]}"
 
 
 def _kind(mode: int) -> str:
@@ -251,7 +274,7 @@ class Tree:
         """Create directory ``rel``; an existing directory is left alone."""
         with self.parent(rel) as (fd, name):
             try:
-                os.mkdir(name, mode, dir_fd=fd)
+                os.mkdir(name, mode & KEPT_MODE, dir_fd=fd)
             except FileExistsError:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 if not stat.S_ISDIR(st.st_mode):
@@ -268,9 +291,23 @@ class Tree:
             os.rmdir(name, dir_fd=fd)
 
     def chmod(self, rel: str, mode: int) -> None:
-        """Set the mode of the directory or file at ``rel`` without following a link."""
+        """Set the mode of the directory or file at ``rel`` without following a link
+        (cut to :data:`KEPT_MODE`; see :func:`chmod_at`)."""
         with self.parent(rel) as (fd, name):
             chmod_at(fd, name, mode)
+
+    def clear_bits(self, rel: str, bits: int) -> None:
+        """Take ``bits`` out of the mode at ``rel`` (it never adds one); a link is refused."""
+        with self.parent(rel) as (fd, name):
+            pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                now = os.fstat(pfd).st_mode
+                if stat.S_ISLNK(now):
+                    raise Blocked(rel, "symbolic link")
+                if stat.S_IMODE(now) & bits:
+                    os.chmod(f"/proc/self/fd/{pfd}", stat.S_IMODE(now) & ~bits)
+            finally:
+                os.close(pfd)
 
     def symlink(self, rel: str, target: str) -> None:
         """Make ``rel`` a symbolic link to ``target``, replacing what is there."""
@@ -282,7 +319,8 @@ class Tree:
 
     def write_file(self, rel: str, fill: Callable[[int], None], mode: int) -> None:
         """Make ``rel`` a new file: ``fill`` writes the content to a fresh descriptor,
-        which is then given ``mode`` and renamed over whatever ``rel`` held."""
+        which is then given ``mode`` (cut to :data:`KEPT_MODE`) and renamed over whatever
+        ``rel`` held."""
         with self.parent(rel) as (fd, name):
             tmp = tmp_name(name)
             _discard(fd, tmp)
@@ -290,7 +328,7 @@ class Tree:
             out = os.open(tmp, flags, 0o600, dir_fd=fd)
             try:
                 fill(out)
-                os.fchmod(out, mode)
+                os.fchmod(out, mode & KEPT_MODE)
             except BaseException:
                 os.close(out)
                 with contextlib.suppress(OSError):
@@ -344,12 +382,21 @@ def listdir_fd(fd: int) -> list[str]:
 
 
 def chmod_at(dir_fd: int, name: str, mode: int) -> None:
-    """``chmod`` of ``name`` in ``dir_fd`` on a descriptor; a symbolic link is refused."""
+    """``chmod`` of ``name`` in ``dir_fd`` on a descriptor; a symbolic link is refused.
+
+    The mode is cut to :data:`KEPT_MODE`. A directory keeps a setgid bit it already has
+    (the kernel gives one to a directory made inside a setgid directory, so group
+    projects keep their group): vigil never adds it, only leaves it where it was.
+    """
     flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(name, flags, dir_fd=dir_fd)
     try:
-        if stat.S_ISLNK(os.fstat(fd).st_mode):
+        now = os.fstat(fd).st_mode
+        if stat.S_ISLNK(now):
             raise Blocked(name, "symbolic link")
+        mode &= KEPT_MODE
+        if stat.S_ISDIR(now):
+            mode |= now & stat.S_ISGID
         # fchmod refuses O_PATH descriptors; the descriptor's /proc entry names this
         # very inode (it is not resolved again by name).
         os.chmod(f"/proc/self/fd/{fd}", mode)

@@ -8,6 +8,9 @@ write, so a hash is checked to be 64 hex digits before it names a file. Blobs ar
 beneath the store without following links, and their bytes are checked against their
 name whenever they are copied out: a damaged or swapped blob is refused (VIGIL-STORE),
 never written into the workspace.
+
+The store is private to vigil's user (directories 0700, blobs 0600): it keeps the
+pre-image of every file a step changed, a 0600 secret among them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import stat
 from pathlib import Path
 
 from vigil.errors import StoreError
+from vigil.layout import PRIVATE_DIR, PRIVATE_FILE, private_dir
 from vigil.workspace.beneath import Tree, UnsafePath, open_regular
 
 _CHUNK = 1 << 20
@@ -65,7 +69,7 @@ class ObjectStore:
         return f"{self.root.name}/{sha256[:2]}/{sha256[2:]}"
 
     def _tree(self) -> Tree:
-        self.root.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root.parent)
         return Tree(self.root.parent)
 
     def has(self, sha256: str) -> bool:
@@ -84,19 +88,19 @@ class ObjectStore:
     def _store(self, src: int) -> str:
         """Copy ``src`` into the store under the hash of its bytes; returns that hash."""
         with self._tree() as tree:
-            tree.mkdir(self.root.name)
+            tree.mkdir(self.root.name, PRIVATE_DIR)
             fd = tree.open_dir([self.root.name])
             try:
                 tmp = f"incoming-{os.getpid()}-{secrets.token_hex(8)}"
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                out = os.open(tmp, flags, 0o644, dir_fd=fd)
+                out = os.open(tmp, flags, PRIVATE_FILE, dir_fd=fd)
                 try:
                     actual = _copy(src, out)
                 finally:
                     os.close(out)
                 try:
                     with contextlib.suppress(FileExistsError):
-                        os.mkdir(actual[:2], 0o755, dir_fd=fd)
+                        os.mkdir(actual[:2], PRIVATE_DIR, dir_fd=fd)
                     sub = os.open(actual[:2], os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
                     try:
                         os.rename(tmp, actual[2:], src_dir_fd=fd, dst_dir_fd=sub)
@@ -188,7 +192,7 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 def sync_filesystem(path: Path) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (one call, not one per file)."""
     # A changeset of directories only stores no object: the store may not exist yet.
-    path.mkdir(parents=True, exist_ok=True)
+    private_dir(path)
     fd = os.open(path, os.O_RDONLY)
     try:
         syncfs = getattr(_libc, "syncfs", None)

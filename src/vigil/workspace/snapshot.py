@@ -16,13 +16,14 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from vigil.layout import write_private
 from vigil.workspace.apply import RESTORE, Applier, locked
-from vigil.workspace.beneath import Tree
+from vigil.workspace.beneath import Blocked, Tree, UnsafePath
 from vigil.workspace.capture import check_protected, diff_states, states_reader, store_images
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.errors import ProtectedPathChanged
 from vigil.workspace.ignore import IgnoreRules
-from vigil.workspace.limits import Limits
+from vigil.workspace.limits import Limits, Tally
 from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
 from vigil.workspace.protect import Protection, summary
 from vigil.workspace.spawn import SpawnSpec, reduced_env, resolve_cwd
@@ -66,13 +67,14 @@ class SnapshotSandbox:
 
     def _start(self) -> dict[str, FileState]:
         if self._before is None:
-            before = scan(self.root, self.exclude)
+            extra: dict[str, int] = {}
+            before = scan(self.root, self.exclude, extra=extra)
             store_images(self.root, before, self.objects)
             sync_filesystem(self.objects.root)
-            self.manifest.parent.mkdir(parents=True, exist_ok=True)
             body = {k: v.to_dict() for k, v in before.items()}
             tmp = self.manifest.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"root": str(self.root), "before": body}))
+            record = {"root": str(self.root), "before": body, "extra": extra}
+            write_private(tmp, json.dumps(record))
             with tmp.open("rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.manifest)
@@ -99,7 +101,7 @@ class SnapshotSandbox:
         # step made to vigil.toml shares its inode only until then.
         protection = Protection.of(self.root, [*self.protected, *self.exclude])
         try:
-            self._precount(before)
+            self._precount(before, self.limits.tally())
             after = scan(self.root, self.exclude)
             # The rules are read now, from the tree the step left, before it is put back.
             changeset = diff_states(
@@ -115,10 +117,17 @@ class SnapshotSandbox:
             self.discard()
         return changeset
 
-    def _precount(self, before: Mapping[str, FileState]) -> None:
+    def count_changes(self, tally: Tally) -> bool:
+        """What the running step changed so far, counted into ``tally`` (which raises
+        VIGIL-LIMIT); for the disk watchdog. True: every directory could be read."""
+        before = self._before
+        if before is not None:
+            self._precount(before, tally)
+        return True
+
+    def _precount(self, before: Mapping[str, FileState], tally: Tally) -> None:
         """VIGIL-LIMIT from ``lstat`` alone, before anything new is hashed or copied: paths
         that are new, changed kind or changed size count with their full size."""
-        tally = self.limits.tally()
         for rel, _fd, _name, st in walk(self.root, self.exclude):
             old = before.get(rel)
             if stat.S_ISREG(st.st_mode):
@@ -154,12 +163,48 @@ class SnapshotSandbox:
 def restore_interrupted(
     applier: Applier, root: Path, manifest: Path, exclude: Sequence[str]
 ) -> list[str]:
-    """Undo a snapshot attempt recorded in ``manifest``; returns the paths put back."""
+    """Undo a snapshot attempt recorded in ``manifest``; returns the paths put back.
+
+    Setuid, setgid, sticky and write-for-others bits are not part of a changeset, so the
+    ones the attempt added are taken off here; the ones the workspace had stay. None is
+    ever added back.
+    """
     data = json.loads(manifest.read_text())
     before = {k: FileState.from_dict(v) for k, v in data["before"].items()}
+    had = data.get("extra")
     with locked(applier.lock_file):
-        now = scan_against(root, before, exclude)
-        back = diff_states(now, before, IgnoreRules())
+        extra: dict[str, int] = {}
+        now = scan_against(root, before, exclude, extra=extra)
+        back = _outermost(diff_states(now, before, IgnoreRules()))
         applier.apply(back, purpose=RESTORE)
+        if isinstance(had, dict):  # a manifest written before vigil recorded them
+            _clear_added_bits(root, extra, {k: int(v) for k, v in had.items()})
     manifest.unlink()
     return back.paths
+
+
+def _outermost(changeset: Changeset) -> Changeset:
+    """``changeset`` without the paths below a directory it removes: the restore removes
+    such a directory whole (:mod:`vigil.workspace.removal`), so a tree of any depth the
+    attempt made goes, even below what a scan enters."""
+    removed: set[str] = set()  # removed whole, with everything found below them so far
+    kept = []
+    for entry in changeset.entries:  # sorted: a directory comes before what lies in it
+        if entry.path.rpartition("/")[0] in removed:
+            removed.add(entry.path)
+            continue
+        kept.append(entry)
+        before, after = entry.before, entry.after
+        if before is not None and before.kind == "dir" and (after is None or after.kind != "dir"):
+            removed.add(entry.path)
+    return Changeset(tuple(kept))
+
+
+def _clear_added_bits(root: Path, now: Mapping[str, int], had: Mapping[str, int]) -> None:
+    with Tree(root) as tree:
+        for rel, bits in now.items():
+            added = bits & ~had.get(rel, 0)
+            if added:
+                # Gone or replaced by the restore already: nothing of it is left to clear.
+                with contextlib.suppress(FileNotFoundError, Blocked, UnsafePath):
+                    tree.clear_bits(rel, added)

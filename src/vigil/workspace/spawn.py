@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Re-exported: the sandboxes drop their attempt directories with it.
+from vigil.workspace.removal import remove_tree as remove_tree
 
 # Enough for shells, compilers and test runners to behave normally; nothing that carries
 # credentials (tokens, SSH agent sockets, cloud profiles). Steps get the rest explicitly.
@@ -50,19 +51,3 @@ def resolve_cwd(root: Path, cwd: str | None) -> Path:
 
         raise UsageError(f"working directory {cwd!r} is outside the workspace {root}")
     return candidate
-
-
-def remove_tree(path: Path) -> None:
-    """Delete ``path`` recursively even where a step left directories without write access."""
-
-    def _retry(func: object, failed: str, _exc: object) -> None:
-        parent = os.path.dirname(failed)
-        os.chmod(parent, os.stat(parent).st_mode | stat.S_IRWXU)
-        if os.path.isdir(failed) and not os.path.islink(failed):
-            os.chmod(failed, stat.S_IRWXU)
-            shutil.rmtree(failed, ignore_errors=True)
-        else:
-            os.unlink(failed)
-
-    if path.exists() or path.is_symlink():
-        shutil.rmtree(path, onerror=_retry)

