@@ -18,7 +18,7 @@ from typing import Any
 from vigil.actions.base import Action, ActionResult, PriorRound
 from vigil.actions.run import shell_argv
 from vigil.engine import events as ev
-from vigil.errors import CaptureFailed, InternalError, VigilError
+from vigil.errors import CaptureFailed, InternalError, LimitExceeded, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
 from vigil.layout import process_tag
 from vigil.plan.models import Check, Plan, Task
@@ -139,6 +139,8 @@ class Attempt:
         self._tag = process_tag(spec.workspace, spec.run_id, spec.task.id, spec.attempt)
         self._fingerprint: str | None = None
         self.elapsed = 0.0
+        # The first process or memory limit a command hit: it fails the attempt.
+        self.limit: LimitExceeded | None = None
 
     def run(
         self,
@@ -162,8 +164,15 @@ class Attempt:
             tag=self._tag,
             stdin=stdin,
             supervisor=spawn.supervisor,
+            pass_fds=spawn.pass_fds,
+            started=spawn.started,
         )
         self.elapsed += out.duration
+        hit = self._sandbox.limit_hit()
+        if hit is not None and self.limit is None:
+            self.limit = hit
+            self._sink.note(f"{hit}")
+            self._sink.note(f"remedy: {hit.remedy}")
         return out
 
     def log(self, text: str) -> None:
@@ -239,6 +248,8 @@ def _execute_in(
     if result.output is not None:
         extra["output"] = result.output
     verdict = _verdict(result, stop, "")
+    if ctx.limit is not None and not _stopped(verdict):
+        return _over_limit(tid, n, ctx.limit, ctx.elapsed, extra)
     if verdict is not None:
         outcome, reason = verdict
         return AttemptResult(
@@ -258,6 +269,9 @@ def _execute_in(
         start = sink.position()
         out = ctx.run(shell_argv(check.run, ctx.path), timeout=check.timeout or spec.timeout)
         verdict = _verdict(_as_result(out), stop, f"validation {label!r} ")
+        if ctx.limit is not None and not _stopped(verdict):
+            extra.update(validation_failed=index, failed_command=check.run)
+            return _over_limit(tid, n, ctx.limit, ctx.elapsed, extra)
         if verdict is not None:
             outcome, reason = verdict
             extra["validation_failed"] = index
@@ -298,6 +312,22 @@ def _execute_in(
         if not changeset.is_empty:
             extra["changeset"] = changeset.to_dict()
     return AttemptResult(tid, n, ev.SUCCEEDED, 0, "", ctx.elapsed, extra)
+
+
+def _stopped(verdict: tuple[str, str] | None) -> bool:
+    return verdict is not None and verdict[0] in (ev.CANCELLED, ev.INTERRUPTED)
+
+
+def _over_limit(
+    tid: str, n: int, error: LimitExceeded, elapsed: float, extra: dict[str, Any]
+) -> AttemptResult:
+    """A failed attempt because a command hit a process or memory limit: VIGIL-LIMIT,
+    whatever the command's exit status (it may have swallowed a refused fork). Only a
+    cancel or an interrupt says more about why the attempt ended."""
+    failed = AttemptResult.from_error(tid, n, error, duration=elapsed)
+    return AttemptResult(
+        tid, n, ev.FAILED, None, failed.reason, elapsed, extra, error.code, error.category
+    )
 
 
 def _as_result(out: ProcessOutcome) -> ActionResult:
