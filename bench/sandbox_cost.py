@@ -2,7 +2,8 @@
 
 - bare: ``subprocess.run(["true"])``;
 - command: one sandboxed ``true`` (one bubblewrap exec, plus ``setpriv`` when vigil runs
-  as root), with and without the ``prlimit`` wrapper that applies the limits;
+  as root), with and without the limits (the attempt's cgroup, or the ``prlimit``
+  wrapper where no cgroup can be made);
 - attempt: prepare + ``true`` + capture + discard, overlay (offline, online) and snapshot.
 
 With ``--old-src DIR`` (the ``src`` directory of an older vigil, e.g. from
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vigil.workspace import SandboxSettings, Workspace
+from vigil.workspace import SandboxSettings, Workspace, spawn
 
 _OLD = """
 import json, sys
@@ -81,10 +82,9 @@ def main() -> None:
         counter = iter(range(10**9))
 
         def command(name: str) -> Callable[[], None]:
-            spec = held[name].command(["true"], env={})
-
             def run() -> None:
-                subprocess.run(spec.argv, env=spec.env, cwd=spec.cwd, check=True)
+                # A spec is spawned once: a cgroup's way in is made for one command.
+                assert spawn.run(held[name].command(["true"], env={})).returncode == 0
 
             return run
 
@@ -93,7 +93,7 @@ def main() -> None:
                 sandbox = ws.prepare(f"bench/{next(counter)}", network=network)
                 with sandbox.lock():
                     spec = sandbox.command(["true"], env={})
-                    subprocess.run(spec.argv, env=spec.env, cwd=spec.cwd, check=True)
+                    assert spawn.run(spec).returncode == 0
                     assert sandbox.capture().is_empty
                     sandbox.discard()
 
@@ -111,15 +111,17 @@ def main() -> None:
             cases["older version's command"] = _old_command(old_src, root)
         samples: dict[str, list[float]] = {name: [] for name in cases}
         cpu: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(rounds):
-            for name in random.sample(list(cases), len(cases)):
-                used = _cpu()
-                start = time.perf_counter()
-                cases[name]()
-                samples[name].append((time.perf_counter() - start) * 1000)
-                cpu[name].append((_cpu() - used) * 1000)
-        for sandbox in held.values():
-            sandbox.discard()
+        try:
+            for _ in range(rounds):
+                for name in random.sample(list(cases), len(cases)):
+                    used = _cpu()
+                    start = time.perf_counter()
+                    cases[name]()
+                    samples[name].append((time.perf_counter() - start) * 1000)
+                    cpu[name].append((_cpu() - used) * 1000)
+        finally:  # the held sandboxes' cgroups outlive the temporary directory
+            for sandbox in held.values():
+                sandbox.discard()
     bare = statistics.median(samples["bare subprocess `true`"])
     print(
         f"{platform.node()}: {os.cpu_count()} cores, Linux {platform.release()}, "

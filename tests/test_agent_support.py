@@ -15,7 +15,7 @@ from vigil.actions.base import PriorRound
 from vigil.actions.prompt import read_workspace_file
 from vigil.executors.process import ProcessOutcome
 from vigil.plan import Plan, Task, load_plan_text
-from vigil.workspace import AttemptSandbox, Changeset, Workspace, tree_hash
+from vigil.workspace import AttemptSandbox, Changeset, Workspace, spawn, tree_hash
 
 AGENT = Path(__file__).parent / "agents" / "scripted_agent.py"
 AGENT_COMMAND = f"{sys.executable} {AGENT}"
@@ -69,13 +69,11 @@ class SandboxContext:
         spec = self.sandbox.command(list(argv), env=full)
         started = time.monotonic()
         try:
-            done = subprocess.run(
-                spec.argv,
+            done = spawn.run(
+                spec,
                 input=stdin or b"",
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=spec.env,
-                cwd=spec.cwd,
                 timeout=timeout or 60,
             )
         except subprocess.TimeoutExpired as exc:

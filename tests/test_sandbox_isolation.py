@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from test_workspace_support import make_project, overlay_available, run
-from vigil.workspace import Workspace, tree_hash
+from vigil.workspace import Workspace, spawn, tree_hash
 
 pytestmark = pytest.mark.skipif(not overlay_available(), reason="needs userns + overlayfs")
 
@@ -216,9 +216,7 @@ def test_killing_the_spawned_process_kills_the_whole_tree(ws: Workspace, tmp_pat
     spec = sandbox.command(
         ["sh", "-c", "(sleep 300 & sleep 300 & wait) & echo started; wait"], env={}
     )
-    proc = subprocess.Popen(
-        spec.argv, env=spec.env, cwd=spec.cwd, stdout=subprocess.PIPE, start_new_session=True
-    )
+    proc = spawn.start(spec, stdout=subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"started"
     deadline = time.monotonic() + 10
@@ -252,12 +250,8 @@ def test_sigterm_reaches_the_step(ws: Workspace, round_: int) -> None:
     )
     assert spec.supervisor
     tag = f"term-test/{os.getpid()}/{round_}"
-    proc = subprocess.Popen(
-        spec.argv,
-        env={**spec.env, TAG_VARIABLE: tag},
-        cwd=spec.cwd,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
+    proc = spawn.start(
+        spec, env={**spec.env, TAG_VARIABLE: tag}, stdout=subprocess.PIPE, start_new_session=True
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"

@@ -6,7 +6,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from vigil.workspace import AttemptSandbox, Changeset, Workspace
+from vigil.workspace import AttemptSandbox, Changeset, Workspace, spawn
 
 
 def make_project(root: Path) -> Path:
@@ -38,9 +38,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a sh script in the sandbox the way the engine would."""
     spec = sandbox.command(["sh", "-c", script], env=dict(env or {}), cwd=cwd)
-    proc = subprocess.run(
-        spec.argv, env=spec.env, cwd=spec.cwd, capture_output=True, text=True, timeout=60
-    )
+    proc = spawn.run(spec, capture_output=True, text=True, timeout=60)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

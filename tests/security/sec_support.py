@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from test_workspace_support import make_project, overlay_available
-from vigil.workspace import AttemptSandbox, SandboxSettings, Workspace
+from vigil.workspace import AttemptSandbox, SandboxSettings, Workspace, spawn
 
 needs_overlay = pytest.mark.skipif(not overlay_available(), reason="needs the bubblewrap sandbox")
 as_root = os.getuid() == 0
@@ -52,15 +52,7 @@ def run_in(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` in ``sandbox`` exactly as the engine spawns it."""
     spec = sandbox.command(argv, env=dict(env or {}), cwd=cwd)
-    return subprocess.run(
-        spec.argv,
-        env=spec.env,
-        cwd=spec.cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        start_new_session=True,
-    )
+    return spawn.run(spec, capture_output=True, text=True, timeout=120, start_new_session=True)
 
 
 def sh(sandbox: AttemptSandbox, script: str, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,8 @@ def _run(tmp_path: Path, script: str, *, stop: threading.Event | None = None, ta
             tag=f"sec-exit/{tag}",
             grace=30.0,
             supervisor=spec.supervisor,
+            pass_fds=spec.pass_fds,
+            started=spec.started,
         )
     finally:
         sink.close()

@@ -1,5 +1,7 @@
-"""A step cannot exhaust the host: its processes, each process's memory and its private
-tmpfs are bounded. The bounds here are small so the attacks never endanger the machine."""
+"""A step cannot exhaust the host: its processes, its memory and its private tmpfs are
+bounded, by a cgroup per attempt where vigil can make one and by per-process rlimits
+elsewhere (test_sec_cgroup_limits.py tests what differs). The bounds here are small so
+the attacks never endanger the machine."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 from sec_support import make_workspace, needs_overlay, run_in, sh
 
 from vigil.workspace import SandboxSettings
+from vigil.workspace.cgroup import enforcement
 
 pytestmark = needs_overlay
 
@@ -61,12 +64,18 @@ def test_memory_hog_fails_and_modest_use_works(tmp_path: Path) -> None:
     sandbox = ws.prepare("hog")
     try:
         hog = run_in(sandbox, ["python3", "-c", "b = bytearray(1 << 30); print('allocated')"])
+        hit = sandbox.limit_hit()
         modest = run_in(sandbox, ["python3", "-c", "b = bytearray(32 << 20); print('ok')"])
     finally:
         sandbox.discard()
     assert hog.returncode != 0
     assert "allocated" not in hog.stdout
-    assert "MemoryError" in hog.stderr
+    if enforcement().cgroups:
+        assert hog.returncode == 128 + 9  # the kernel's out-of-memory kill
+        assert hit is not None and "max_memory" in hit.cause
+    else:
+        assert "MemoryError" in hog.stderr  # RLIMIT_DATA: the allocation itself fails
+        assert hit is None
     assert modest.stdout.strip() == "ok"
 
 

@@ -161,6 +161,7 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
     config = config_for(workspace)
     isolation = detect_isolation(str(config.data.get("workspace", {}).get("isolation", "auto")))
     steps = _steps_identity(config, isolation.mode)
+    limits = _limits(isolation.mode)
     keys = user_config_dir() / "keys"
     report = {
         "workspace": str(config.workspace),
@@ -174,6 +175,7 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in isolation.checks],
             "steps_run_as": steps,
         },
+        "limits": limits,
         "signing_key": (keys / "signing.key").exists(),
         "state_dir_exposed": state_dir_exposure(config.state_dir),
         "store_reachable_by_steps": [
@@ -194,6 +196,8 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
         console.print(f"[yellow]warning:[/] {escape(isolation.warning)}", markup=True)
     if steps:
         console.print(f"  steps run as: {steps}", markup=False)
+    console.print(f"limits: {limits['mechanism']} ({limits['detail']})", markup=False)
+    console.print(f"  {limits['meaning']}", markup=False)
     console.print(f"store: {report['store']}")
     console.print(f"workspace: {config.workspace} (state in {config.state_dir})")
     files = ", ".join(report["config_files"]) or "none (defaults)"  # type: ignore[arg-type]
@@ -246,6 +250,20 @@ def _store_reach(config: Any) -> list[Any]:
         except Exception:
             no_password = None
     return store_reach(url, config.state_dir, password_free_login=no_password)
+
+
+def _limits(mode: str) -> dict[str, str]:
+    """What enforces the process and memory limits of sandboxed steps, and what it means."""
+    if mode != "overlay":
+        return {
+            "mechanism": "none",
+            "detail": f"{mode} isolation",
+            "meaning": "steps have no process or memory limits",
+        }
+    from vigil.workspace.cgroup import enforcement
+
+    enforced = enforcement()
+    return {"mechanism": enforced.mechanism, "detail": enforced.detail, "meaning": enforced.meaning}
 
 
 def _steps_identity(config: Any, mode: str) -> str | None:

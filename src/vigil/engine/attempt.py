@@ -178,7 +178,8 @@ class Attempt:
         # Set when the run is stopped, or (``halt``) when this attempt's watchdog stops it.
         self.stop = halt if halt is not None else stop.event
         self._watch = watch
-        # The limit the watchdog stopped a command for: it fails the attempt.
+        # The first limit a command went over (the watchdog's disk limits, the cgroup's
+        # processes or memory): it fails the attempt.
         self.limit: LimitExceeded | None = None
         self.secrets = spec.secrets
         self.inputs = spec.inputs
@@ -212,9 +213,12 @@ class Attempt:
             tag=self._tag,
             stdin=stdin,
             supervisor=spawn.supervisor,
+            pass_fds=spawn.pass_fds,
+            started=spawn.started,
         )
         self.elapsed += out.duration
-        hit = self._watch.exceeded if self._watch is not None else None
+        watched = self._watch.exceeded if self._watch is not None else None
+        hit = watched or self._sandbox.limit_hit()
         if hit is not None and self.limit is None:
             self.limit = hit
             self._sink.note(f"{hit}")
@@ -385,9 +389,10 @@ def _execute_in(
 def _over_limit(
     tid: str, n: int, error: LimitExceeded, elapsed: float, extra: dict[str, Any]
 ) -> AttemptResult:
-    """A failed attempt because the watchdog stopped a command over a disk limit:
-    VIGIL-LIMIT, whatever the command's exit status. Only a cancel or an interrupt of
-    the run says more about why the attempt ended."""
+    """A failed attempt because a command went over a limit (the watchdog's disk limits,
+    the cgroup's processes or memory): VIGIL-LIMIT, whatever the command's exit status
+    (it may have swallowed a refused fork). Only a cancel or an interrupt of the run says
+    more about why the attempt ended."""
     failed = AttemptResult.from_error(tid, n, error, duration=elapsed)
     return AttemptResult(
         tid, n, ev.FAILED, None, failed.reason, elapsed, extra, error.code, error.category

@@ -183,6 +183,8 @@ def run_process(
     on_spawn: Callable[[int], None] | None = None,
     stdin: bytes | None = None,
     supervisor: bool = False,
+    pass_fds: tuple[int, ...] = (),
+    started: Callable[[int | None], None] | None = None,
 ) -> ProcessOutcome:
     """Run ``argv`` to completion, its timeout, or ``stop``; whichever comes first.
 
@@ -190,9 +192,11 @@ def run_process(
     its whole process group and every process carrying ``tag`` are gone on return, or
     listed in the outcome's ``survivors`` (and the log) if they could not be killed.
     ``supervisor``: ``argv[0]`` dies with its parent by itself and must outlive the
-    step while it is being stopped (see the module docstring).
+    step while it is being stopped (see the module docstring). ``pass_fds`` and
+    ``started`` come from a sandbox: descriptors the child inherits, and a call with its
+    pid right after the spawn (None if it failed), before the step may start.
     """
-    started = time.monotonic()
+    began = time.monotonic()
     full_env = dict(env)
     full_env[TAG_VARIABLE] = tag
     source: Any = subprocess.DEVNULL
@@ -209,6 +213,7 @@ def run_process(
             stderr=subprocess.STDOUT,
             env=full_env,
             cwd=cwd,
+            pass_fds=pass_fds,
             start_new_session=True,
             # Without setpriv, ask for the parent-death signal between fork and exec; this
             # costs a full fork instead of vfork, so it is only the fallback.
@@ -217,15 +222,27 @@ def run_process(
             else _die_with_parent,
         )
     except OSError as exc:
+        if started is not None:
+            started(None)
         sink.note(f"could not start {argv[0]!r}: {exc.strerror or exc}")
-        return ProcessOutcome(127, False, False, time.monotonic() - started)
+        return ProcessOutcome(127, False, False, time.monotonic() - began)
     finally:
         if stdin is not None:
             source.close()
+    if started is not None:
+        try:
+            started(proc.pid)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            assert proc.stdout is not None
+            proc.stdout.close()
+            _wait(proc)
+            raise
     if on_spawn is not None:
         on_spawn(proc.pid)
     assert proc.stdout is not None
-    timed_out, stopped = _pump(proc, sink, stop, started, timeout)
+    timed_out, stopped = _pump(proc, sink, stop, began, timeout)
     survivors: list[int] = []
     if timed_out or stopped:
         survivors = end_tree(proc.pid, tag, grace=grace, spare=proc.pid if supervisor else None)
@@ -243,7 +260,7 @@ def run_process(
         None if (timed_out or stopped) else code,
         timed_out,
         stopped,
-        time.monotonic() - started,
+        time.monotonic() - began,
         tuple(survivors),
     )
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from vigil.errors import LimitExceeded
 from vigil.workspace.changeset import Changeset
 from vigil.workspace.spawn import SpawnSpec, resolve_cwd
 
@@ -31,6 +32,10 @@ class DirectSandbox:
         full = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
         full.update(env)
         return SpawnSpec(list(argv), full, str(resolve_cwd(self.root, cwd)))
+
+    def limit_hit(self) -> LimitExceeded | None:
+        """Without isolation there are no process or memory limits to hit."""
+        return None
 
     def capture(self) -> Changeset:
         """Nothing is tracked without isolation."""

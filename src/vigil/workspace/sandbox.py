@@ -6,8 +6,10 @@ root from an allowlist (:mod:`vigil.workspace.rootfs`), mounts the workspace as 
 overlay at its real path whose upper directory is the attempt's changeset, drops every
 capability and runs the step in a new session. Its monitor process is the direct child
 of vigil and dies with it (``--die-with-parent``); its pid 1 reports the step's own exit
-status. Resource limits are set by ``prlimit`` inside the box, so they count the
-sandbox's processes only.
+status. Process and memory limits come from a cgroup per attempt where vigil can create
+one (:mod:`vigil.workspace.cgroup`: all of the attempt's processes together, a hit is
+``VIGIL-LIMIT``); elsewhere from ``prlimit`` inside the box, per process, so they count the
+sandbox's processes only and a hit is the step's own failure.
 
 When vigil runs as root the step runs as an unprivileged host user
 (:func:`vigil.workspace.settings.step_identity`) through an idmapped view of the
@@ -19,6 +21,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -26,7 +30,9 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from vigil.errors import LimitExceeded
 from vigil.workspace.capture import capture_upper
+from vigil.workspace.cgroup import AttemptCgroup, Entry, enforcement
 from vigil.workspace.changeset import Changeset
 from vigil.workspace.errors import ProtectedPathChanged, SandboxUnavailable
 from vigil.workspace.objects import ObjectStore
@@ -50,6 +56,7 @@ NAMESPACES = [
 ]
 # bubblewrap escapes "\\", "," and ":" in overlay options; a newline stays unsafe.
 _UNSAFE_IN_OPTIONS = {"\n"}
+_LOG = logging.getLogger(__name__)
 
 
 def bwrap_program() -> str | None:
@@ -107,6 +114,8 @@ class OverlaySandbox:
         self.settings = settings or SandboxSettings()
         self.identity = identity
         self._stage: Stage | None = None
+        self.cgroup: AttemptCgroup | None = None
+        self._entries: list[Entry] = []
         self._thread = threading.get_ident()
         for path in (root, attempt_dir):
             if _UNSAFE_IN_OPTIONS & set(str(path)):
@@ -120,7 +129,9 @@ class OverlaySandbox:
         # lower layer nested in another, and one layer keeps the mount cheap.
         materialise(base, objects, self.upper, StackedView(root, (), view.exclude))
         self.work.mkdir(exist_ok=True)
-        self._limits = self._limit_args()
+        limited = bool(self.settings.max_processes or self.settings.memory_bytes)
+        by_cgroup = limited and enforcement().cgroups
+        self._limits = [] if by_cgroup else self._limit_args()
         lower, attempt, empty = str(root), str(attempt_dir), _empty_dir()
         source = _same
         if identity is not None:
@@ -161,6 +172,20 @@ class OverlaySandbox:
         if not network:
             self._prefix.append("--unshare-net")
         self._prefix += plan.arguments()
+        if by_cgroup:  # last: nothing after it can fail and leave the cgroup behind
+            self.cgroup = AttemptCgroup(
+                enforcement(),
+                _cgroup_name(attempt_dir),
+                max_processes=self.settings.max_processes,
+                max_memory=self.settings.memory_bytes,
+                memory_label=self._memory_label(),
+            )
+
+    def _memory_label(self) -> str:
+        value, size = self.settings.max_memory, self.settings.memory_bytes
+        if value == "auto":
+            return f'"auto" ({size} bytes, half the machine\'s memory)'
+        return f'"{value}" ({size} bytes)' if isinstance(value, str) else str(value)
 
     def _limit_args(self) -> list[str]:
         nproc, memory = self.settings.max_processes, self.settings.memory_bytes
@@ -189,7 +214,7 @@ class OverlaySandbox:
                 "Prepare, run and discard an attempt on one thread.",
             )
         workdir = resolve_cwd(self.root, cwd)
-        full = [*self._prefix, "--chdir", str(workdir), "--", *self._limits, *argv]
+        wrapper: list[str] = []
         if self.identity is not None:
             setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
             if setpriv is None:
@@ -198,8 +223,23 @@ class OverlaySandbox:
                     "Install util-linux, or run vigil as a normal user.",
                 )
             uid, gid = self.identity.uid, self.identity.gid
-            full = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *full]
-        return SpawnSpec(full, reduced_env(env), "/", supervisor=True)
+            wrapper = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+        env = reduced_env(env)
+        rest = ["--chdir", str(workdir), "--", *self._limits, *argv]
+        if self.cgroup is None:
+            return SpawnSpec([*wrapper, *self._prefix, *rest], env, "/", supervisor=True)
+        entry = self.cgroup.entry()
+        # Closed at discard if it is never spawned.
+        self._entries = [e for e in self._entries if e.pending] + [entry]
+        full = [*wrapper, *self._prefix, *entry.arguments, *rest]
+        return SpawnSpec(
+            full, env, "/", supervisor=True, pass_fds=entry.pass_fds, started=entry.started
+        )
+
+    def limit_hit(self) -> LimitExceeded | None:
+        """VIGIL-LIMIT for each process or memory limit the attempt hit since the last
+        call. Only a cgroup counts hits; under rlimits a hit is the step's own failure."""
+        return None if self.cgroup is None else self.cgroup.limit_hit()
 
     def capture(self) -> Changeset:
         """The changes the attempt's commands made, with all images stored."""
@@ -210,7 +250,20 @@ class OverlaySandbox:
         return changeset
 
     def discard(self) -> None:
-        """Drop the attempt's staging, upper and work directories; idempotent."""
+        """Drop the attempt's cgroup (killing what is left in it), staging, upper and work
+        directories; idempotent."""
+        for entry in self._entries:
+            entry.close()
+        self._entries = []
+        if self.cgroup is not None:
+            survivors = self.cgroup.close()
+            if survivors:
+                _LOG.warning(
+                    "processes %s survived SIGKILL in the attempt's cgroup %s",
+                    ", ".join(map(str, survivors)),
+                    ", ".join(map(str, self.cgroup.dirs.values())),
+                )
+            self.cgroup = None
         if self._stage is not None:
             self._stage.close()
         remove_tree(self.dir)
@@ -219,6 +272,13 @@ class OverlaySandbox:
     def lock(self) -> Iterator[None]:
         """Overlay attempts need no workspace-wide lock; present for the common interface."""
         yield
+
+
+def _cgroup_name(attempt_dir: Path) -> str:
+    """The attempt's cgroup: one per attempt directory, which only this attempt uses (the
+    hash tells apart workspaces whose attempts share a key)."""
+    digest = hashlib.sha256(str(attempt_dir).encode()).hexdigest()[:12]
+    return f"vigil-{digest}-{attempt_dir.name[:60]}"
 
 
 def _same(path: str) -> str:

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from vigil.errors import LimitExceeded
 from vigil.layout import write_private
 from vigil.workspace.apply import RESTORE, Applier, locked
 from vigil.workspace.beneath import Blocked, Tree, UnsafePath
@@ -93,6 +94,10 @@ class SnapshotSandbox:
         self._start()
         workdir = resolve_cwd(self.root, cwd)
         return SpawnSpec(list(argv), reduced_env(env), str(workdir))
+
+    def limit_hit(self) -> LimitExceeded | None:
+        """Snapshot attempts have no process or memory limits to hit."""
+        return None
 
     def capture(self) -> Changeset:
         """The attempt's changes; the workspace is put back to how it was before."""
