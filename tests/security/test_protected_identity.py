@@ -224,6 +224,12 @@ GIT_ATTACKS = {
     "config-case": "printf '[core]\\n\\tfsmonitor = touch /tmp/owned\\n' >> .GIT/CONFIG",
     "hooks-dir-swap": "mv .git/hooks .git/hooks.old && mkdir .git/hooks"
     " && printf '#!/bin/sh\\n' > .git/hooks/pre-commit",
+    "commondir": "mkdir -p .g && printf '[core]\\n\\tfsmonitor = touch /tmp/owned\\n' > .g/config"
+    " && echo ../.g > .git/commondir",
+    "pointer-in-a-subdirectory": "mkdir -p sub .h && printf 'gitdir: ../.h\\n' > sub/.git",
+    "nested-repository": "git init -q nested",
+    "alternates": "echo /tmp > .git/objects/info/alternates",
+    "info-attributes": "printf '* filter=x\\n' > .git/info/attributes",
     "submodule-hook": "mkdir -p .git/modules/sub/hooks"
     " && printf x > .git/modules/sub/hooks/post-merge",
 }
@@ -258,6 +264,9 @@ def test_a_step_cannot_plant_what_git_runs_on_the_host(
     assert (path / ".git" / "config").read_bytes() == config_before
     assert sorted(p.name for p in (path / ".git" / "hooks").iterdir()) == hooks_before
     assert not (path / ".git" / "modules").exists()
+    for planted in (".git/commondir", "sub/.git", "nested/.git", ".git/objects/info/alternates"):
+        assert not (path / planted).exists(), planted
+    assert not (path / ".git" / "info" / "attributes").exists()
     assert view["commit"]["state"] == "succeeded", view["commit"]
     log = subprocess.run(
         ["git", "-C", str(path), "log", "--format=%s"], capture_output=True, text=True

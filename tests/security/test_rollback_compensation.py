@@ -63,7 +63,14 @@ class Project:
         return vigil(*args, cwd=self.ws, env={**self.env, **(env or {})})
 
     def run(self, *tasks: dict[str, Any], grant: str | None = None, **plan: Any) -> None:
-        """Run a one-phase plan of ``tasks`` to success as run ``r``."""
+        """Run a one-phase plan of ``tasks`` to success as run ``r``; ``secrets`` (name to
+        source) go where a person declares them, `vigil.toml` ``[secrets]``."""
+        sources = plan.pop("secrets", {})
+        if sources:
+            policy = self.ws / "vigil.toml"
+            lines = [policy.read_text() if policy.exists() else "", "[secrets]"]
+            lines += [f'{name} = {{ env = "{src["env"]}" }}' for name, src in sources.items()]
+            policy.write_text("\n".join(lines) + "\n")
         write_plan(self.plan, {
             "name": "comp", "project": "comp", **plan,
             "phases": [{"id": "main", "tasks": list(tasks)}],
@@ -282,7 +289,7 @@ def test_a_compensation_of_a_root_run_vigil_is_not_root(project: Project) -> Non
 
 def test_workspace_writes_of_a_compensation_are_discarded_and_reported(project: Project) -> None:
     p = project
-    before = tree_hash(p.ws)
+    before = tree_hash(p.ws, exclude=(".vigil", "conf"))
     p.run({
         "id": "t",
         "run": "echo made > out.txt",
@@ -294,13 +301,15 @@ def test_workspace_writes_of_a_compensation_are_discarded_and_reported(project: 
     assert comp["ok"] is True and comp["exit_code"] == 0, (comp, p.log("t"))
     assert set(comp["discarded"]) == {"a.txt", "keep.txt", "d", "d/f"}, comp
     assert "changed the workspace" in p.log("t")
-    assert tree_hash(p.ws) == before, "a compensation's change landed in the workspace"
+    assert tree_hash(p.ws, exclude=(".vigil", "conf")) == before, (
+        "a compensation's change landed in the workspace"
+    )
     # Said in the text output too (the second rollback runs the compensation again).
     text = p.cli("rollback", "r", "--all")
     assert text.returncode == 0, text.stderr
     assert "rollback command of t: ok" in text.stdout
     assert "changes to 4 workspace path(s) were discarded" in text.stdout, text.stdout
-    assert tree_hash(p.ws) == before
+    assert tree_hash(p.ws, exclude=(".vigil", "conf")) == before
 
 
 def test_a_compensation_that_changes_the_policy_fails_as_an_attempt_would(
@@ -327,11 +336,13 @@ def test_rollback_changes_nothing_when_a_compensation_cannot_be_set_up(
         {"id": "t", "run": "echo made > out.txt", "secrets": ["API_KEY"], "rollback": "true"},
         secrets={"API_KEY": {"env": "SRC_API_KEY"}},
     )
-    ran = tree_hash(p.ws)
+    ran = tree_hash(p.ws, exclude=(".vigil", "conf"))
     refused = p.cli("rollback", "r", "--all")  # SRC_API_KEY is not set now
     assert refused.returncode == ExitCode.USAGE, refused.stdout + refused.stderr
     assert "VIGIL-SECRET-UNAVAILABLE" in refused.stderr and "Traceback" not in refused.stderr
-    assert tree_hash(p.ws) == ran, "files were restored although the compensation was refused"
+    assert tree_hash(p.ws, exclude=(".vigil", "conf")) == ran, (
+        "files were restored although the compensation was refused"
+    )
     assert not rollback_log(p.ws / ".vigil", "r", "t").exists()
 
 

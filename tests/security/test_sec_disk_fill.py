@@ -124,6 +124,8 @@ def test_the_watchdogs_own_count_never_passes_the_limit_by_more_than_the_slack(
                 stop=halt,
                 tag="disk-fill-watch",
                 supervisor=spec.supervisor,
+                pass_fds=spec.pass_fds,
+                started=spec.started,
             )
     finally:
         sandbox.discard()

@@ -21,7 +21,7 @@ from sec_support import as_root, open_to_all
 
 from clitools import VIGIL, cli_env, vigil, write_plan
 from test_workspace_support import overlay_available
-from vigil.workspace import Workspace
+from vigil.workspace import Workspace, spawn
 
 MODES = sorted({"overlay" if overlay_available() else "snapshot", "snapshot"})
 
@@ -163,9 +163,7 @@ def test_an_attempts_directory_is_private_and_its_sandbox_still_works(
             owner = ws.identity.uid if ws.identity is not None else os.getuid()
             assert st.st_uid == owner
         spec = sandbox.command(["sh", "-c", "echo b > b.txt && cat a.txt"], env={})
-        done = subprocess.run(
-            spec.argv, env=spec.env, cwd=spec.cwd, capture_output=True, text=True, timeout=120
-        )
+        done = spawn.run(spec, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stdout == "a\n", done.stderr
         assert [e.path for e in sandbox.capture().entries] == ["b.txt"]
     finally:

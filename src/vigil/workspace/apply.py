@@ -14,6 +14,7 @@ directory is a conflict, never followed; a protected file is refused under any n
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -306,6 +307,17 @@ class _Ops:
                 "links or into directories that moved",
                 "Put the directory back (or remove what replaced it) and run `vigil resume`; "
                 "the half-applied change is kept in .vigil/commits until it is finished.",
+                details=[entry.path],
+            ) from None
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+            # A directory to remove holds what this change did not make (put there or moved
+            # in since): vigil never deletes it, even when forced.
+            raise Conflict(
+                f"{entry.path} could not be removed: it holds files this change did not make",
+                "Move those files out of the way (or keep the directory) and run the command "
+                "again; nothing of theirs was deleted.",
                 details=[entry.path],
             ) from None
 

@@ -70,6 +70,9 @@ class Protection:
             parts = [fold(c) for c in components(rel)]
         except UnsafePath as exc:
             return str(exc)
+        why = git_reason(rel, parts)
+        if why is not None:
+            return why
         for path, folded in zip(self.paths, self._folded(), strict=True):
             if parts[: len(folded)] == folded:
                 return f"{rel} is {path}" if len(parts) == len(folded) else f"{rel} is in {path}"
@@ -104,6 +107,57 @@ class Protection:
             if reason is not None:
                 out.append(reason)
         return out
+
+
+# What a step may change inside a repository's git directory: what `git add`, `git commit`,
+# `git fetch`, `git merge`, `git rebase` and `git stash` write. Nothing here names a
+# command git runs; everything else (config, hooks, commondir, info/attributes, modules,
+# worktrees, alternates of objects) could, and a `.git` made or replaced by a step could
+# point git at a directory holding any of them.
+GIT_WRITABLE = frozenset(
+    {
+        "objects",
+        "refs",
+        "logs",
+        "index",
+        "head",
+        "orig_head",
+        "fetch_head",
+        "merge_head",
+        "merge_msg",
+        "merge_mode",
+        "auto_merge",
+        "cherry_pick_head",
+        "revert_head",
+        "rebase_head",
+        "commit_editmsg",
+        "packed-refs",
+        "shallow",
+        "rebase-merge",
+        "rebase-apply",
+        "sequencer",
+        "index.lock",
+        "head.lock",
+        "packed-refs.lock",
+    }
+)
+
+
+def git_reason(rel: str, parts: Sequence[str]) -> str | None:
+    """Why a change of ``rel`` (its components ``parts``, folded) could make git run a
+    step's command on the host, or None: any entry named ``.git`` itself (made, removed or
+    replaced: a repository a step creates, or a pointer to a git directory it planted), and
+    anything in a ``.git`` directory at any depth outside :data:`GIT_WRITABLE`
+    (``objects/info/alternates`` included)."""
+    for i, part in enumerate(parts):
+        if part != ".git":
+            continue
+        rest = parts[i + 1 :]
+        if not rest:
+            return f"{rel} is a repository's git directory or pointer (only a person makes one)"
+        if rest[0] not in GIT_WRITABLE or rest[:3] == ["objects", "info", "alternates"]:
+            return f"{rel} is git metadata that can name a command git runs"
+    return None
 
 
 def summary(reasons: Sequence[str]) -> str:
