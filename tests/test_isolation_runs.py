@@ -13,6 +13,8 @@ from clitools import status, vigil, write_plan
 from vigil.errors import ExitCode
 from vigil.workspace import tree_hash
 
+pytestmark = pytest.mark.slow
+
 EDITS = (
     "echo world >> a.txt && rm gone.txt && chmod +x a.txt && ln -sfn gone.txt link "
     "&& mkdir -p new && echo fresh > new/f && rm -r olddir"

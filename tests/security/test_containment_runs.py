@@ -15,6 +15,8 @@ from sentinel import Sentinel
 from vigil.errors import ExitCode
 from vigil.workspace import tree_hash
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(params=["overlay", "snapshot"])
 def setup(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Path, dict[str, str], Sentinel]:
