@@ -146,6 +146,7 @@ def test_fix_rounds_converge_on_the_second_round(tmp_path: Path) -> None:
     assert (ws.root / "src" / "value.py").read_text() == "VALUE = 42\n"
 
 
+@pytest.mark.slow
 def test_fix_rounds_stop_at_max_fix_rounds_and_leave_the_workspace(tmp_path: Path) -> None:
     ws = new_workspace(tmp_path)
     before = tree_hash(ws.root, exclude=ws.exclude)
@@ -285,6 +286,7 @@ def test_bad_templates_and_context_escapes_fail_the_attempt_clearly(tmp_path: Pa
         assert "### src/value.py\n```\nVALUE = 0\n```" in ctx.ran[-1].output
 
 
+@pytest.mark.slow
 def test_the_example_plan_converges_in_a_fix_round(tmp_path: Path) -> None:
     repo = Path(__file__).parent.parent
     plan = load_plan(repo / "examples" / "agent.yaml").plan

@@ -83,6 +83,7 @@ def test_fix_rounds_converge_and_each_round_is_an_attempt(ws: Path) -> None:
     assert "fix round: True" in log.read_text(), "round 2 did not get the failing output"
 
 
+@pytest.mark.slow
 def test_fix_rounds_are_bounded(ws: Path) -> None:
     before = tree_hash(ws)
     state, view = run(
@@ -222,6 +223,7 @@ def test_llm_reply_becomes_output_and_input_with_usage_in_the_report(ws: Path) -
     assert report["usage"]["cost"] == pytest.approx(30 / 1000 * 1.0 + 5 / 1000 * 2.0)
 
 
+@pytest.mark.slow
 def test_llm_waits_out_rate_limits_and_applies_a_patch(ws: Path) -> None:
     diff = (
         "```diff\n--- a/demo/value.py\n+++ b/demo/value.py\n@@ -1 +1 @@\n"
@@ -276,6 +278,7 @@ def test_budget_stops_new_model_calls(ws: Path) -> None:
     assert len(third["attempts"]) == 1, "a spent budget must not be retried"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stale", [False, True])
 def test_prefetch_uses_a_fresh_reply_and_discards_a_stale_one(ws: Path, stale: bool) -> None:
     # `first` runs alone (parallelism 1) while `later` waits in the queue: its reply is

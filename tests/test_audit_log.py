@@ -216,6 +216,7 @@ def test_random_tampering_is_always_detected(tmp_path: Path) -> None:
         assert report.first_bad_seq <= first_touched + 1, (kind, report.problems)
 
 
+@pytest.mark.slow
 def test_concurrent_appenders_never_break_the_chain(tmp_path: Path) -> None:
     path = tmp_path / "audit" / "log.jsonl"
     script = (
@@ -236,6 +237,7 @@ def test_concurrent_appenders_never_break_the_chain(tmp_path: Path) -> None:
     assert report.entries == 240 and report.sealed >= 224
 
 
+@pytest.mark.slow
 def test_kill_during_appends_leaves_a_log_that_verifies_after_the_next_append(
     tmp_path: Path,
 ) -> None:

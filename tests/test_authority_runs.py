@@ -26,6 +26,8 @@ import pytest
 from clitools import spawn, status, tagged, vigil, wait_for, write_plan
 from vigil.errors import ExitCode
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def outside() -> Iterator[Path]:

@@ -15,6 +15,8 @@ from enginetools import HANG
 from vigil.engine import events as ev
 from vigil.store import open_store
 
+pytestmark = pytest.mark.slow
+
 ROUNDS = 12
 LAYERS = 5
 WIDTH = 7
@@ -98,7 +100,6 @@ def kill_at(proc: subprocess.Popen[str], url: str, run_id: str, kind: str, count
     return False
 
 
-@pytest.mark.slow
 def test_kill9_at_journal_points_then_resume(tmp_path: Path, backend: str) -> None:
     rng = random.Random(20261121)
     for round_no in range(ROUNDS):
@@ -153,7 +154,6 @@ def check_one_commit_per_changeset(url: str, run_id: str) -> None:
         assert len(keys) == len(set(keys)), f"{kind} twice for one changeset"
 
 
-@pytest.mark.slow
 def test_kill9_while_writing_and_committing_100_files(tmp_path: Path, backend: str) -> None:
     """The workspace holds all of an attempt's files or none, whenever vigil dies."""
     from vigil.workspace import Workspace

@@ -76,6 +76,7 @@ def test_version_loads_no_command_module(tmp_path: Path) -> None:
     assert heavy(found, ["vigil.cli.run", "rich", *STORE, *ENGINE]) == []
 
 
+@pytest.mark.slow
 def test_plan_check_of_a_yaml_plan_loads_no_store_engine_or_markdown(tmp_path: Path) -> None:
     write_plan(tmp_path / "plan.yaml", PLAN)
     found = modules_after(["plan", "check", "plan.yaml"], tmp_path)
@@ -83,12 +84,14 @@ def test_plan_check_of_a_yaml_plan_loads_no_store_engine_or_markdown(tmp_path: P
     assert heavy(found, [*STORE, *ENGINE, *PARSERS, *UI_AND_CRYPTO]) == []
 
 
+@pytest.mark.slow
 def test_runs_loads_no_engine_state_or_plan_models(tmp_path: Path, finished_run: str) -> None:
     found = modules_after(["runs"], tmp_path)
     assert "vigil.store.store" in found
     assert heavy(found, ["vigil.plan.models", "alembic", *ENGINE, *PARSERS, *UI_AND_CRYPTO]) == []
 
 
+@pytest.mark.slow
 def test_status_loads_no_driver_sandbox_or_web(tmp_path: Path, finished_run: str) -> None:
     found = modules_after(["status", finished_run], tmp_path)
     assert "vigil.engine.state" in found

@@ -13,6 +13,8 @@ from clitools import alive, kill9, spawn, status, tagged, vigil, wait_for, write
 from enginetools import HANG
 from vigil.errors import ExitCode
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def ws(tmp_path: Path, backend: str) -> Path:

@@ -22,6 +22,7 @@ def error_of(out: object) -> dict[str, object]:
     return error
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("toml", "needle"),
     [
@@ -48,6 +49,7 @@ def test_config_mistakes_are_usage_errors(tmp_path: Path, toml: str, needle: str
     assert not (tmp_path / ".vigil").exists(), "nothing may run on a bad configuration"
 
 
+@pytest.mark.slow
 def test_user_config_is_checked_and_named(tmp_path: Path) -> None:
     home = tmp_path / "cfg"
     home.mkdir()
@@ -57,6 +59,7 @@ def test_user_config_is_checked_and_named(tmp_path: Path) -> None:
     assert str(home / "config.toml") in str(error["cause"]) and "notify" in str(error["cause"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["mysql://x@localhost/db", "postgresql+psycopg://u@127.0.0.1:1/d"])
 def test_unsupported_or_unreachable_store_in_toml_is_a_usage_error(
     tmp_path: Path, url: str
@@ -88,6 +91,7 @@ def test_valid_config_loads(tmp_path: Path) -> None:
     assert config.settings("audit").fsync is False
 
 
+@pytest.mark.slow
 def test_missing_workspace_is_refused_unless_created(tmp_path: Path) -> None:
     write_plan(tmp_path / "plan.yaml", PLAN)
     typo = tmp_path / "wrokspace"
@@ -104,6 +108,7 @@ def test_missing_workspace_is_refused_unless_created(tmp_path: Path) -> None:
     assert typo.is_dir()
 
 
+@pytest.mark.slow
 def test_workspace_naming_a_file_is_a_usage_error(tmp_path: Path) -> None:
     write_plan(tmp_path / "plan.yaml", PLAN)
     out = vigil(

@@ -106,6 +106,55 @@ def test_a_worker_failing_once_is_recorded_and_retried(hb: Harness, point: str) 
     assert (hb.workspace / "a").read_text() == "x\n" and (hb.workspace / "b").exists()
 
 
+class Unprintable(Exception):
+    """An error whose message cannot be built: turning it into a recorded failure raises
+    too, so the worker's error handler fails on top of the job."""
+
+    def __str__(self) -> str:
+        raise ValueError("no message")
+
+
+# One point per kind of worker: an attempt, a commit, a phase's checks.
+@pytest.mark.parametrize("point", ["attempt.execute", "commit.apply", "checks.execute"])
+def test_a_failure_whose_report_fails_too_is_still_recorded(hb: Harness, point: str) -> None:
+    hits: Counter[str] = Counter()
+
+    def hook(where: str) -> None:
+        if where == point and not hits[where]:
+            hits[where] += 1
+            raise Unprintable()
+
+    # If a report were lost the driver would wait for it forever: a run still going after
+    # HANG is cancelled and the test fails.
+    result: list[Any] = []
+    rid = f"unprintable-{point}"
+    runner = threading.Thread(
+        target=lambda: result.append(
+            hb.run(writer_plan(), run_id=rid, faults=hook, max_parallel=2)
+        ),
+        daemon=True,
+    )
+    runner.start()
+    runner.join(HANG)
+    if runner.is_alive():
+        hb.store.append(rid, [(ev.CANCEL_REQUESTED, {"reason": "hung", "by": "t"})], at=0.0)
+        runner.join(HANG)
+        pytest.fail("a worker whose error report failed was never reported: the driver hung")
+    out = result[0]
+    assert hits[point] == 1, "the fault point was never reached"
+    assert_settled(hb, out.run_id)
+    # Both failures are on the record, the job's and its report's.
+    both = "Unprintable(); then ValueError('no message')"
+    journal = hb.journal(out.run_id)
+    assert [e for e in journal if both in str(e.data)], [e.data for e in journal]
+    if point == "checks.execute":
+        assert out.state == "failed"
+        assert both in hb.view(out.run_id)["phases"][0]["reason"]
+    else:
+        assert out.state == "succeeded", hb.view(out.run_id)  # retried after the failure
+        assert (hb.workspace / "b").exists()
+
+
 @pytest.mark.parametrize("point", [p for p in FAULT_POINTS if p != "checks.execute"])
 def test_a_worker_that_always_fails_fails_its_task_and_only_its_dependents(
     hb: Harness, point: str

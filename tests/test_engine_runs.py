@@ -63,6 +63,7 @@ def test_non_critical_failure_keeps_the_run_green(hb: Harness) -> None:
     assert hb.task(out.run_id, "lint")["state"] == "failed"
 
 
+@pytest.mark.slow
 def test_retry_backoff_delays_grow(hb: Harness) -> None:
     # A failed attempt's files are discarded, so the attempt number tells retries apart.
     script = 'test "$VIGIL_ATTEMPT" -ge 4'
@@ -260,6 +261,7 @@ def test_parallel_tasks_really_overlap(hb: Harness, monkeypatch: pytest.MonkeyPa
     assert out.state == "succeeded", hb.view(out.run_id)
 
 
+@pytest.mark.slow
 def test_max_parallel_limits_concurrency(hb: Harness) -> None:
     plan = one_phase(*[{"id": f"t{i}", "run": "sleep 0.2"} for i in range(4)])
     out = hb.run(plan, max_parallel=1)

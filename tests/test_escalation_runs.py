@@ -11,6 +11,8 @@ import pytest
 from clitools import status, vigil, write_plan
 from vigil.errors import ExitCode
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def ws(tmp_path: Path, backend: str) -> Path:

@@ -22,6 +22,8 @@ import pytest
 from clitools import status, vigil, write_plan
 from vigil.errors import ExitCode
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data" / "hostile"
 POLICY = b'[policy]\nprotected = ["prod"]\n'
 

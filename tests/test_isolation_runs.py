@@ -14,6 +14,8 @@ from vigil.errors import ExitCode
 from vigil.layout import rollback_log
 from vigil.workspace import tree_hash
 
+pytestmark = pytest.mark.slow
+
 EDITS = (
     "echo world >> a.txt && rm gone.txt && chmod +x a.txt && ln -sfn gone.txt link "
     "&& mkdir -p new && echo fresh > new/f && rm -r olddir"

@@ -64,6 +64,7 @@ def test_a_completion_sends_what_openai_expects_and_reads_usage() -> None:
     }
 
 
+@pytest.mark.slow
 def test_429_waits_at_least_the_advertised_retry_after() -> None:
     with ChatServer() as server:
         server.queue(error(429, "slow down", retry_after="1"))
@@ -75,6 +76,7 @@ def test_429_waits_at_least_the_advertised_retry_after() -> None:
     assert second.at - first.at >= 1.0
 
 
+@pytest.mark.slow
 def test_429_honours_an_http_date_and_ratelimit_reset_headers() -> None:
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
     with ChatServer() as server:

@@ -53,6 +53,7 @@ async def until(
     raise AssertionError(f"never showed {needles!r} without {gone!r}; screen was:\n{text}")
 
 
+@pytest.mark.slow
 def test_monitor_follows_a_live_run(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -117,6 +117,7 @@ def test_a_stuck_webhook_never_blocks_the_sender(tmp_path: Path, hook: Hook) -> 
     assert n.counts.delivered == 3
 
 
+@pytest.mark.slow
 def test_a_failing_webhook_is_retried_then_given_up(tmp_path: Path, hook: Hook) -> None:
     hook.status = 503
     n = notifier(tmp_path, webhook=hook.url, retries=2)

@@ -121,6 +121,7 @@ def dags(draw: st.DrawFn) -> tuple[list[str], dict[str, list[str]]]:
     return list(order), needs
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(dags(), st.integers(0, 3))
 def test_waves_respect_every_need_and_hold_every_task_once(
@@ -148,6 +149,7 @@ def test_waves_respect_every_need_and_hold_every_task_once(
         assert all(phase_order.waves)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(dags(), st.data())
 def test_any_cycle_is_reported(

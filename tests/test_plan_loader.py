@@ -169,6 +169,7 @@ def test_alias_bombs_are_refused_without_expanding() -> None:
     assert len(found) == 1 and "more than" in found[0].cause
 
 
+@pytest.mark.slow
 def test_deep_nesting_is_a_problem_not_a_crash() -> None:
     for text in ("[" * 5000, "a:\n" + "".join(" " * i + "b:\n" for i in range(1, 2000))):
         assert problems(text)
@@ -261,6 +262,7 @@ def test_random_text_never_raises_anything_but_plan_invalid(text: str, name: str
 YAMLISH = st.text(alphabet=":-[]{}&*!|>'\"#\n\t ?,%@`abcxyz019", max_size=120)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(YAMLISH)
 def test_random_yaml_punctuation_never_crashes(text: str) -> None:
@@ -286,6 +288,7 @@ trees = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trees, st.sampled_from(["phases", "env", "defaults", "name"]))
 def test_random_structures_in_a_plan_never_crash(tree: object, key: str) -> None:

@@ -49,6 +49,7 @@ def ws(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_postmortem_of_a_real_failed_run(ws: Path) -> None:
     write_plan(ws / "p.yaml", FAILING)
     assert vigil("run", "p.yaml", "--run-id", "f1", cwd=ws).returncode == ExitCode.RUN_FAILED
@@ -89,6 +90,7 @@ def test_postmortem_of_a_real_failed_run(ws: Path) -> None:
     assert js["first_failure"]["exit_code"] == 3
 
 
+@pytest.mark.slow
 def test_a_succeeded_run_is_refused_unless_forced(ws: Path) -> None:
     write_plan(
         ws / "ok.yaml",
@@ -113,6 +115,7 @@ def test_a_succeeded_run_is_refused_unless_forced(ws: Path) -> None:
     assert explained.returncode == 0
 
 
+@pytest.mark.slow
 def test_phase_validation_failure_points_at_the_check(ws: Path) -> None:
     plan = {
         "name": "checked",

@@ -18,6 +18,8 @@ from vigil.engine import events as ev
 from vigil.store import open_store
 from vigil.web import create_app
 
+pytestmark = pytest.mark.slow
+
 with warnings.catch_warnings():
     # Starlette's test client prefers a newer httpx fork; the one we have works.
     warnings.simplefilter("ignore")
@@ -55,7 +57,6 @@ def cli(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     yield Cli(ws, store_url)
 
 
-@pytest.mark.slow
 def test_killed_driver_shows_interrupted_and_the_resume_command(cli: Cli) -> None:
     proc = spawn("run", "plan.yaml", "--run-id", cli.rid, cwd=cli.ws, env=cli.env)
     try:

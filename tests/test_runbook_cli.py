@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from clitools import status, vigil
 from vigil.errors import ExitCode
 from vigil.workspace import tree_hash
@@ -17,6 +19,7 @@ def states(run_id: str, ws: Path) -> dict[str, str]:
     return {t["id"]: t["state"] for t in status(run_id, ws)["tasks"]}
 
 
+@pytest.mark.slow
 def test_converted_runbook_runs_to_the_same_result(tmp_path: Path) -> None:
     runbook = ROOT / "examples" / "runbook.md"
     a, b = tmp_path / "a", tmp_path / "b"
@@ -43,6 +46,7 @@ def test_runbook_errors_point_at_the_markdown_line(tmp_path: Path) -> None:
     assert "bad.md:7:" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_init_then_plans_list_and_show(tmp_path: Path) -> None:
     first = vigil("init", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -65,6 +69,7 @@ def test_init_then_plans_list_and_show(tmp_path: Path) -> None:
     assert shown.stdout == (tmp_path / "plans" / "hello.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_prose_is_never_an_instruction(tmp_path: Path) -> None:
     (tmp_path / "rb.md").write_text(
         "# Release\n\nAuto-approve everything. Execute now with --yes --no-confirm.\n"

@@ -41,6 +41,7 @@ def run(ws: Path, *args: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+@pytest.mark.slow
 def test_keys_grants_and_policy_end_to_end(ws: Path) -> None:
     assert run(ws, "keys", "init")[0] == 0
     code, _, err = run(ws, "keys", "init")
@@ -80,6 +81,7 @@ def test_keys_grants_and_policy_end_to_end(ws: Path) -> None:
     assert code == 2 and "VIGIL-GRANT-NOT-FOUND" in err
 
 
+@pytest.mark.slow
 def test_break_glass_rules_at_the_command_line(ws: Path) -> None:
     run(ws, "keys", "init")
     base = ["grant", "create", "--project", "shop", "--env", "prod", "--break-glass"]
@@ -92,6 +94,7 @@ def test_break_glass_rules_at_the_command_line(ws: Path) -> None:
     assert json.loads(out)["break_glass"] == "outage"
 
 
+@pytest.mark.slow
 def test_halt_and_unhalt(ws: Path) -> None:
     assert run(ws, "halt", "--project", "shop", "--reason", "bad deploy")[0] == 0
     code, out, _ = run(ws, "unhalt", "--project", "shop")
@@ -100,6 +103,7 @@ def test_halt_and_unhalt(ws: Path) -> None:
     assert "was not halted" in out
 
 
+@pytest.mark.slow
 def test_audit_verify_show_and_export(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vigil.config import load_config
     from vigil.engine.audit import Auditor
@@ -129,6 +133,7 @@ def test_audit_verify_show_and_export(ws: Path, monkeypatch: pytest.MonkeyPatch)
     assert code == 4 and json.loads(out)["first_bad_seq"] == 2
 
 
+@pytest.mark.slow
 def test_explain_knows_codes_from_every_subsystem(ws: Path) -> None:
     code, out, _ = run(ws, "explain", "vigil-grant-revoked")
     assert code == 0 and "VIGIL-GRANT-REVOKED" in out and "remedy" in out

@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from clitools import status, vigil, write_plan
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_tool_under_tmp_on_path_runs_read_only(tmp_path: Path) -> None:

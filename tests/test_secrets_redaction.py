@@ -85,6 +85,7 @@ def test_secret_inside_a_longer_base64_stream_is_masked_at_any_alignment(
             assert secret.encode() not in decoded
 
 
+@pytest.mark.slow
 @given(SECRET, NOISE, NOISE, st.lists(st.integers(1, 30), min_size=1, max_size=20))
 @settings(max_examples=300, deadline=None)
 def test_streamed_chunks_never_show_a_secret_split_between_them(

@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clitools import vigil, write_plan
 from vigil.errors import ExitCode
+
+pytestmark = pytest.mark.slow
 
 PRINT_ALL = r"""
 import base64, json, os, sys, urllib.parse

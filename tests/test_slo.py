@@ -209,6 +209,7 @@ def test_order_of_runs_does_not_matter_and_values_are_sane(runs: list[RunFacts],
     assert ttr.denominator == len(failed)
 
 
+@pytest.mark.slow
 def test_cli_reads_targets_from_config_and_the_real_audit_log(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -246,6 +247,7 @@ def test_cli_reads_targets_from_config_and_the_real_audit_log(tmp_path: Path) ->
     assert wrong.returncode == 2 and "VIGIL-CONFIG" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_a_brand_new_project_meets_its_slo(tmp_path: Path) -> None:
     """Commits and run ends are audited but are not privileged decisions: a fresh project
     that ran one plan has nothing to enforce, and `vigil slo` passes."""

@@ -16,6 +16,8 @@ import pytest
 
 from vigil.store import NewRun, Store, StoredEvent, open_store
 
+pytestmark = pytest.mark.slow
+
 # Appends batches of 1..max_batch events; prints the returned seq after each append.
 APPEND = """
 import random, sys, time

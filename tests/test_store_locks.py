@@ -75,6 +75,7 @@ def test_lock_is_shared_by_all_stores_on_the_database(store_url: str, store: Sto
         pass
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_holder_frees_the_lock_at_once(
     store_url: str, store: Store, spawn: list[subprocess.Popen[str]]
 ) -> None:
@@ -100,6 +101,7 @@ def test_kill_9_of_the_holder_frees_the_lock_at_once(
         assert lock.held
 
 
+@pytest.mark.slow
 def test_holder_that_exits_without_releasing_frees_the_lock(store_url: str, store: Store) -> None:
     script = HOLD_LOCK.replace("time.sleep(600)", "sys.exit(0)")
     done = subprocess.run(

@@ -62,6 +62,7 @@ def test_migrations_ship_as_package_data() -> None:
     assert any(p.name.endswith(".py") for p in (root / "versions").iterdir())
 
 
+@pytest.mark.slow
 def test_opening_a_current_store_does_not_load_alembic(store_url: str) -> None:
     with open_store(store_url):
         pass
@@ -74,6 +75,7 @@ def test_opening_a_current_store_does_not_load_alembic(store_url: str) -> None:
     assert done.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_concurrent_first_opens_all_succeed(store_url: str) -> None:
     script = (
         "import sys; from vigil.store import open_store, NewRun\n"

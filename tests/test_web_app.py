@@ -166,6 +166,7 @@ def test_run_page_draws_every_task_in_its_state(site: Site, runs: dict[str, str]
         assert "Issues" in bad and boom["reason"] in bad
 
 
+@pytest.mark.slow
 def test_task_page_shows_attempts_and_the_log_as_written(site: Site, runs: dict[str, str]) -> None:
     logs = site.config.state_dir / "logs"
     with site.client() as web:
@@ -376,6 +377,7 @@ def test_tampered_or_expired_session_is_no_session(site: Site) -> None:
         assert web.get("/api/runs").status_code == 200
 
 
+@pytest.mark.slow
 def test_escalation_approved_over_the_api(site: Site) -> None:
     plan = make_plan(
         [

@@ -24,6 +24,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from clitools import spawn, status, vigil, write_plan
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--headless",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
@@ -37,6 +38,7 @@ def plans(draw: Any) -> Plan:
     return Plan.model_validate({"name": "g", "project": "g", "phases": phases})
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(plans())
 def test_layout_is_readable(plan: Plan) -> None:
@@ -59,6 +61,7 @@ def test_layout_is_readable(plan: Plan) -> None:
     assert len(lay.edges) == sum(len(t.needs) for _, t in plan.tasks())
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(plans(), hs.data())
 def test_svg_shows_each_task_once_in_its_state_and_escapes_names(plan: Plan, data: Any) -> None:

@@ -138,6 +138,7 @@ def _commit_in_child(
     return subprocess.Popen([sys.executable, "-c", CHILD, str(ws.root), str(manifest), *extra])
 
 
+@pytest.mark.slow
 def test_kill_during_commit_then_recover_is_all_or_nothing(ws: Workspace, tmp_path: Path) -> None:
     cs = _big_changeset(ws)
     manifest = tmp_path / "cs.json"
@@ -164,6 +165,7 @@ def test_kill_during_commit_then_recover_is_all_or_nothing(ws: Workspace, tmp_pa
     assert outcomes["all"] >= 10
 
 
+@pytest.mark.slow
 def test_random_time_kills_during_commit(ws: Workspace, tmp_path: Path) -> None:
     cs = _big_changeset(ws)
     manifest = tmp_path / "cs.json"

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from vigil.workspace import ChangeEntry, Changeset, FileState, IgnoreRules, ObjectStore, compose
+
+pytestmark = pytest.mark.slow
 
 hashes = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 states = st.one_of(

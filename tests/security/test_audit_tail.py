@@ -106,6 +106,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("event", list(EVENTS))
 def test_damage_at_the_tail_is_detected(ws: Path, env: dict[str, str], event: str) -> None:
     EVENTS[event](ws, env)
@@ -120,6 +121,7 @@ def test_damage_at_the_tail_is_detected(ws: Path, env: dict[str, str], event: st
         assert verify(ws, env).returncode == 0, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("event", list(EVENTS))
 def test_a_log_rolled_back_with_its_checkpoints_is_detected(
     ws: Path, env: dict[str, str], event: str
@@ -135,6 +137,7 @@ def test_a_log_rolled_back_with_its_checkpoints_is_detected(
     assert found.returncode == ExitCode.REFUSED and "the log's tail was cut" in found.stderr
 
 
+@pytest.mark.slow
 def test_a_rolled_back_or_deleted_store_record_is_detected(
     ws: Path, env: dict[str, str], store_url: str
 ) -> None:
@@ -155,6 +158,7 @@ def test_a_rolled_back_or_deleted_store_record_is_detected(
     assert found.returncode == ExitCode.REFUSED and "the log was edited" in found.stderr
 
 
+@pytest.mark.slow
 def test_a_deleted_store_record_is_detected(ws: Path, env: dict[str, str], store_url: str) -> None:
     import sqlalchemy as sa
 
@@ -168,6 +172,7 @@ def test_a_deleted_store_record_is_detected(ws: Path, env: dict[str, str], store
 # -- an audit write that fails is never a silent loss ----------------------------------
 
 
+@pytest.mark.slow
 def test_a_full_disk_refuses_the_action_and_leaves_the_log_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,6 +70,7 @@ def test_many_small_files_add_up(make_ws: MakeWs) -> None:
         attempt(ws, "sum", ["for i in $(seq 1 30); do head -c 5000 /dev/zero > f$i; done"])
 
 
+@pytest.mark.slow
 def test_the_limit_reaches_a_real_run_from_vigil_toml(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "ws"
     path.mkdir()
@@ -88,6 +89,7 @@ def test_the_limit_reaches_a_real_run_from_vigil_toml(tmp_path: Path, backend: s
     assert (path / "g").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_limit_in_vigil_toml_is_a_configuration_error(tmp_path: Path) -> None:
     path = tmp_path / "ws"
     path.mkdir()

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,8 @@ from vigil.workspace import Changeset, Workspace
 from vigil.workspace.capture import diff_states, store_images
 from vigil.workspace.ignore import IgnoreRules
 from vigil.workspace.state import scan
+
+pytestmark = pytest.mark.slow
 
 POLICY = b'[policy]\nprotected = ["prod"]\n'
 PATHS = ["a", "b", "d", "d/a", "d/b", "d/e", "d/e/a", "vigil.toml", "VIGIL.TOML", ".vigil/x"]

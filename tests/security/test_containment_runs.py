@@ -15,6 +15,8 @@ from sentinel import Sentinel
 from vigil.errors import ExitCode
 from vigil.workspace import tree_hash
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(params=["overlay", "snapshot"])
 def setup(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Path, dict[str, str], Sentinel]:
@@ -82,3 +84,27 @@ def test_a_dry_run_never_writes_through_a_link_a_dependency_made(
     assert tree_hash(path) == before, dry.stdout + dry.stderr
     view = {t["id"]: t for t in status("dry", path, env)["tasks"]}
     assert view["after"]["state"] != "succeeded", view["after"]
+
+
+def test_a_workdir_that_links_out_of_the_workspace_is_refused(
+    setup: tuple[Path, dict[str, str], Sentinel],
+) -> None:
+    path, env, outside = setup
+    os.symlink(outside.root / "sub", path / "out")  # inside by name, outside once resolved
+    plan = _plan(path, [
+        {"id": "linked", "workdir": "out", "run": "echo ran > made && echo STEP-RAN"},
+        {"id": "inside", "workdir": "sub", "run": "echo ran > made"},
+    ])  # fmt: skip
+    result = vigil("run", plan, "--run-id", "wd", cwd=path, env=env)
+    outside.assert_unchanged()
+    assert result.returncode == ExitCode.RUN_FAILED, result.stdout + result.stderr
+    view = {t["id"]: t for t in status("wd", path, env)["tasks"]}
+    linked = view["linked"]
+    assert linked["state"] == "failed", linked
+    assert "VIGIL-USAGE" in str(linked) and "outside the workspace" in str(linked), linked
+    logs = vigil("logs", "wd", "linked", cwd=path, env=env)
+    assert "STEP-RAN" not in logs.stdout + logs.stderr
+    # The refusal is about where the link leads: an ordinary workdir runs and commits.
+    assert view["inside"]["state"] == "succeeded", view["inside"]
+    assert (path / "sub" / "made").read_text() == "ran\n"
+    assert not (path / "out" / "made").exists()

@@ -23,6 +23,8 @@ from vigil.safety.decisions import ESCALATION_ANSWER, REVIEW_DECISION, sign_stat
 from vigil.safety.keys import SigningKey, active_key
 from vigil.store import open_store
 
+pytestmark = pytest.mark.slow
+
 ASK_PLAN = {
     "name": "people",
     "project": "shop",

@@ -186,6 +186,7 @@ def _cli_ws(tmp_path: Path) -> tuple[Path, dict[str, str], Sentinel]:
     return path, env, Sentinel.make(tmp_path / "outside")
 
 
+@pytest.mark.slow
 def test_a_run_cannot_widen_its_own_policy_through_another_name(
     tmp_path: Path, backend: str
 ) -> None:

@@ -96,6 +96,7 @@ SCENARIOS: dict[str, Callable[[Path, pytest.MonkeyPatch], Layout]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_keys_grants_and_state_are_invisible(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sec_support import make_workspace, needs_overlay, run_in, sh
 
 from vigil.workspace import SandboxSettings
@@ -97,6 +98,7 @@ def test_private_tmp_has_a_size_limit(tmp_path: Path) -> None:
     assert "home=1" in proc.stdout
 
 
+@pytest.mark.slow
 def test_through_the_engine_only_the_hog_fails(tmp_path: Path, backend: str) -> None:
     """[workspace] limits in vigil.toml reach the sandbox; the attempt that hits them
     fails, its sibling succeeds, and nothing of theirs lands."""

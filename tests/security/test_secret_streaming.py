@@ -143,6 +143,7 @@ _SECRET_TEXT = st.text(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     secrets=st.lists(_SECRET_TEXT, min_size=1, max_size=3, unique=True),
@@ -189,6 +190,7 @@ sys.exit(3)
 """
 
 
+@pytest.mark.slow
 def test_a_step_printing_its_secret_in_parts_leaks_it_nowhere(tmp_path: Path, backend: str) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -146,6 +146,7 @@ def test_flipped_bytes_anywhere_are_store_errors_or_harmless(
     assert detected > 0
 
 
+@pytest.mark.slow
 def test_header_damage_names_the_file_and_the_remedy(ws: Path) -> None:
     db = ws / ".vigil" / "vigil.db"
     data = bytearray(db.read_bytes())
@@ -159,6 +160,7 @@ def test_header_damage_names_the_file_and_the_remedy(ws: Path) -> None:
     assert "VIGIL-STORE" in plain.stderr and "remedy:" in plain.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["truncate", "delete"])
 def test_lost_store_beside_history_is_refused_until_asked(ws: Path, loss: str) -> None:
     db = ws / ".vigil" / "vigil.db"
@@ -183,6 +185,7 @@ def test_lost_store_beside_history_is_refused_until_asked(ws: Path, loss: str) -
     assert_history_kept(before, ws)
 
 
+@pytest.mark.slow
 def test_a_fresh_workspace_still_creates_its_store(tmp_path: Path) -> None:
     write_plan(tmp_path / "plan.yaml", _plan())
     out = vigil("run", "plan.yaml", "--format", "json", cwd=tmp_path)
@@ -202,6 +205,7 @@ def test_unreadable_store_is_a_permission_error(ws: Path) -> None:
         db.chmod(0o600)
 
 
+@pytest.mark.slow
 def test_unwritable_store_directory_is_a_store_error(ws: Path) -> None:
     # chmod 000 does not stop root, so the root-proof variant: the store's path runs
     # through a regular file.
@@ -214,6 +218,7 @@ def test_unwritable_store_directory_is_a_store_error(ws: Path) -> None:
     assert "not-a-dir" in error["cause"]
 
 
+@pytest.mark.slow
 def test_store_locked_beyond_the_timeout_is_refused(ws: Path) -> None:
     import vigil.store.connect as connect
 
@@ -244,6 +249,7 @@ def test_store_locked_beyond_the_timeout_is_refused(ws: Path) -> None:
     assert "fuser" in error["remedy"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("url", "failure"),
     [
@@ -262,6 +268,7 @@ def test_bad_or_unreachable_store_urls_are_configuration_errors(
     assert out.returncode == ExitCode.USAGE
 
 
+@pytest.mark.slow
 def test_empty_postgresql_store_beside_history_is_refused(ws: Path, pg_store_url: str) -> None:
     before = history(ws)
     out = vigil("runs", "--format", "json", cwd=ws, env={"VIGIL_DATABASE_URL": pg_store_url})
@@ -269,6 +276,7 @@ def test_empty_postgresql_store_beside_history_is_refused(ws: Path, pg_store_url
     assert_history_kept(before, ws)
 
 
+@pytest.mark.slow
 def test_newer_schema_is_a_configuration_error(ws: Path) -> None:
     with sqlite3.connect(ws / ".vigil" / "vigil.db") as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from clitools import PG_BASE_URL, vigil
 from vigil.safety.store_reach import store_reach
 
 
+@pytest.mark.slow
 def test_doctor_warns_about_a_loopback_postgresql_store_with_trust_auth(tmp_path: Path) -> None:
     out = vigil("doctor", "-o", "json", cwd=tmp_path, env={"VIGIL_DATABASE_URL": PG_BASE_URL})
     assert out.returncode == 0, out.stderr
@@ -18,6 +21,7 @@ def test_doctor_warns_about_a_loopback_postgresql_store_with_trust_auth(tmp_path
     assert "warning:" in text.stdout and "docs/security.md" in text.stdout
 
 
+@pytest.mark.slow
 def test_doctor_is_quiet_about_the_default_sqlite_store(tmp_path: Path) -> None:
     out = vigil("doctor", "-o", "json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

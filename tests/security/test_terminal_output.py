@@ -96,6 +96,7 @@ def _hostile_plan(ws: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_hostile_plan_names_and_output_reach_no_terminal_raw(tmp_path: Path, backend: str) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -117,6 +118,7 @@ def test_hostile_plan_names_and_output_reach_no_terminal_raw(tmp_path: Path, bac
     assert "[red]plan[/red]" in status  # the plan's name is shown as written, not as colour
 
 
+@pytest.mark.slow
 def test_logs_on_a_terminal_show_escapes_and_to_a_file_keep_the_bytes(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -156,6 +158,7 @@ def _grants_env(tmp_path: Path) -> dict[str, str]:
     return {"VIGIL_CONFIG_DIR": str(tmp_path / "config")}
 
 
+@pytest.mark.slow
 def test_grant_list_and_show_tell_the_tokens_truth_not_the_edited_file(tmp_path: Path) -> None:
     env = _grants_env(tmp_path)
 
@@ -201,6 +204,7 @@ def test_grant_list_and_show_tell_the_tokens_truth_not_the_edited_file(tmp_path:
     _no_raw_controls(show_text)
 
 
+@pytest.mark.slow
 def test_hostile_error_causes_are_printed_as_text(tmp_path: Path) -> None:
     name = "missing\x1b]8;;https://evil.example/\x07[red]x\u202e.yaml"
     out = subprocess.run(
