@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vigil.config import load_config
 from vigil.engine import events as ev
-from vigil.engine.runs import start_run
+from vigil.engine.options import RunOptions
+from vigil.engine.runs import seal_run, start_run
 from vigil.plan.models import Plan
 from vigil.report import build_report, load_state, run_view
 from vigil.safety import GrantRequired
@@ -269,7 +270,10 @@ def _crashed_run(site: Site) -> str:
             plan_path="plan.yaml",
             workspace=str(site.config.workspace),
             created_at=time.time(),
-            options={"max_parallel": 1},
+            options={
+                "max_parallel": 1,
+                "seal": seal_run(site.config, run_id, plan, RunOptions(max_parallel=1)),
+            },
         )
     )
     site.store.append(run_id, [(ev.RUN_CREATED, {})], at=time.time(), state="running")

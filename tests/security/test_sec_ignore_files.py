@@ -55,7 +55,6 @@ HOSTILE = {
     "top-gitignore-link-to-secret": "ln -s {secret} .gitignore",
     "gitignore-link-into-link": "ln -s {outside} lnk && ln -s lnk/secret sub/.gitignore",
     "info-exclude-link": "ln -s {outside}/gitdir/info/exclude .git/info/exclude",
-    "git-dir-link": "rm -r .git && ln -s {outside}/gitdir .git",
     "gitignore-fifo": "mkfifo sub/.gitignore",
     "top-gitignore-fifo": "mkfifo .gitignore",
     "info-exclude-fifo": "mkfifo .git/info/exclude",
@@ -77,6 +76,13 @@ def test_hostile_ignore_files_are_absent_and_never_block(
     cs = attempt(ws, "hostile", [f"{step} && echo x > sub/a.txt && echo y > b.txt"])
     assert {"sub/a.txt", "b.txt"} <= set(cs.paths)
     assert not any(e.ignored for e in cs.entries if e.path in ("sub/a.txt", "b.txt"))
+
+
+def test_a_git_directory_replaced_by_a_link_is_refused(ws: Workspace, secret: Path) -> None:
+    # Its rules would only be read as absent; but a .git a step made could point git at a
+    # configuration that names a command, so the change is refused outright.
+    with pytest.raises(ProtectedPathChanged):
+        attempt(ws, "git-link", [f"rm -r .git && ln -s {secret.parent}/gitdir .git"])
 
 
 AT_LIMITS = {

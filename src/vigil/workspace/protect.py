@@ -155,6 +155,8 @@ def git_reason(rel: str, parts: Sequence[str]) -> str | None:
         rest = parts[i + 1 :]
         if not rest:
             return f"{rel} is a repository's git directory or pointer (only a person makes one)"
+        if rest in (["info"], ["info", "exclude"]):
+            continue  # ignore rules only: a change to them is always shown (ignore.py)
         if rest[0] not in GIT_WRITABLE or rest[:3] == ["objects", "info", "alternates"]:
             return f"{rel} is git metadata that can name a command git runs"
     return None
