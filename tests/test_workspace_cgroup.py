@@ -68,3 +68,26 @@ def test_vigils_cgroup_is_found_beneath_any_mount_root(root: list[str], below: l
     line = f"39 31 0:36 {escaped} /mnt/my\\040pids rw - cgroup cgroup rw,pids\n"
     found = candidates(own_cgroups(f"8:pids:{own}\n"), cgroup_mounts(line))
     assert found["pids"].parent == Path("/mnt/my pids", *below)
+
+
+def test_workers_preparing_attempts_at_once_get_one_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A driver's workers ask at the same time; a second probe racing the first (removing
+    # its probe cgroup) once made one worker see rlimits after another had chosen cgroups.
+    import threading
+
+    from vigil.workspace import cgroup
+
+    monkeypatch.setattr(cgroup, "_DECIDED", [])
+    barrier = threading.Barrier(8)
+    answers: list[object] = []
+
+    def ask() -> None:
+        barrier.wait()
+        answers.append(cgroup.enforcement())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 8 and all(a is answers[0] for a in answers)

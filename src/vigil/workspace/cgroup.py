@@ -25,10 +25,10 @@ the fallback's ``prlimit`` exec is not needed.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -171,11 +171,25 @@ def _enabled(directory: Path) -> list[str]:
 # --- Deciding once per process ------------------------------------------------------
 
 
-@functools.cache
+_DECIDED: list[Enforcement] = []
+_DECIDING = threading.Lock()
+
+
 def enforcement() -> Enforcement:
     """What enforces the limits here: per-attempt cgroups where vigil can create them in
     both the pids and the memory hierarchy (tried for real, once per process), else
-    per-process rlimits."""
+    per-process rlimits.
+
+    Decided under a lock: the driver's workers prepare attempts at once, and two probes
+    racing (one removing the other's probe cgroup) must not give two answers.
+    """
+    with _DECIDING:
+        if not _DECIDED:
+            _DECIDED.append(_decide())
+        return _DECIDED[0]
+
+
+def _decide() -> Enforcement:
     try:
         own = own_cgroups(Path("/proc/self/cgroup").read_text())
         mounts = cgroup_mounts(Path("/proc/self/mountinfo").read_text())
