@@ -310,12 +310,14 @@ class _Ops:
                 details=[entry.path],
             ) from None
         except OSError as exc:
-            if exc.errno != errno.ENOTEMPTY:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EISDIR, errno.EEXIST):
                 raise
-            # A directory to remove holds what this change did not make (put there or moved
-            # in since): vigil never deletes it, even when forced.
+            # A directory is in the way: one to remove holds what this change did not make,
+            # or one was made where a file is to go (put there or moved in since). vigil
+            # never deletes it, even when forced.
             raise Conflict(
-                f"{entry.path} could not be removed: it holds files this change did not make",
+                f"{entry.path} could not be applied: a directory holding files this change "
+                "did not make is in the way",
                 "Move those files out of the way (or keep the directory) and run the command "
                 "again; nothing of theirs was deleted.",
                 details=[entry.path],
