@@ -120,3 +120,14 @@ def tagged(prefix: str) -> list[int]:
 def kill9(proc: subprocess.Popen[str]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+def send_step(port: int, word: str) -> str:
+    """A step's command that sends ``word`` to the host's 127.0.0.1:``port``."""
+    import shlex
+
+    code = (
+        f"import socket; s = socket.create_connection(('127.0.0.1', {port}), timeout=5); "
+        f"s.sendall(b'{word}'); s.close()"
+    )
+    return f"python3 -c {shlex.quote(code)}"

@@ -92,3 +92,35 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
         yield "postgresql"
     finally:
         clitools.STORE_ENV.pop("VIGIL_DATABASE_URL", None)
+
+
+@pytest.fixture
+def loopback() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP server on the host's 127.0.0.1 that records what each connection sent: its port
+    and the list of what it received."""
+    import socket
+    import threading
+
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                received.append(conn.recv(100))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], received
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

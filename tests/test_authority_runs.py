@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from clitools import spawn, status, tagged, vigil, wait_for, write_plan
+from clitools import send_step, spawn, status, tagged, vigil, wait_for, write_plan
 from vigil.errors import ExitCode
 
 pytestmark = pytest.mark.slow
@@ -396,48 +394,12 @@ def test_halt_stops_the_projects_run_and_refuses_new_ones_until_unhalted(
 # 7. network -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[int, list[bytes]]]:
-    """A TCP server on 127.0.0.1 that records what each connection sent."""
-    received: list[bytes] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                received.append(conn.recv(100))
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], received
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
-
-
-def connect_step(port: int, word: str) -> str:
-    code = (
-        f"import socket; s = socket.create_connection(('127.0.0.1', {port}), timeout=5); "
-        f"s.sendall(b'{word}'); s.close()"
-    )
-    return f"python3 -c {shlex.quote(code)}"
-
-
 def test_only_a_task_that_requires_network_under_a_grant_reaches_the_host(
-    ws: Path, env: dict[str, str], server: tuple[int, list[bytes]]
+    ws: Path, env: dict[str, str], loopback: tuple[int, list[bytes]]
 ) -> None:
-    port, received = server
+    port, received = loopback
     write_plan(
-        ws / "closed.yaml", plan_of("shop", {"id": "call", "run": connect_step(port, "closed")})
+        ws / "closed.yaml", plan_of("shop", {"id": "call", "run": send_step(port, "closed")})
     )
     closed = cli(ws, env, "run", "closed.yaml", "--run-id", "closed")
     assert closed.returncode == ExitCode.RUN_FAILED, closed.stdout + closed.stderr
@@ -447,7 +409,7 @@ def test_only_a_task_that_requires_network_under_a_grant_reaches_the_host(
     assert received == []
 
     opened = plan_of(
-        "shop", {"id": "call", "run": connect_step(port, "open"), "requires": ["network"]}
+        "shop", {"id": "call", "run": send_step(port, "open"), "requires": ["network"]}
     )
     write_plan(ws / "open.yaml", opened)
     refused = cli(ws, env, "run", "open.yaml")

@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,34 +66,6 @@ def ws(tmp_path: Path, outside: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[int, list[bytes]]]:
-    """A TCP server on 127.0.0.1 that records what each connection sent."""
-    received: list[bytes] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                received.append(conn.recv(100))
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], received
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
-
-
 def fetch_plan(port: int) -> dict[str, Any]:
     """``fetch`` needs the network (so a grant) and leaves a file; ``after`` needs it and
     writes what it saw of that file."""
@@ -140,9 +110,9 @@ def audit(ws: Path, env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def test_a_task_without_its_grant_is_not_run_and_what_needs_it_still_dry_runs(
-    ws: Path, env: dict[str, str], server: tuple[int, list[bytes]]
+    ws: Path, env: dict[str, str], loopback: tuple[int, list[bytes]]
 ) -> None:
-    port, received = server
+    port, received = loopback
     write_plan(ws.parent / "p.yaml", fetch_plan(port))
     before = tree_hash(ws)
 
@@ -215,9 +185,9 @@ def test_a_task_without_its_grant_is_not_run_and_what_needs_it_still_dry_runs(
 
 
 def test_a_dry_run_fails_when_a_task_it_could_run_fails(
-    ws: Path, env: dict[str, str], server: tuple[int, list[bytes]]
+    ws: Path, env: dict[str, str], loopback: tuple[int, list[bytes]]
 ) -> None:
-    plan = fetch_plan(server[0])
+    plan = fetch_plan(loopback[0])
     plan["phases"][0]["tasks"][1]["run"] = "exit 3"
     write_plan(ws.parent / "p.yaml", plan)
     dry = vigil("run", str(ws.parent / "p.yaml"), "--dry-run", "--run-id", "dry", cwd=ws, env=env)
@@ -228,9 +198,9 @@ def test_a_dry_run_fails_when_a_task_it_could_run_fails(
 
 
 def test_under_a_grant_the_task_reaches_the_network_and_nothing_lands(
-    ws: Path, env: dict[str, str], server: tuple[int, list[bytes]]
+    ws: Path, env: dict[str, str], loopback: tuple[int, list[bytes]]
 ) -> None:
-    port, received = server
+    port, received = loopback
     write_plan(ws.parent / "p.yaml", fetch_plan(port))
     made = vigil(
         "grant",
@@ -277,9 +247,9 @@ def test_under_a_grant_the_task_reaches_the_network_and_nothing_lands(
 
 
 def test_network_the_policy_frees_is_on_in_a_dry_run_as_in_a_real_run(
-    ws: Path, env: dict[str, str], server: tuple[int, list[bytes]], outside: Path
+    ws: Path, env: dict[str, str], loopback: tuple[int, list[bytes]], outside: Path
 ) -> None:
-    port, received = server
+    port, received = loopback
     (ws / "vigil.toml").write_text(
         f'[workspace]\nread_only_paths = ["{outside / "signals"}"]\n'
         '[policy]\nfree = { dev = ["network"] }\n'
@@ -293,9 +263,9 @@ def test_network_the_policy_frees_is_on_in_a_dry_run_as_in_a_real_run(
 
 
 def test_a_grant_for_another_environment_leaves_the_task_not_run(
-    ws: Path, env: dict[str, str], server: tuple[int, list[bytes]]
+    ws: Path, env: dict[str, str], loopback: tuple[int, list[bytes]]
 ) -> None:
-    port, received = server
+    port, received = loopback
     write_plan(ws.parent / "p.yaml", fetch_plan(port))
     made = vigil(
         "grant", "create", "--project", "shop", "--env", "qa", "--allow", "network", cwd=ws, env=env

@@ -12,18 +12,14 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shlex
-import socket
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sec_support import CONNECT, UnixServer, as_root, host_can_connect, needs_overlay
 
-from clitools import vigil, write_plan
+from clitools import send_step, vigil, write_plan
 from vigil.errors import ExitCode
 from vigil.layout import rollback_log
 from vigil.workspace import tree_hash
@@ -170,42 +166,6 @@ def test_a_compensation_reaches_no_host_unix_socket(
         server.close()
 
 
-@pytest.fixture
-def loopback() -> Iterator[tuple[int, list[bytes]]]:
-    """A TCP server on the host's loopback recording what each connection sends."""
-    received: list[bytes] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                received.append(conn.recv(100))
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], received
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
-
-
-def _send(port: int, word: str) -> str:
-    code = (
-        f"import socket; s = socket.create_connection(('127.0.0.1', {port}), timeout=5); "
-        f"s.sendall(b'{word}'); s.close()"
-    )
-    return f"python3 -c {shlex.quote(code)}"
-
-
 @needs_overlay
 def test_network_only_for_a_task_that_requires_it_and_only_while_its_grant_holds(
     overlay: Project, loopback: tuple[int, list[bytes]]
@@ -217,8 +177,8 @@ def test_network_only_for_a_task_that_requires_it_and_only_while_its_grant_holds
     assert made.returncode == 0, made.stderr
     grant = made.stdout.strip()
     p.run(
-        {"id": "closed", "run": "true", "rollback": _send(port, "closed")},
-        {"id": "open", "run": "true", "requires": ["network"], "rollback": _send(port, "open")},
+        {"id": "closed", "run": "true", "rollback": send_step(port, "closed")},
+        {"id": "open", "run": "true", "requires": ["network"], "rollback": send_step(port, "open")},
         grant=grant,
     )
     first = p.rollback()["by_task"]
