@@ -7,6 +7,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from vigil.engine import attest
 from vigil.engine import events as ev
 
 
@@ -25,7 +26,13 @@ def payload_problems(kind: str, data: Mapping[str, Any]) -> list[str]:
     assert required == shape.__required_keys__, shape.__name__  # type: ignore[attr-defined]
     problems = [f"{kind}: {key!r} is missing" for key in sorted(required - data.keys())]
     for key, value in data.items():
-        if key not in hints:
+        if key == attest.NUMBER:  # the signing envelope (vigil.engine.attest)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                problems.append(f"{kind}: {key!r} = {value!r} is not an event number")
+        elif key == attest.SIGNATURE:
+            if not isinstance(value, dict) or set(value) != {"signer", "sig"}:
+                problems.append(f"{kind}: {key!r} = {value!r} is not a signature")
+        elif key not in hints:
             problems.append(f"{kind}: {key!r} is not a key of {shape.__name__}")
         elif not _fits(value, hints[key]):
             problems.append(f"{kind}: {key!r} = {value!r} is not {hints[key]}")

@@ -16,9 +16,11 @@ import sqlalchemy as sa
 from enginetools import Harness, make_plan
 from journaltools import payload_problems
 from vigil.engine import events as ev
+from vigil.engine.attest import JournalSigner
 from vigil.engine.options import RunOptions
 from vigil.engine.runs import resume_run, seal_run
 from vigil.engine.state import RunState
+from vigil.safety.decisions import decision_key
 from vigil.store import NewRun, Store
 
 # The text each kind has in journals written since the kind was introduced.
@@ -213,7 +215,9 @@ def test_a_run_recorded_with_unknown_options_resumes(
                 },
             )
         )
-        hb.store.append("old", [ev.run_created(plan.content_hash(), 1)], at=1.0, state="running")
+        JournalSigner("old", decision_key()).append(
+            hb.store, [ev.run_created(plan.content_hash(), 1)], at=1.0, state="running"
+        )
         outcome = resume_run(hb.config, hb.store, "old")
         assert outcome.state == "waiting"  # review: True was read from the record
         assert hb.task("old", "a")["state"] == "waiting"

@@ -21,12 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vigil.config import load_config
 from vigil.engine import events as ev
+from vigil.engine.attest import JournalSigner
 from vigil.engine.options import RunOptions
 from vigil.engine.runs import seal_run, start_run
 from vigil.plan.models import Plan
 from vigil.report import build_report, load_state, run_view
 from vigil.safety import GrantRequired
 from vigil.safety.audit import AuditLog, audit_path
+from vigil.safety.decisions import decision_key
 from vigil.store import NewRun, open_store
 from vigil.web import create_app
 from vigil.web.auth import SESSION_COOKIE
@@ -276,7 +278,10 @@ def _crashed_run(site: Site) -> str:
             },
         )
     )
-    site.store.append(run_id, [(ev.RUN_CREATED, {})], at=time.time(), state="running")
+    # Signed as `vigil run` signs it: only a journal vigil wrote is acted on.
+    JournalSigner(run_id, decision_key()).append(
+        site.store, [ev.run_created(plan.content_hash(), 1)], at=time.time(), state="running"
+    )
     return run_id
 
 

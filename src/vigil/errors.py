@@ -241,7 +241,7 @@ class PlanChanged(PermanentError):
 
 class RunTampered(RefusedError):
     code = "VIGIL-RUN-TAMPERED"
-    title = "the run's recorded plan or options are not what was started"
+    title = "the run's record in the store is not what vigil wrote"
     remedy = (
         "Do not resume this run: something rewrote its record in the store, or it was "
         "started by a key you do not trust. Start the plan again with `vigil run`, and check "

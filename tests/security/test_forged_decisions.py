@@ -256,7 +256,7 @@ REVIEW_PLAN = {
 }
 
 
-@pytest.mark.parametrize("attack", ["unsigned", "other-key", "other-attempt"])
+@pytest.mark.parametrize("attack", ["unsigned", "other-key", "other-attempt", "other-changes"])
 def test_a_forged_review_approval_is_refused(
     ws: Path, env: dict[str, str], store_url: str, attack: str
 ) -> None:
@@ -264,11 +264,16 @@ def test_a_forged_review_approval_is_refused(
     held = vigil("run", "p.yaml", "--run-id", "rv", cwd=ws, env=env)
     assert held.returncode == ExitCode.WAITING, held.stdout + held.stderr
     data: dict[str, Any] = {"task": "change", "approve": True, "by": "mallory", "comment": ""}
-    subject, signer = "change#1", key_of(env)
+    # A real approval is signed for the attempt and the id of the changes it holds.
+    shown = vigil("review", "rv", "--format", "json", cwd=ws, env=env)
+    held_id = json.loads(shown.stdout)[0]["changes"]
+    subject, signer = f"change#1:{held_id}", key_of(env)
     if attack == "other-key":
         signer = SigningKey.generate()
     if attack == "other-attempt":
-        subject = "change#7"
+        subject = f"change#7:{held_id}"
+    if attack == "other-changes":  # signed by the person, for changes other than those held
+        subject = "change#1:" + "0" * 24
     if attack != "unsigned":
         data["statement"] = sign_statement(
             signer,

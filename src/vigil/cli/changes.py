@@ -42,10 +42,21 @@ def review(
     approve: Annotated[bool, typer.Option("--approve", help="Commit the held changes.")] = False,
     reject: Annotated[bool, typer.Option("--reject", help="Discard the held changes.")] = False,
     comment: Annotated[str, typer.Option("--comment", "-m", help="Recorded with it.")] = "",
+    changes_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--changes",
+            help="Decide only if the held changes have this id (as shown; repeatable).",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
-    """Show a run's changes; approve or reject the ones held for review."""
+    """Show a run's changes; approve or reject the ones held for review.
+
+    Each task's header shows the id of its changes. A decision is signed for the changes
+    held at that moment; `--changes ID` makes sure those are the ones you looked at.
+    """
     if approve and reject:
         raise UsageError("--approve and --reject exclude each other", "Choose one.")
     from vigil.engine.changes import decide_review, task_changes, workspace_for
@@ -55,7 +66,13 @@ def review(
     with opened_store(config) as store:
         if approve or reject:
             decided = decide_review(
-                config, store, run_id, approve=approve, task=task, comment=comment
+                config,
+                store,
+                run_id,
+                approve=approve,
+                task=task,
+                comment=comment,
+                expect=changes_id or None,
             )
             record = store.get_run(run_id)
             now = record.state if record is not None else "unknown"
@@ -77,7 +94,10 @@ def review(
         return
     for c in changes:
         status = "held for review" if c.held else ("committed" if c.committed else "not committed")
-        console.print(f"[bold]{escape(c.task)}[/] (attempt {c.attempt}, {status})", markup=True)
+        console.print(
+            f"[bold]{escape(c.task)}[/] (attempt {c.attempt}, {status}, changes {c.changeset.id})",
+            markup=True,
+        )
         if stat:
             console.print(c.changeset.stat(), markup=False)
         else:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
 from vigil.engine.audit import Auditor
-from vigil.engine.decisions import held_attempt, review_answer, review_subject
+from vigil.engine.decisions import review_answer, review_subject
 from vigil.engine.replay import load_state
 from vigil.engine.state import WAITING, RunState
 from vigil.errors import ExitCode, UsageError, VigilError
@@ -34,6 +34,16 @@ class NothingToReview(VigilError):
     exit_code = ExitCode.USAGE
 
 
+class ChangesMoved(VigilError):
+    code = "VIGIL-REVIEW-CHANGED"
+    title = "the held changes are not the ones named for approval"
+    remedy = (
+        "Look at the changes again with `vigil review RUN_ID`: each task's header shows the "
+        "id of its held changes; approve with `--changes ID` naming what you saw."
+    )
+    exit_code = ExitCode.REFUSED
+
+
 @dataclass(frozen=True)
 class TaskChanges:
     """One task's changes in a run."""
@@ -50,6 +60,7 @@ class TaskChanges:
         data: dict[str, Any] = {
             "task": self.task,
             "attempt": self.attempt,
+            "changes": self.changeset.id,
             "committed": self.committed,
             "held": self.held,
             "stat": self.changeset.stat(),
@@ -101,6 +112,12 @@ def run_diff(config: Config, store: RunStore, run_id: str) -> str:
     return combined_diff([c.changeset for c in changes], workspace_for(config).objects)
 
 
+def _names(changeset_id: str, given: str) -> bool:
+    """Whether ``given`` (a full id or a prefix of at least 8 characters) names the id."""
+    given = given.strip().lower()
+    return len(given) >= 8 and changeset_id.startswith(given)
+
+
 def decide_review(
     config: Config,
     store: RunStore,
@@ -112,13 +129,34 @@ def decide_review(
     actor: str | None = None,
     resume: bool = True,
     key: SigningKey | None = None,
+    expect: list[str] | None = None,
 ) -> list[str]:
-    """Approve (commit) or reject (discard) held changes; returns the tasks decided."""
-    _, state = load_state(store, run_id)
-    held = [c.task for c in task_changes(state, task=task) if c.held]
-    if not held:
-        raise NothingToReview(f"run {run_id} has no changes waiting for review")
+    """Approve (commit) or reject (discard) held changes; returns the tasks decided.
+
+    Each decision is signed for the exact changes held (their changeset id). With
+    ``expect``, the ids a person saw in `vigil review`, a task whose held changes are not
+    among them is refused (VIGIL-REVIEW-CHANGED) before anything is signed.
+    """
+    # Only a journal vigil's processes signed is decided on (VIGIL-RUN-TAMPERED otherwise).
     who = actor or whoami()
+    _, state = load_state(
+        store,
+        run_id,
+        verify=True,
+        auditor=Auditor(config, store=store),
+        action="review.approve" if approve else "review.reject",
+        actor=who,
+        state_dir=config.state_dir,
+    )
+    pending = [c for c in task_changes(state, task=task) if c.held]
+    if not pending:
+        raise NothingToReview(f"run {run_id} has no changes waiting for review")
+    if expect is not None:
+        moved = [c for c in pending if not any(_names(c.changeset.id, e) for e in expect)]
+        if moved:
+            shown = ", ".join(f"{c.task} holds {c.changeset.id}" for c in moved)
+            raise ChangesMoved(f"run {run_id}: {shown}")
+    held = [c.task for c in pending]
     signer = key or decision_key()
     decisions = []
     for t in held:
@@ -129,7 +167,7 @@ def decide_review(
             kind=REVIEW_DECISION,
             project=state.plan.project,
             run=run_id,
-            subject=review_subject(t, held_attempt(state, t)),
+            subject=review_subject(state, t),
             task=t,
             answer=review_answer(data),
             by=who,
@@ -181,7 +219,16 @@ def rollback_run(
     its task's sandbox (:mod:`vigil.engine.compensate`); what can refuse them (grant,
     secrets, sandbox settings) is settled before any file is restored.
     """
-    record, state = load_state(store, run_id)
+    # Pre-images come from the journal: restore only what vigil's processes recorded.
+    record, state = load_state(
+        store,
+        run_id,
+        verify=True,
+        auditor=Auditor(config, store=store),
+        action="rollback",
+        actor=actor or whoami(),
+        state_dir=config.state_dir,
+    )
     changes = [c for c in task_changes(state, task=task) if c.committed]
     compensator = None
     if compensate:

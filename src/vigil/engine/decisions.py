@@ -33,6 +33,7 @@ from vigil.safety.decisions import (
     verify_statement,
 )
 from vigil.safety.keys import TrustedKey, trusted_keys
+from vigil.workspace import Changeset
 
 DECISION_KINDS = frozenset({ev.ESCALATION_ANSWERED, ev.REVIEW_DECIDED})
 ANSWERS = frozenset({"approve", "reject", "value"})
@@ -63,18 +64,27 @@ def review_answer(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"approve": bool(data.get("approve")), "comment": data.get("comment") or ""}
 
 
-def held_attempt(state: RunState, task: str) -> int | None:
-    """The attempt whose changes a review of ``task`` decides on."""
+def held_changes(state: RunState, task: str) -> tuple[int | None, str]:
+    """The attempt whose changes a review of ``task`` decides on, and their changeset id."""
     ts = state.tasks.get(task)
     if ts is None:
-        return None
+        return None, ""
     done = [a for a in ts.attempts if a.state == SUCCEEDED and a.changeset]
-    return done[-1].number if done else None
+    if not done:
+        return None, ""
+    last = done[-1]
+    assert last.changeset is not None
+    return last.number, Changeset.from_dict(last.changeset).id
 
 
-def review_subject(task: str, attempt: int | None) -> str:
-    """What a review statement is signed for: one attempt's held changes."""
-    return f"{task}#{attempt}"
+def review_subject(state: RunState, task: str) -> str:
+    """What a review statement is signed for: one attempt's held changes, by content.
+
+    The changeset id is the hash of every path with its pre- and post-image digests, so
+    an approval given for the changes a person saw approves those and no others.
+    """
+    attempt, changes = held_changes(state, task)
+    return f"{task}#{attempt}:{changes}"
 
 
 def judge(
@@ -158,7 +168,7 @@ def _judge_review(
     ts = state.tasks.get(task)
     if ts is None or ts.state != WAITING or ts.review is not None or ts.escalation is not None:
         return Verdict(True, False)
-    subject = review_subject(task, held_attempt(state, task))
+    subject = review_subject(state, task)
     return _judge_signed(
         data,
         state,

@@ -33,6 +33,7 @@ from vigil.engine.attempt import (
     execute_attempt,
     step_environment,
 )
+from vigil.engine.attest import EXTERNAL_KINDS, JournalSigner, checked_journal, head_file
 from vigil.engine.audit import Auditor
 from vigil.engine.authority import Authority, NotGranted
 from vigil.engine.decide import (
@@ -49,6 +50,7 @@ from vigil.errors import Category, CommitFailed, VigilError, category_of
 from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
 from vigil.layout import attempt_log, logs_dir, phase_log, process_tag, run_tag, write_private
 from vigil.plan.models import Check, Plan
+from vigil.safety.decisions import decision_key
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
 from vigil.workspace import Changeset, Conflict
@@ -76,10 +78,6 @@ FAULT_POINTS = (
 # `vigil cancel` always take effect.
 STOP_GRACE = 3 * DEFAULT_GRACE
 
-# External processes may append only these kinds while a driver holds the run.
-EXTERNAL_KINDS = frozenset(
-    {ev.CANCEL_REQUESTED, ev.ESCALATION_ANSWERED, ev.REVIEW_DECIDED, ev.ROLLBACK_DONE}
-)
 POLL_INTERVAL = 0.2
 
 
@@ -151,6 +149,7 @@ class Driver:
         self.ws = attempt_workspace(config)
         self.auditor = Auditor(config, store=store)
         self.gate = DecisionGate(run_id)
+        self.signer: JournalSigner | None = None  # set once the journal is verified
         self.resources = ActionResources.from_config(
             config, allow_stale=self.options.allow_stale_prompts
         )
@@ -173,6 +172,10 @@ class Driver:
         """Run until the run ends (returns its state) or is interrupted (``interrupted``)."""
         with self.store.lock_run(self.run_id):
             journal = self._load()
+            # Nothing of the journal is acted on unless vigil's own processes wrote it.
+            head = head_file(self.state_dir, self.run_id)
+            signed = checked_journal(self.run_id, journal, auditor=self.auditor, head=head)
+            self.signer = JournalSigner(self.run_id, decision_key(), signed, head=head)
             # A person's decisions are admitted only if their signatures verify.
             self.state, fresh = self.gate.replay(self.plan, journal, self.options)
             if self.state.finished is not None:
@@ -273,8 +276,9 @@ class Driver:
         if not self._staged and run_state is None:
             return
         events, self._staged = self._staged, []
-        last = self.store.append(
-            self.run_id,
+        assert self.signer is not None, "the driver appends only after drive() verified"
+        last = self.signer.append(
+            self.store,
             [(e.kind, e.data) for e in events],
             at=events[-1].at if events else time.time(),
             state=self.state.finished or run_state or "running",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vigil.engine import events as ev
@@ -11,6 +12,7 @@ from vigil.errors import RunNotFound
 
 if TYPE_CHECKING:
     # Imported by load_state only: `vigil runs` shows states without the plan models.
+    from vigil.engine.audit import Auditor
     from vigil.engine.state import RunState
     from vigil.store import RunRecord, RunStore
 
@@ -34,9 +36,25 @@ def resume_command(run_id: str) -> str:
     return f"vigil resume {run_id}"
 
 
-def load_state(store: RunStore, run_id: str) -> tuple[RunRecord, RunState]:
+def load_state(
+    store: RunStore,
+    run_id: str,
+    *,
+    verify: bool = False,
+    auditor: Auditor | None = None,
+    action: str = "run.read",
+    actor: str = "vigil",
+    state_dir: Path | None = None,
+) -> tuple[RunRecord, RunState]:
     """The run's record (its state as :func:`shown_state` says) and its state folded
-    from the journal."""
+    from the journal.
+
+    With ``verify`` (for whoever acts on the state: an approval, a rollback), the journal
+    must be as vigil's processes signed it (:mod:`vigil.engine.attest`), else
+    VIGIL-RUN-TAMPERED (audited as ``action`` when an ``auditor`` is given); with
+    ``state_dir``, it must also hold every signed event this machine wrote. Display needs
+    no check: what is shown is never acted on unchecked.
+    """
     from vigil.plan.models import Plan
 
     record = store.get_run(run_id)
@@ -47,6 +65,11 @@ def load_state(store: RunStore, run_id: str) -> tuple[RunRecord, RunState]:
         record = dataclasses.replace(record, state=shown)
     plan = Plan.from_record(record.plan_json)
     journal = [ev.Event(s.kind, s.data, s.at, s.seq) for s in store.events(run_id)]
+    if verify:
+        from vigil.engine.attest import checked_journal, head_file
+
+        head = None if state_dir is None else head_file(state_dir, run_id)
+        checked_journal(run_id, journal, auditor=auditor, action=action, actor=actor, head=head)
     # Decisions whose signatures do not verify are left out, as the driver leaves them out.
     from vigil.engine.decisions import replay_verified
 

@@ -209,11 +209,12 @@ def start_run(
             faults=faults,
             stop_grace=stop_grace,
         )
-    store.append(
-        run_id,
-        [ev.run_created(plan.content_hash(), parallel)],
-        at=time.time(),
-        state="running",
+    from vigil.engine.attest import JournalSigner, head_file
+    from vigil.safety.decisions import decision_key
+
+    head = head_file(config.state_dir, run_id)
+    JournalSigner(run_id, decision_key(), head=head).append(
+        store, [ev.run_created(plan.content_hash(), parallel)], at=time.time(), state="running"
     )
     return _drive(
         config,
@@ -342,10 +343,23 @@ def cancel_run(
     try:
         # Nobody drives the run: end what a crashed driver left behind and close the run.
         end_tagged(run_tag(config.workspace, run_id))
-        stored = store.events(run_id)
-        state = RunState.replay(
-            run_id, recorded_plan(record), [ev.Event(s.kind, s.data, s.at, s.seq) for s in stored]
+        from vigil.engine.attest import JournalSigner, checked_journal, head_file
+        from vigil.engine.audit import Auditor
+        from vigil.safety.decisions import decision_key
+
+        journal = [ev.Event(s.kind, s.data, s.at, s.seq) for s in store.events(run_id)]
+        # Only a journal vigil wrote is settled; the resume below refuses the rest anyway.
+        head = head_file(config.state_dir, run_id)
+        signed = checked_journal(
+            run_id,
+            journal,
+            auditor=Auditor(config, store=store),
+            action="run.cancel",
+            actor=who,
+            head=head,
         )
+        signer = JournalSigner(run_id, decision_key(), signed, head=head)
+        state = RunState.replay(run_id, recorded_plan(record), journal)
         batch: list[ev.Entry] = []
         for ts in state.tasks.values():
             running = ts.running
@@ -355,10 +369,10 @@ def cancel_run(
                         ts.task.id, running.number, ev.CANCELLED, reason="cancelled"
                     )
                 )
+        if batch:  # under the lock: no driver appends signed events meanwhile
+            signer.append(store, batch, at=time.time())
     finally:
         lock.__exit__(None, None, None)
-    if batch:
-        store.append(run_id, batch, at=time.time())
     # Settle the rest through the normal path so the journal tells one consistent story.
     outcome = resume_run(config, store, run_id)
     return outcome.state
