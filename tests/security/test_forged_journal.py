@@ -157,7 +157,7 @@ def _commit_held(url: str, run_id: str) -> None:
 def _commit_held_signed_by_attacker(url: str, run_id: str) -> None:
     """The same, numbered and signed as vigil signs, with the attacker's own key."""
     last = max(r["data"].get(attest.NUMBER, -1) for r in rows(url, run_id))
-    signer = attest.JournalSigner(run_id, SigningKey.generate(), last + 1)
+    signer = attest.JournalSigner(run_id, SigningKey.generate(), attest.Head(last + 1))
     with open_store(url) as store:
         signer.append(store, [("changeset.committing", {"task": "change", "attempt": 1})], at=1.0)
 

@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,39 +76,76 @@ def _message(run_id: str, digests: Sequence[str]) -> bytes:
     return DOMAIN + json.dumps([run_id, list(digests)], separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True)
+class Head:
+    """How far a journal's signed events go: their count, and a hash chained over them.
+
+    ``chain`` is ``sha256(previous chain || event digest)`` over every signed event in
+    order, starting from 64 zeros: one value that changes if any signed event does.
+    """
+
+    count: int = 0
+    chain: str = "0" * 64
+
+    def extended(self, digests: Iterable[str]) -> Head:
+        """The head after events with these digests."""
+        count, chain = self.count, self.chain
+        for digest in digests:
+            chain = hashlib.sha256(bytes.fromhex(chain) + bytes.fromhex(digest)).hexdigest()
+            count += 1
+        return Head(count, chain)
+
+
 def head_file(state_dir: Path, run_id: str) -> Path:
-    """Where this machine keeps how many signed events it wrote to the run's journal.
+    """Where this machine keeps the head of what it wrote to the run's journal.
 
     Signatures show that no signed event was changed, added or removed *between* others;
     they cannot show that the newest batches were not cut off the end. So each writer also
-    notes the count in the private state directory, out of the store writer's reach, and
-    a journal holding fewer signed events than noted is refused. Written after the append
-    (never ahead of the journal) and without fsync: after a power cut it may lag, which
-    only weakens the check, never fails an honest journal.
+    notes the journal's :class:`Head` in the private state directory, out of the store
+    writer's reach. A journal whose signed events do not reach that head, or reach it by
+    another chain, is refused; the events up to it, being exactly what this machine wrote,
+    need no signature check (a resume of a long run hashes its journal once and checks
+    only the signatures of batches written elsewhere). Written after the append (never
+    ahead of the journal) and without fsync: after a power cut it may lag, which only
+    weakens the check, never fails an honest journal.
     """
     return logs_dir(state_dir, run_id) / "journal.head"
 
 
-def read_head(path: Path | None) -> int:
-    """The count noted in ``path``; 0 when there is none (another machine wrote the run)."""
+def read_head(path: Path | None) -> Head | None:
+    """The head noted in ``path``; None when there is none (another machine wrote the run)."""
     if path is None:
-        return 0
+        return None
     try:
-        return max(0, int(path.read_text(encoding="ascii").strip() or 0))
-    except (OSError, ValueError):
-        return 0
+        noted = json.loads(path.read_text(encoding="ascii"))
+        head = Head(int(noted["count"]), str(noted["chain"]))
+        bytes.fromhex(head.chain)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return head if head.count > 0 and len(head.chain) == 64 else None
 
 
 class JournalSigner:
     """Signs the batches one process appends to one run, numbering their events."""
 
     def __init__(
-        self, run_id: str, key: SigningKey, next_number: int = 0, *, head: Path | None = None
+        self,
+        run_id: str,
+        key: SigningKey,
+        start: Head | None = None,
+        *,
+        head: Path | None = None,
     ) -> None:
         self.run_id = run_id
         self.key = key
-        self.next_number = next_number
+        self.at = start or Head()
         self.head = head
+        self._digests: list[str] = []
+
+    @property
+    def next_number(self) -> int:
+        """The number the next signed event gets."""
+        return self.at.count
 
     def sign(self, batch: Iterable[tuple[str, Mapping[str, Any]]]) -> list[EventEntry]:
         """``batch`` as it is to be appended: numbered, the last event carrying the signature.
@@ -130,15 +168,20 @@ class JournalSigner:
                 "signer": self.key.public_hex,
                 "sig": base64.b64encode(signature).decode(),
             }
+        self._digests = digests
         return out
 
-    def appended(self, count: int) -> None:
-        """The last signed batch, of ``count`` events, is in the journal."""
-        self.next_number += count
-        if self.head is not None and count:
+    def appended(self) -> None:
+        """The batch :meth:`sign` returned last is in the journal."""
+        if not self._digests:
+            return
+        self.at = self.at.extended(self._digests)
+        self._digests = []
+        if self.head is not None:
+            noted = json.dumps({"count": self.at.count, "chain": self.at.chain})
             # On failure the check it feeds only gets weaker; the journal itself is whole.
             with contextlib.suppress(OSError):
-                write_private(self.head, str(self.next_number))
+                write_private(self.head, noted)
 
     def append(
         self, store: RunStore, batch: Sequence[tuple[str, Mapping[str, Any]]], **summary: Any
@@ -146,7 +189,7 @@ class JournalSigner:
         """Sign ``batch`` and append it to the run's journal; returns the last seq."""
         entries = self.sign(batch)
         last = store.append(self.run_id, entries, **summary)
-        self.appended(len(entries))
+        self.appended()
         return last
 
 
@@ -159,16 +202,17 @@ def verify_journal(
     journal: Sequence[ev.Event],
     trusted: Sequence[TrustedKey],
     *,
-    at_least: int = 0,
-) -> int:
+    noted: Head | None = None,
+) -> Head:
     """Check that every event vigil's processes wrote is theirs, whole and in order, and
-    that there are at least ``at_least`` of them (see :func:`head_file`).
+    that the journal reaches the head this machine ``noted`` by the same chain (see
+    :func:`head_file`).
 
-    Returns how many signed events the journal holds (the next signer's first number);
-    raises RunTampered, naming the first event that fails, otherwise.
+    Returns the journal's head (its count is the next signer's first number); raises
+    RunTampered, naming the first event that fails, otherwise.
     """
     keys = {k.public_hex: k for k in trusted}
-    expected = 0
+    at = Head()
     pending: list[tuple[ev.Event, str]] = []
     for event in journal:
         data = event.data
@@ -180,10 +224,10 @@ def verify_journal(
         if (
             not isinstance(number, int)
             or isinstance(number, bool)
-            or number != expected + len(pending)
+            or number != at.count + len(pending)
         ):
             raise _tampered(
-                run_id, event, f"is signed event {number!r}, not {expected + len(pending)}"
+                run_id, event, f"is signed event {number!r}, not {at.count + len(pending)}"
             )
         try:
             pending.append((event, _digest(run_id, number, event.kind, data)))
@@ -192,17 +236,24 @@ def verify_journal(
         seal = data.get(SIGNATURE)
         if seal is None:
             continue
-        _check_seal(run_id, event, seal, [d for _, d in pending], keys)
-        expected += len(pending)
+        digests = [d for _, d in pending]
+        after = at.extended(digests)
+        # The batch that reaches the noted head must end there, by the same chain: then
+        # every signed event up to it is what this machine wrote, and needs no signature check.
+        if noted is not None and at.count < noted.count <= after.count and after != noted:
+            raise _tampered(run_id, event, "ends a batch other than the one this machine wrote")
+        if noted is None or after.count > noted.count:
+            _check_seal(run_id, event, seal, digests, keys)
+        at = after
         pending = []
     if pending:
         raise _tampered(run_id, pending[-1][0], "ends a batch that no signature covers")
-    if expected < at_least:
+    if noted is not None and at.count < noted.count:
         raise RunTampered(
-            f"run {run_id}: the journal holds {expected} signed events, but {at_least} were "
-            "written to it from this machine (its newest events were removed)"
+            f"run {run_id}: the journal holds {at.count} signed events, but {noted.count} "
+            "were written to it from this machine (its newest events were removed)"
         )
-    return expected
+    return at
 
 
 def _check_seal(
@@ -236,15 +287,15 @@ def checked_journal(
     action: str = "run.resume",
     actor: str = "vigil",
     head: Path | None = None,
-) -> int:
-    """:func:`verify_journal` against the keys this user trusts and the count noted in
+) -> Head:
+    """:func:`verify_journal` against the keys this user trusts and the head noted in
     ``head``; a refusal is audited."""
     try:
         trusted = trusted_keys()
     except VigilError:
         trusted = []  # an unreadable list of trusted keys trusts nobody
     try:
-        return verify_journal(run_id, journal, trusted, at_least=read_head(head))
+        return verify_journal(run_id, journal, trusted, noted=read_head(head))
     except RunTampered as exc:
         if auditor is not None:
             auditor.record(

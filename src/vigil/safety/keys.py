@@ -14,6 +14,7 @@ trusted afterwards.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -66,11 +67,12 @@ class SigningKey:
 
     private_hex: str
 
-    @property
+    @functools.cached_property
     def _private(self) -> Ed25519PrivateKey:
+        # Cached: loading the key derives its public half, which costs more than a signature.
         return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(self.private_hex))
 
-    @property
+    @functools.cached_property
     def public_hex(self) -> str:
         """The public key as 64 hex digits."""
         return self._private.public_key().public_bytes_raw().hex()
@@ -102,12 +104,14 @@ class TrustedKey:
     def verify(self, signature: bytes, message: bytes) -> bool:
         """Whether ``signature`` is this key's signature of ``message``."""
         try:
-            Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.public_hex)).verify(
-                signature, message
-            )
+            self._public.verify(signature, message)
         except Exception:  # InvalidSignature, or a malformed key or signature
             return False
         return True
+
+    @functools.cached_property
+    def _public(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.public_hex))
 
 
 def keys_dir(base: Path | None = None) -> Path:
