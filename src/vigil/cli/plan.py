@@ -44,6 +44,11 @@ def check(plan: PlanArg, fmt: FormatOpt = Format.text) -> None:
                 "project": loaded.plan.project,
                 "hash": loaded.plan.content_hash(),
                 "phases": [{"id": p.phase, "waves": p.waves} for p in order],
+                "warnings": [
+                    {"code": w.code, "file": w.file, "line": w.line, "col": w.col}
+                    | {"cause": w.cause, "fix": w.fix}
+                    for w in loaded.warnings
+                ],
             }
         )
         return
@@ -59,6 +64,8 @@ def check(plan: PlanArg, fmt: FormatOpt = Format.text) -> None:
             joined = ", ".join(wave)
             label = "in parallel" if len(wave) > 1 else "alone"
             console.print(f"  step {n} ({label}): {joined}", markup=False)
+    for warning in loaded.warnings:
+        console.print(f"[yellow]warning[/] {escape(str(warning))}", markup=True)
 
 
 @plan_app.command("schema")

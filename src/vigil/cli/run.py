@@ -231,6 +231,8 @@ def run(
         )
     config = config_for(workspace, create=create)
     loaded = load_plan(plan)
+    for warning in loaded.warnings:  # valid, but probably not meant: said, never stopped
+        err_console.print(f"warning: {warning}", markup=False)
     with opened_store(config) as store:
         progress = progress_for(fmt is Format.json)
         try:

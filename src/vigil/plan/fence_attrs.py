@@ -28,6 +28,9 @@ ATTRIBUTES = (
     "secrets",
 )
 
+FLAGS = ("example",)
+"""Attributes written as a bare word: ``{example}`` keeps a block as text; it never runs."""
+
 _ATTR = re.compile(
     r"""(?P<key>[A-Za-z_][A-Za-z0-9_-]*)\s*=\s*
         (?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'{}]+)""",
@@ -61,6 +64,7 @@ class FenceInfo:
     language: str
     attributes: tuple[Attribute, ...]
     problems: tuple[AttributeProblem, ...]
+    flags: frozenset[str] = frozenset()
 
 
 def _unquote(raw: str) -> str:
@@ -103,6 +107,7 @@ def read_fence_info(line: str, markup: str) -> FenceInfo:
             body = body[1:-1]
         body_start += 1
     attributes: list[Attribute] = []
+    flags: set[str] = set()
     seen: set[str] = set()
     pos = 0
     while pos < len(body):
@@ -110,6 +115,11 @@ def read_fence_info(line: str, markup: str) -> FenceInfo:
             pos += 1
             continue
         match = _ATTR.match(body, pos)
+        flag = re.match(r"[A-Za-z_][A-Za-z0-9_-]*(?=[\s,]|$)", body[pos:])
+        if match is None and flag is not None and flag.group(0) in FLAGS:
+            flags.add(flag.group(0))
+            pos += flag.end()
+            continue
         if match is None:
             word = re.match(r"\S+", body[pos:])
             shown = word.group(0) if word else body[pos:]
@@ -117,7 +127,8 @@ def read_fence_info(line: str, markup: str) -> FenceInfo:
                 AttributeProblem(
                     body_start + pos + 1,
                     f"cannot read attribute {shown!r}",
-                    'write key=value and quote values with spaces: name="Run migrations"',
+                    'write key=value and quote values with spaces: name="Run migrations"; '
+                    "the one bare word allowed is 'example'",
                 )
             )
             pos += len(shown) or 1
@@ -149,4 +160,4 @@ def read_fence_info(line: str, markup: str) -> FenceInfo:
                 )
             )
         pos = match.end()
-    return FenceInfo(language, tuple(attributes), tuple(problems))
+    return FenceInfo(language, tuple(attributes), tuple(problems), frozenset(flags))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Literal
 
+from vigil.plan.lint import PlanWarning, agent_warnings
 from vigil.plan.models import Plan
 from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem, SecretSourceInPlan
 from vigil.plan.validation import validate_plan
@@ -37,6 +38,8 @@ class LoadedPlan:
     path: str
     source: str
     kind: PlanKind
+    warnings: tuple[PlanWarning, ...] = ()
+    """What is valid but probably not meant (:mod:`vigil.plan.lint`)."""
 
 
 def plan_kind(filename: str) -> PlanKind:
@@ -50,12 +53,14 @@ def load_plan_text(text: str, filename: str) -> LoadedPlan:
     kind = plan_kind(filename)
     text = text.removeprefix("\ufeff")
     data: object
+    warnings: list[PlanWarning] = []
     if kind == "markdown":
         # The Markdown parser is imported only for runbooks: YAML plans never need it.
         from vigil.plan.markdown import read_runbook
 
         runbook = read_runbook(text, filename)
         data, source_map, problems = runbook.data, runbook.source_map, runbook.problems
+        warnings = list(runbook.warnings)
     else:
         document = read_yaml(text, filename)
         data, source_map, problems = document.data, document.source_map, document.problems
@@ -72,7 +77,8 @@ def load_plan_text(text: str, filename: str) -> LoadedPlan:
         plan, more = validate_plan(data, source_map, filename)
         problems = [*problems, *more]
         if plan is not None and not problems:
-            return LoadedPlan(plan, filename, text, kind)
+            warnings += agent_warnings(plan, source_map, filename)
+            return LoadedPlan(plan, filename, text, kind, tuple(sorted(warnings)))
     raise PlanInvalid(problems or [_empty(filename)])
 
 

@@ -19,6 +19,7 @@ from markdown_it.token import Token
 
 from vigil.plan.fence_attrs import SHELL_LANGUAGES, Attribute, read_fence_info
 from vigil.plan.ids import slug, unique
+from vigil.plan.lint import PlanWarning, example_warning, looks_like_an_alternative
 from vigil.plan.models import Plan
 from vigil.plan.problems import PlanProblem
 from vigil.plan.sourcemap import DataPath, SourceMap
@@ -44,6 +45,7 @@ class Runbook:
     data: dict[str, object] | None
     source_map: SourceMap
     problems: list[PlanProblem] = field(default_factory=list)
+    warnings: list[PlanWarning] = field(default_factory=list)
 
 
 @dataclass
@@ -155,6 +157,7 @@ class _Reader:
         self.heading_used = False
         self.phase_open = False
         self.problems: list[tuple[int, int, str, str]] = []
+        self.alternatives: list[tuple[int, int, str]] = []  # blocks the text calls examples
 
     def _implicit_phase(self, line: int) -> _Phase:
         phase = _Phase(self.h1 or "main", line)
@@ -206,12 +209,19 @@ class _Reader:
         info = read_fence_info(raw_line, token.markup)
         for problem in info.problems:
             self.problems.append((start + 1, problem.col, problem.cause, problem.fix))
+        if "example" in info.flags:
+            self.prose.add(token)  # text to read, never work
+            return
         if not self.phases:
             if self.intro is None:
                 self.intro = self.prose.take()
             self._implicit_phase(start + 1)
         phase = self.phases[-1]
         description = self.prose.take()
+        words = looks_like_an_alternative(description)
+        if words is not None:
+            col = max(raw_line.find(token.markup), 0) + 1
+            self.alternatives.append((start + 1, col, words))
         if self.phase_open:
             phase.description = description
             self.phase_open = False
@@ -355,4 +365,5 @@ def read_runbook(text: str, filename: str) -> Runbook:
     problems.extend(
         PlanProblem(filename, ln, col, cause, fix) for ln, col, cause, fix in raw_problems
     )
-    return Runbook(data, source_map, problems)
+    warnings = [example_warning(filename, ln, col, words) for ln, col, words in reader.alternatives]
+    return Runbook(data, source_map, problems, warnings)
