@@ -17,6 +17,7 @@ from enginetools import Harness, make_plan
 from journaltools import payload_problems
 from vigil.engine import events as ev
 from vigil.engine.attest import JournalSigner
+from vigil.engine.changes import rollback_run
 from vigil.engine.options import RunOptions
 from vigil.engine.runs import resume_run, seal_run
 from vigil.engine.state import RunState
@@ -124,12 +125,13 @@ def test_every_event_a_run_journals_has_the_shape_of_its_kind(
     )
     try:
         outcome = hb.run(plan, run_id="shapes")
+        rollback_run(hb.config, hb.store, "shapes", task="write")
         journal = hb.journal("shapes")
     finally:
         hb.store.close()
     assert outcome.state == "succeeded"
     kinds = {e.kind for e in journal}
-    assert {ev.CHANGESET_COMMITTED, ev.TASK_SKIPPED, ev.PHASE_FINISHED} <= kinds
+    assert {ev.CHANGESET_COMMITTED, ev.TASK_SKIPPED, ev.PHASE_FINISHED, ev.ROLLBACK_DONE} <= kinds
     assert [p for e in journal for p in payload_problems(e.kind, e.data)] == []
 
 

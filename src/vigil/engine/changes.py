@@ -248,16 +248,13 @@ def rollback_run(
     store.append(
         run_id,
         [
-            (
-                ev.ROLLBACK_DONE,
-                {
-                    "tasks": [c.task for c in changes],
-                    "paths": result.restored,
-                    "file": file,
-                    "force": force,
-                    "by": who,
-                    "compensations": ran,
-                },
+            ev.rollback_done(
+                [c.task for c in changes],
+                result.restored,
+                file=file,
+                force=force,
+                by=who,
+                compensations=list(ran),
             )
         ],
         at=time.time(),

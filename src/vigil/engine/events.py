@@ -232,6 +232,17 @@ class DecisionNoted(TypedDict):
     reason: NotRequired[str]
 
 
+class RollbackDone(TypedDict):
+    """``rollback.done``: what `vigil rollback` restored (a record; it changes no state)."""
+
+    tasks: list[str]
+    paths: list[str]
+    file: str | None
+    force: bool
+    by: str
+    compensations: list[Any]  # vigil.engine.compensate.Compensation, as JSON
+
+
 SHAPES: Final[Mapping[Kind, type]] = {
     Kind.RUN_CREATED: RunCreated,
     Kind.DRIVER_STARTED: DriverStarted,
@@ -253,8 +264,9 @@ SHAPES: Final[Mapping[Kind, type]] = {
     Kind.ESCALATION_ANSWERED: EscalationAnswered,
     Kind.DECISION_ACCEPTED: DecisionNoted,
     Kind.DECISION_REFUSED: DecisionNoted,
+    Kind.ROLLBACK_DONE: RollbackDone,
 }
-"""The payload shape of each kind vigil writes (``rollback.done`` is not typed yet)."""
+"""The payload shape of each kind vigil writes."""
 
 Entry = tuple[Kind, Mapping[str, Any]]
 """An event on its way into the journal: its kind and its payload."""
@@ -388,6 +400,26 @@ def phase_finished(
 def cancel_requested(reason: str, by: str) -> tuple[Kind, CancelRequested]:
     """``by`` asked the run to stop: a cancel, or a halt seen by the driver."""
     return CANCEL_REQUESTED, {"reason": reason, "by": by}
+
+
+def rollback_done(
+    tasks: list[str],
+    paths: list[str],
+    *,
+    file: str | None,
+    force: bool,
+    by: str,
+    compensations: list[Any],
+) -> tuple[Kind, RollbackDone]:
+    """`vigil rollback` restored ``paths`` of ``tasks`` (and ran ``compensations``)."""
+    return ROLLBACK_DONE, {
+        "tasks": tasks,
+        "paths": paths,
+        "file": file,
+        "force": force,
+        "by": by,
+        "compensations": compensations,
+    }
 
 
 def run_finished(state: str) -> tuple[Kind, RunFinished]:
