@@ -45,14 +45,15 @@ batches = st.lists(
 def build(spec: list[tuple[list[Any], list[Any]]]) -> list[ev.Event]:
     """A journal as the store gives it back: signed batches, external events between."""
     signer = attest.JournalSigner(RUN, KEY)
-    raw: list[tuple[str, Any]] = []
-    for signed, others in spec:
-        raw += signer.sign(signed)
+    raw: list[tuple[str, Any, float]] = []
+    for n, (signed, others) in enumerate(spec):
+        at = 1764240000.125 + 7.3 * n  # each batch is stored with its own time
+        raw += [(kind, data, at) for kind, data in signer.sign(signed, at)]
         signer.appended()
-        raw += others
+        raw += [(kind, data, at + 0.5) for kind, data in others]
     return [
-        ev.Event(str(kind), json.loads(json.dumps(data)), 0.0, seq)
-        for seq, (kind, data) in enumerate(raw, start=1)
+        ev.Event(str(kind), json.loads(json.dumps(data)), at, seq)
+        for seq, (kind, data, at) in enumerate(raw, start=1)
     ]
 
 
@@ -79,6 +80,7 @@ MUTATIONS = [
     "repeat",
     "move",
     "strip-number",
+    "time",
     "other-run",
     "forged-batch",
     "untrusted",
@@ -134,14 +136,17 @@ def test_every_change_to_a_signed_event_is_refused(
     elif mutation == "strip-number":
         body.pop(attest.NUMBER)
         body.pop(attest.SIGNATURE, None)
+    elif mutation == "time":  # an escalation's timeout runs from its event's time
+        journal[i] = ev.Event(target.kind, body, target.at - 86400.0, target.seq)
     elif mutation == "other-run":
         run = "r-2"
     elif mutation == "forged-batch":
         # A batch numbered where the journal goes on, signed by a key nobody trusts.
         start = attest.verify_journal(RUN, journal, TRUSTED)
         signer = attest.JournalSigner(RUN, SigningKey.generate(), start)
-        [(kind, forged)] = signer.sign([(ev.TASK_FINISHED, {"task": "t", "state": "succeeded"})])
-        journal.append(ev.Event(kind, json.loads(json.dumps(forged)), 0.0, len(journal) + 1))
+        forged_batch = [(ev.TASK_FINISHED, {"task": "t", "state": "succeeded"})]
+        [(kind, forged)] = signer.sign(forged_batch, 5.0)
+        journal.append(ev.Event(kind, json.loads(json.dumps(forged)), 5.0, len(journal) + 1))
     elif mutation == "untrusted":
         with pytest.raises(RunTampered):
             attest.verify_journal(RUN, journal, [TrustedKey(SigningKey.generate().public_hex, "x")])
@@ -156,7 +161,7 @@ def test_the_newest_batch_cut_off_is_found_only_with_the_head_noted(tmp_path: Pa
     signer = attest.JournalSigner(RUN, KEY, head=tmp_path / "journal.head")
     raw = []
     for task in ("a", "b"):
-        raw += signer.sign([(ev.TASK_SKIPPED, {"task": task})])
+        raw += signer.sign([(ev.TASK_SKIPPED, {"task": task})], 0.0)
         signer.appended()
     journal = [ev.Event(k, json.loads(json.dumps(d)), 0.0, n) for n, (k, d) in enumerate(raw, 1)]
     noted = attest.read_head(tmp_path / "journal.head")
@@ -170,11 +175,11 @@ def test_the_newest_batch_cut_off_is_found_only_with_the_head_noted(tmp_path: Pa
 def test_a_batch_whose_append_failed_is_signed_again_with_the_same_numbers() -> None:
     start = attest.Head().extended(["00" * 32] * 3)
     signer = attest.JournalSigner(RUN, KEY, start)
-    first = signer.sign([(ev.TASK_SKIPPED, {"task": "a"})])
-    again = signer.sign([(ev.TASK_SKIPPED, {"task": "a"})])
+    first = signer.sign([(ev.TASK_SKIPPED, {"task": "a"})], 1.0)
+    again = signer.sign([(ev.TASK_SKIPPED, {"task": "a"})], 1.0)
     assert first[0][1][attest.NUMBER] == again[0][1][attest.NUMBER] == 3
     signer.appended()
-    assert signer.sign([(ev.TASK_SKIPPED, {"task": "b"})])[0][1][attest.NUMBER] == 4
+    assert signer.sign([(ev.TASK_SKIPPED, {"task": "b"})], 2.0)[0][1][attest.NUMBER] == 4
 
 
 def test_the_message_names_the_first_event_that_fails() -> None:

@@ -13,6 +13,7 @@ unchanged, and the refusal is audited. Every attack runs on SQLite and on Postgr
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from clitools import status, vigil, write_plan
+from clitools import spawn, status, vigil, wait_for, write_plan
 from vigil.engine import attest
 from vigil.errors import ExitCode
 from vigil.safety.keys import SigningKey, active_key
@@ -83,6 +84,11 @@ def rows(url: str, run_id: str) -> list[dict[str, Any]]:
             return [{"seq": r.seq, "kind": r.kind, "data": json.loads(r.data)} for r in found]
     finally:
         engine.dispose()
+
+
+def has_event(url: str, run_id: str, kind: str) -> bool:
+    with open_store(url) as store:  # migrated on open: the run may not have created it yet
+        return any(e.kind == kind for e in store.events(run_id))
 
 
 def set_data(url: str, run_id: str, seq: int, data: dict[str, Any]) -> None:
@@ -267,6 +273,40 @@ def test_an_approval_task_marked_done_does_not_release_what_it_gates(
     assert waiting.returncode == ExitCode.WAITING, waiting.stdout + waiting.stderr
     append(store_url, "ask", "task.finished", {"task": "ask", "state": "succeeded"})
     resumed = vigil("resume", "ask", cwd=ws, env=env)
+    assert_refused(resumed, ws, env, "run.resume")
+    assert not (ws / "shipped.txt").exists()
+
+
+def set_time(url: str, run_id: str, seq: int, at: float) -> None:
+    engine = engine_of(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                events_table.update()
+                .where(events_table.c.run_id == run_id, events_table.c.seq == seq)
+                .values(at=at)
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_question_backdated_in_the_store_does_not_time_out_early(
+    ws: Path, env: dict[str, str], store_url: str
+) -> None:
+    """An approval that approves itself after a day is not approved by moving its clock."""
+    plan = json.loads(json.dumps(ASK_PLAN))
+    plan["phases"][0]["tasks"][0]["approval"] |= {"timeout": "1d", "on_timeout": "approve"}
+    write_plan(ws / "p.yaml", plan)
+    # The driver waits for the timeout; Ctrl-C leaves the run interrupted, question open.
+    driver = spawn("run", "p.yaml", "--run-id", "late", cwd=ws, env=env)
+    try:
+        wait_for(lambda: has_event(store_url, "late", "escalation.opened"))
+    finally:
+        driver.send_signal(signal.SIGINT)
+        driver.communicate(timeout=120)
+    opened = first(store_url, "late", "escalation.opened", "ask")
+    set_time(store_url, "late", opened["seq"], time.time() - 3 * 86400)
+    resumed = vigil("resume", "late", cwd=ws, env=env)
     assert_refused(resumed, ws, env, "run.resume")
     assert not (ws / "shipped.txt").exists()
 

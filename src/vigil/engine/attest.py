@@ -13,7 +13,8 @@ person's, in the user's config directory, out of every step's reach):
 - every event of a batch carries ``_n``, its number among the run's signed events
   (0, 1, 2, …: none missing, none repeated, none out of order);
 - the last event of the batch carries ``_sig``: an Ed25519 signature over the run id and
-  each event's ``(n, kind, data)`` in the batch, ``{"signer": hex, "sig": base64}``.
+  each event's ``(n, kind, time, data)`` in the batch, ``{"signer": hex, "sig": base64}``
+  (the time too: an escalation's timeout, a retry's backoff run from it).
 
 One signature per batch, not per event: a driver appends a loop's worth of events in one
 transaction (see ``Driver._flush``), so signing costs one Ed25519 signature (tens of µs)
@@ -60,10 +61,10 @@ EXTERNAL_KINDS = frozenset(
 """The kinds other processes append while a driver holds the run; they may go unsigned."""
 
 
-def _digest(run_id: str, number: int, kind: str, data: Mapping[str, Any]) -> str:
+def _digest(run_id: str, number: int, kind: str, at: float, data: Mapping[str, Any]) -> str:
     body = {k: v for k, v in data.items() if k not in META}
     text = json.dumps(
-        [run_id, number, str(kind), body],
+        [run_id, number, str(kind), float(at), body],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=True,
@@ -147,8 +148,10 @@ class JournalSigner:
         """The number the next signed event gets."""
         return self.at.count
 
-    def sign(self, batch: Iterable[tuple[str, Mapping[str, Any]]]) -> list[EventEntry]:
-        """``batch`` as it is to be appended: numbered, the last event carrying the signature.
+    def sign(self, batch: Iterable[tuple[str, Mapping[str, Any]]], at: float) -> list[EventEntry]:
+        """``batch`` as it is to be appended at time ``at`` (the time the store records for
+        each of its events, signed with them: an escalation's timeout runs from it):
+        numbered, the last event carrying the signature.
 
         The numbers do not advance until :meth:`appended` says the batch is in the journal:
         a batch whose append failed is signed again, with the same numbers, next time.
@@ -160,7 +163,7 @@ class JournalSigner:
             number = self.next_number + len(out)
             last = {k: v for k, v in data.items() if k not in META}
             last[NUMBER] = number
-            digests.append(_digest(self.run_id, number, kind, last))
+            digests.append(_digest(self.run_id, number, kind, at, last))
             out.append((kind, last))
         if out:
             signature = self.key.sign(_message(self.run_id, digests))
@@ -184,11 +187,16 @@ class JournalSigner:
                 write_private(self.head, noted)
 
     def append(
-        self, store: RunStore, batch: Sequence[tuple[str, Mapping[str, Any]]], **summary: Any
+        self,
+        store: RunStore,
+        batch: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        at: float,
+        **summary: Any,
     ) -> int:
-        """Sign ``batch`` and append it to the run's journal; returns the last seq."""
-        entries = self.sign(batch)
-        last = store.append(self.run_id, entries, **summary)
+        """Sign ``batch`` and append it to the run's journal at ``at``; returns the last seq."""
+        entries = self.sign(batch, at)
+        last = store.append(self.run_id, entries, at=at, **summary)
         self.appended()
         return last
 
@@ -230,7 +238,7 @@ def verify_journal(
                 run_id, event, f"is signed event {number!r}, not {at.count + len(pending)}"
             )
         try:
-            pending.append((event, _digest(run_id, number, event.kind, data)))
+            pending.append((event, _digest(run_id, number, event.kind, event.at, data)))
         except (TypeError, ValueError):
             raise _tampered(run_id, event, "holds data that cannot have been signed") from None
         seal = data.get(SIGNATURE)
