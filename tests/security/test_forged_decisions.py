@@ -99,7 +99,7 @@ def signed(key: SigningKey, run_id: str, question: dict[str, Any], **kw: Any) ->
         kind=ESCALATION_ANSWER,
         project="shop",
         run=run_id,
-        subject=question["id"],
+        subject=question["subject"],
         task=question["task"],
         answer={"decision": "approve", "value": None, "comment": ""},
         by="mallory",
@@ -128,7 +128,15 @@ def assert_refused_and_still_waiting(
     assert len([e for e in audit_entries(ws) if e["action"] == "decision.refuse"]) == len(refusals)
 
 
-ATTACKS = ["unsigned", "other-key", "other-run", "other-question", "altered", "expired"]
+ATTACKS = [
+    "unsigned",
+    "other-key",
+    "other-run",
+    "other-question",
+    "other-words",
+    "altered",
+    "expired",
+]
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -162,6 +170,10 @@ def test_a_forged_answer_is_refused_audited_and_not_acted_on(
         other = open_question(ws, env, "other")
         data = answer_data(question, statement=signed(key, "victim", other))
         why = "signed for subject"
+    elif attack == "other-words":
+        # Signed by the person for this question's id, but for other words than it asks.
+        stmt = signed(key, "victim", {**question, "subject": f"{question['id']}:{'0' * 24}"})
+        data, why = answer_data(question, statement=stmt), "signed for subject"
     elif attack == "altered":
         # Signed as a rejection, submitted as an approval.
         stmt = sign_statement(
@@ -169,7 +181,7 @@ def test_a_forged_answer_is_refused_audited_and_not_acted_on(
             kind=ESCALATION_ANSWER,
             project="shop",
             run="victim",
-            subject=question["id"],
+            subject=question["subject"],
             task="ask",
             answer={"decision": "reject", "value": None, "comment": ""},
             by="mallory",

@@ -83,7 +83,8 @@ def review(
                 console.print(f"{verdict}: {', '.join(decided)}")
                 console.print(f"run {run_id}: {now}")
             return
-        _, state = load_state(store, run_id)
+        # Shown from the verified journal: what a person approves is what vigil recorded.
+        _, state = load_state(store, run_id, verify=True, state_dir=config.state_dir)
     changes = task_changes(state, task=task)
     ws = workspace_for(config)
     if fmt is Format.json:

@@ -39,7 +39,7 @@ def escalations(
         return
     config = config_for(workspace)
     with opened_store(config) as store:
-        found = list_escalations(store, run_id=run, open_only=not all_)
+        found = list_escalations(store, run_id=run, open_only=not all_, state_dir=config.state_dir)
     if fmt is Format.json:
         emit_json([e.to_dict() for e in found])
         return

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
+from vigil.engine import ledger
 from vigil.engine.audit import Auditor
 from vigil.engine.decisions import review_answer, review_subject
 from vigil.engine.replay import load_state
@@ -183,6 +184,8 @@ def decide_review(
             task=t,
             reason=comment or ("changes approved" if approve else "changes rejected"),
         )
+    for kind, decided in decisions:  # also on this machine (vigil.engine.ledger)
+        ledger.deliver(config.state_dir, run_id, kind, decided)
     store.append(run_id, decisions, at=time.time())
     if resume:
         from vigil.engine.escalations import continue_run

@@ -296,9 +296,11 @@ def _expire_questions(state: st.RunState, now: float, d: Decision) -> None:
 
 
 def _approved_answer(answer: dict[str, Any]) -> bool:
-    return answer.get("decision") in ("approve", "value") or answer.get("resolved") in (
-        "approve",
-        "default",
+    # ``resolved`` counts only in an answer by timeout: a person's answer is its signed
+    # decision, whatever else its event carries.
+    decision = answer.get("decision")
+    return decision in ("approve", "value") or (
+        decision == "timeout" and answer.get("resolved") in ("approve", "default")
     )
 
 

@@ -15,6 +15,8 @@ verified again on every replay (signature and binding), but its expiry is not re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,6 +79,22 @@ def held_changes(state: RunState, task: str) -> tuple[int | None, str]:
     return last.number, Changeset.from_dict(last.changeset).id
 
 
+QUESTION_FIELDS = ("id", "task", "kind", "question", "choices", "context", "timeout")
+"""What a question says, as the person answering it was shown it."""
+
+
+def question_subject(question: Mapping[str, Any]) -> str:
+    """What an answer statement is signed for: the question's id and a hash of its words.
+
+    An answer given to a question shown rewritten (a store writer changed its text, then
+    put it back) does not answer the real one: the driver computes this from the question
+    in its verified journal, and the signed subject must match.
+    """
+    shown = {name: question.get(name) for name in QUESTION_FIELDS}
+    text = json.dumps(shown, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return f"{question.get('id')}:{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+
 def review_subject(state: RunState, task: str) -> str:
     """What a review statement is signed for: one attempt's held changes, by content.
 
@@ -85,6 +103,18 @@ def review_subject(state: RunState, task: str) -> str:
     """
     attempt, changes = held_changes(state, task)
     return f"{task}#{attempt}:{changes}"
+
+
+def decision_open(kind: str, data: Mapping[str, Any], state: RunState) -> bool:
+    """Whether the question or held changes a decision event is about still wait for one."""
+    ts = state.tasks.get(str(data.get("task", "")))
+    if ts is None:
+        return False
+    if kind == ev.ESCALATION_ANSWERED:
+        return ts.escalation is not None and ts.escalation["id"] == data.get("id")
+    if kind == ev.REVIEW_DECIDED:
+        return ts.state == WAITING and ts.review is None and ts.escalation is None
+    return False
 
 
 def judge(
@@ -121,7 +151,7 @@ def _judge_answer(
     if ts is None or ts.escalation is None or ts.escalation["id"] != data.get("id"):
         return Verdict(True, False)  # the fold ignores it: first answer wins
     q = ts.escalation
-    subject = str(q["id"])
+    subject = question_subject(q)
     if data.get("decision") == "timeout":
         timeout = q.get("timeout")
         due = None if timeout is None else float(q["opened_at"]) + float(timeout)

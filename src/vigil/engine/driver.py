@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from vigil.actions.run import RunAction
 from vigil.actions.select import ActionResources, action_for
 from vigil.config import Config
 from vigil.engine import events as ev
+from vigil.engine import ledger
 from vigil.engine.attempt import (
     AttemptResult,
     AttemptSpec,
@@ -42,11 +43,18 @@ from vigil.engine.decide import (
     blocked_by_failed_checks,
     decide,
 )
-from vigil.engine.decisions import DECISION_KINDS, DecisionGate, Verdict, audit_fields, note_for
+from vigil.engine.decisions import (
+    DECISION_KINDS,
+    DecisionGate,
+    Verdict,
+    audit_fields,
+    decision_open,
+    note_for,
+)
 from vigil.engine.nursery import Nursery
 from vigil.engine.options import RunOptions
 from vigil.engine.state import PHASE_CHECKING, RunState
-from vigil.errors import Category, CommitFailed, VigilError, category_of
+from vigil.errors import Category, CommitFailed, RunTampered, VigilError, category_of
 from vigil.executors.process import DEFAULT_GRACE, LogSink, end_tagged
 from vigil.layout import attempt_log, logs_dir, phase_log, process_tag, run_tag, write_private
 from vigil.plan.models import Check, Plan
@@ -176,6 +184,10 @@ class Driver:
             head = head_file(self.state_dir, self.run_id)
             signed = checked_journal(self.run_id, journal, auditor=self.auditor, head=head)
             self.signer = JournalSigner(self.run_id, decision_key(), signed, head=head)
+            created = next((e for e in journal if e.kind == ev.RUN_CREATED), None)
+            if created is not None and created.data.get("plan_hash") != self.plan.content_hash():
+                # Signed events of another run of the same id, under this run's sealed plan.
+                raise RunTampered(f"run {self.run_id}: its journal was started by another plan")
             # A person's decisions are admitted only if their signatures verify.
             self.state, fresh = self.gate.replay(self.plan, journal, self.options)
             if self.state.finished is not None:
@@ -276,16 +288,32 @@ class Driver:
         if not self._staged and run_state is None:
             return
         events, self._staged = self._staged, []
+        self._append_own(
+            [(e.kind, e.data) for e in events],
+            at=events[-1].at if events else time.time(),
+            run_state=run_state,
+        )
+        if self.observer is not None:
+            self.observer(events, self.state)
+
+    def _append_own(
+        self,
+        entries: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        at: float,
+        run_state: str | None = None,
+    ) -> int:
+        """Sign and append ``entries``; the poll then passes over them. Returns the last seq."""
         assert self.signer is not None, "the driver appends only after drive() verified"
         last = self.signer.append(
             self.store,
-            [(e.kind, e.data) for e in events],
-            at=events[-1].at if events else time.time(),
+            entries,
+            at=at,
             state=self.state.finished or run_state or "running",
             started_at=self.state.started_at,
             ended_at=self.state.ended_at,
         )
-        first = last - len(events) + 1
+        first = last - len(entries) + 1
         if first == self._cursor + 1:
             self._cursor = last  # nothing came in between: no need to read our own events
         else:
@@ -293,8 +321,7 @@ class Driver:
             # poll reads from the old cursor, so nothing of theirs is skipped, and passes
             # over these events of our own.
             self._own.update(range(first, last + 1))
-        if self.observer is not None:
-            self.observer(events, self.state)
+        return last
 
     def _note_decisions(self, judged: list[tuple[ev.Event, Verdict]]) -> None:
         """Audit each decision acted on or refused, then journal that it was (one step)."""
@@ -333,6 +360,24 @@ class Driver:
                 self.state.apply(event)
                 if stored.kind == ev.CANCEL_REQUESTED:
                     self.stop.set("cancel")
+        self._take_delivered()
+
+    def _take_delivered(self) -> None:
+        """Decisions left on this machine (:mod:`vigil.engine.ledger`) that the store did not
+        bring: journalled by the driver itself, then judged like any other."""
+        for path, kind, data in ledger.pending(self.state_dir, self.run_id):
+            if kind not in DECISION_KINDS or not decision_open(kind, data, self.state):
+                ledger.done(path)  # arrived through the store, or nothing waits for it
+                continue
+            self._flush()
+            now = time.time()
+            event = ev.Event(kind, data, now, self._append_own([(kind, data)], at=now))
+            verdict = self.gate.judge(event, self.state)
+            if verdict.relevant and (not verdict.admit or verdict.statement is not None):
+                self._note_decisions([(event, verdict)])
+            if verdict.admit:
+                self.state.apply(event)
+            ledger.done(path)
 
     def _loop(self) -> str:
         last_poll = 0.0

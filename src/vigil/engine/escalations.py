@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vigil.config import Config, whoami
 from vigil.engine import events as ev
-from vigil.engine.decisions import escalation_answer
+from vigil.engine import ledger
+from vigil.engine.decisions import escalation_answer, question_subject
 from vigil.engine.replay import load_state
 from vigil.errors import ExitCode, RunLocked, VigilError
 from vigil.layout import iso
@@ -58,6 +60,8 @@ class Escalation:
     plan: str = ""
     project: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    subject: str = ""
+    """What an answer to it is signed for (:func:`vigil.engine.decisions.question_subject`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``vigil escalations --format json``)."""
@@ -75,13 +79,23 @@ class Escalation:
             "timeout_at": iso(self.timeout_at),
             "answered": self.answered,
             "answer": self.answer,
+            "subject": self.subject,
         }
 
 
 def list_escalations(
-    store: RunStore, *, run_id: str | None = None, open_only: bool = True
+    store: RunStore,
+    *,
+    run_id: str | None = None,
+    open_only: bool = True,
+    state_dir: Path | None = None,
 ) -> list[Escalation]:
-    """Questions of one run, or of every run that has not ended, oldest first."""
+    """Questions of one run, or of every run that has not ended, oldest first.
+
+    Read from verified journals (:mod:`vigil.engine.attest`; with ``state_dir``, also
+    against this machine's heads): a person answers what vigil asked, never a question
+    rewritten in the store (VIGIL-RUN-TAMPERED names the run).
+    """
     if run_id is not None:
         run_ids = [run_id]
     else:
@@ -89,7 +103,7 @@ def list_escalations(
         run_ids = [r.id for r in store.list_runs(states=active, limit=10_000)]
     found: list[Escalation] = []
     for rid in run_ids:
-        record, state = load_state(store, rid)
+        record, state = load_state(store, rid, verify=True, state_dir=state_dir)
         for ts in state.tasks.values():
             for q in ts.escalations:
                 answer = q.get("answer")
@@ -111,14 +125,15 @@ def list_escalations(
                         answer=answer,
                         plan=record.plan_name,
                         project=record.project,
+                        subject=question_subject(q),
                     )
                 )
     return sorted(found, key=lambda e: e.opened_at)
 
 
-def find_escalation(store: RunStore, esc_id: str) -> Escalation:
+def find_escalation(store: RunStore, esc_id: str, *, state_dir: Path | None = None) -> Escalation:
     """The open question ``esc_id``; VIGIL-ESCALATION-NOT-FOUND otherwise."""
-    for esc in list_escalations(store):
+    for esc in list_escalations(store, state_dir=state_dir):
         if esc.id == esc_id:
             return esc
     raise EscalationNotFound(f"no open question {esc_id!r}")
@@ -137,7 +152,7 @@ def answer_escalation(
     key: SigningKey | None = None,
 ) -> Escalation:
     """Answer ``esc_id``; the run goes on (resumed here or in the background if idle)."""
-    esc = find_escalation(store, esc_id)
+    esc = find_escalation(store, esc_id, state_dir=config.state_dir)
     if decision == "value":
         if value is None:
             raise BadAnswer("--value needs a value")
@@ -152,12 +167,15 @@ def answer_escalation(
         kind=ESCALATION_ANSWER,
         project=esc.project,
         run=esc.run_id,
-        subject=esc.id,
+        subject=esc.subject,  # the question as the person was shown it, by content
         task=esc.task_id,
         answer=escalation_answer(data),
         by=who,
     )
     _record_answer(config, store, esc, decision, comment, who)
+    # Also left on this machine: a store that drops it cannot leave the question to its
+    # timeout while this run's driver runs here (vigil.engine.ledger).
+    ledger.deliver(config.state_dir, esc.run_id, kind, data)
     store.append(esc.run_id, [(kind, data)], at=time.time())
     if resume != "none":
         continue_run(config, store, esc.run_id, inline=resume == "inline")

@@ -176,9 +176,18 @@ def start_run(
             faults=faults,
             stop_grace=stop_grace,
         )
+    from vigil.engine.attest import head_file
     from vigil.engine.audit import Auditor
     from vigil.engine.authority import Authority, declared_secrets
     from vigil.safety.secrets import check_secret_names
+
+    if head_file(config.state_dir, run_id).exists():
+        # This machine wrote a journal under this id, and the store no longer has it: a
+        # new run by that id could be grafted onto the old journal's signed events.
+        raise RunTampered(
+            f"run {run_id} was driven here before and is gone from {store.url}; "
+            "start it under another id (or without --run-id)"
+        )
 
     # Refuse before anything exists: a task names a secret vigil.toml does not declare;
     # halted; or (unless dry) the grant does not cover the plan.
@@ -310,6 +319,22 @@ def _drive(
     return RunOutcome(run_id, state, resumed)
 
 
+def _lock_once_free(store: RunStore, run_id: str, wait: float) -> Any:
+    """The run's lock, taken as soon as its driver let it go (within ``wait`` seconds)."""
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        try:
+            lock = store.lock_run(run_id)
+            lock.__enter__()
+            return lock
+        except RunLocked:
+            time.sleep(0.1)
+    raise UsageError(
+        f"run {run_id} did not stop within {wait:g}s",
+        "Its driver may be stuck; run `vigil cancel` again or stop that process.",
+    )
+
+
 def cancel_run(
     config: Config, store: RunStore, run_id: str, *, reason: str = "", wait: float = 30.0
 ) -> str:
@@ -317,29 +342,18 @@ def cancel_run(
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"no run {run_id!r} in {store.url}")
-    if record.state in ("succeeded", "failed", "cancelled"):
-        return str(record.state)
     who = whoami()
-    store.append(
-        run_id,
-        [ev.cancel_requested(reason or f"cancelled by {who}", who)],
-        at=time.time(),
-    )
+    why = reason or f"cancelled by {who}"
+    # Whether the run ended is read from its signed journal, never from the summary row
+    # (a writer of the store could mark a live run finished to make this a no-op).
     try:
         lock = store.lock_run(run_id)
         lock.__enter__()
     except RunLocked:
-        # A driver is alive: it sees the request within a poll interval and stops.
-        deadline = time.time() + wait
-        while time.time() < deadline:
-            current = store.get_run(run_id)
-            if current is not None and current.state == "cancelled":
-                return "cancelled"
-            time.sleep(0.1)
-        raise UsageError(
-            f"run {run_id} did not stop within {wait:g}s",
-            "Its driver may be stuck; run `vigil cancel` again or stop that process.",
-        ) from None
+        # A driver is alive: it sees the request within a poll interval and stops; then
+        # its journal (below) says how the run ended.
+        store.append(run_id, [ev.cancel_requested(why, who)], at=time.time())
+        lock = _lock_once_free(store, run_id, wait)
     try:
         # Nobody drives the run: end what a crashed driver left behind and close the run.
         end_tagged(run_tag(config.workspace, run_id))
@@ -360,7 +374,11 @@ def cancel_run(
         )
         signer = JournalSigner(run_id, decision_key(), signed, head=head)
         state = RunState.replay(run_id, recorded_plan(record), journal)
-        batch: list[ev.Entry] = []
+        if state.finished is not None:
+            return state.finished
+        # The request goes in signed, with the attempts it ends: the resume below acts on
+        # it, or, if the store dropped it, refuses the journal (its head is noted here).
+        batch: list[ev.Entry] = [ev.cancel_requested(why, who)]
         for ts in state.tasks.values():
             running = ts.running
             if running is not None:
@@ -369,8 +387,7 @@ def cancel_run(
                         ts.task.id, running.number, ev.CANCELLED, reason="cancelled"
                     )
                 )
-        if batch:  # under the lock: no driver appends signed events meanwhile
-            signer.append(store, batch, at=time.time())
+        signer.append(store, batch, at=time.time())  # under the lock: no driver appends
     finally:
         lock.__exit__(None, None, None)
     # Settle the rest through the normal path so the journal tells one consistent story.

@@ -421,7 +421,11 @@ class RunState:
 
 
 def _approved(answer: dict[str, Any]) -> bool:
-    return answer.get("decision") in ("approve", "value") or answer.get("resolved") == "approve"
+    # ``resolved`` counts only in an answer by timeout (see decide._approved_answer).
+    decision = answer.get("decision")
+    return decision in ("approve", "value") or (
+        decision == "timeout" and answer.get("resolved") == "approve"
+    )
 
 
 _ATTEMPT_KEYS = frozenset({"task", "attempt", "outcome", "exit_code", "reason"})

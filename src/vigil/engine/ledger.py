@@ -1,0 +1,72 @@
+"""A person's decisions delivered twice: through the store, and through this machine.
+
+An answer or a review decision reaches its run's driver through the store, and a writer of
+the store can drop it: a rejection given in time would then be lost, and a question with
+``on_timeout: approve`` would approve itself. So the command that decides also leaves the
+signed decision in the run's private directory (``.vigil/logs/RUN/decisions/``, hidden from
+every step). A driver on this machine reads that directory at each poll: a decision it has
+not seen in the journal is appended by the driver itself (signed with its batch, so a store
+that drops it too leaves a journal the next resume refuses), then judged like any other.
+The statement inside is what is trusted; the file is only a second way in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from vigil.layout import logs_dir, write_private
+
+MAX_BYTES = 64 * 1024
+
+
+def ledger_dir(state_dir: Path, run_id: str) -> Path:
+    """Where decisions for ``run_id`` wait for its driver on this machine."""
+    return logs_dir(state_dir, run_id) / "decisions"
+
+
+def deliver(state_dir: Path, run_id: str, kind: str, data: Mapping[str, Any]) -> None:
+    """Leave one signed decision for the run's driver (named by its statement's nonce)."""
+    statement = data.get("statement")
+    nonce = ""
+    if isinstance(statement, Mapping):
+        with contextlib.suppress(ValueError, TypeError):
+            nonce = str(json.loads(str(statement.get("payload")))["nonce"])
+    if not nonce.isalnum():
+        return  # unsigned: nothing a driver would act on
+    body = json.dumps({"kind": str(kind), "data": dict(data)}, ensure_ascii=True)
+    write_private(ledger_dir(state_dir, run_id) / f"{nonce}.json", body)
+
+
+def pending(state_dir: Path, run_id: str) -> list[tuple[Path, str, dict[str, Any]]]:
+    """The decisions waiting in the run's directory, oldest first; unreadable ones removed."""
+    directory = ledger_dir(state_dir, run_id)
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.stat().st_mtime_ns)
+    except OSError:
+        return []
+    found: list[tuple[Path, str, dict[str, Any]]] = []
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if not entry.is_file(follow_symlinks=False) or entry.stat().st_size > MAX_BYTES:
+                raise ValueError("not a decision file")
+            loaded = json.loads(path.read_text(encoding="ascii"))
+            kind, data = str(loaded["kind"]), loaded["data"]
+            if not isinstance(data, dict):
+                raise ValueError("not a decision")
+        except (OSError, ValueError, KeyError, TypeError):
+            done(path)
+            continue
+        found.append((path, kind, data))
+    return found
+
+
+def done(path: Path) -> None:
+    """The decision at ``path`` reached the journal (or never will)."""
+    with contextlib.suppress(OSError):
+        path.unlink()
