@@ -251,13 +251,17 @@ class Attempt:
 def attempt_workspace(config: Config) -> Workspace:
     """The workspace as attempts see it: isolation mode, limits and sandbox settings from
     ``[workspace]`` in ``vigil.toml``."""
+    from vigil.store.connect import parse_target
+
     section = config.section("workspace", WorkspaceSection)
+    database = parse_target(config.database_url).sqlite_path
     return Workspace(
         config.workspace,
         config.state_dir,
         mode=section.isolation,
         limits=Limits.from_config(section),
         settings=section,
+        guard=[] if database is None else [database],
     )
 
 

@@ -51,6 +51,12 @@ class SandboxSettings(BaseModel):
     tmp_size: int | str = "1GiB"
     # Extra host directories steps may read (mounted read-only at the same path).
     read_only_paths: tuple[str, ...] = ()
+    # Host directories steps may write, kept across attempts and runs and outside every
+    # changeset (mounted read-write at the same path; ``~/`` is the home directory).
+    # Checked by :func:`vigil.workspace.homefiles.check_caches`.
+    caches: tuple[str, ...] = ()
+    # Show the host's git configuration (~/.gitconfig, ~/.config/git/config) read-only.
+    git_config: bool = True
 
     @field_validator("max_memory", "tmp_size")
     @classmethod
@@ -66,6 +72,14 @@ class SandboxSettings(BaseModel):
         for path in value:
             if not os.path.isabs(path):
                 raise ValueError(f"read_only_paths entries must be absolute: {path!r}")
+        return value
+
+    @field_validator("caches")
+    @classmethod
+    def _cache_spelling(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not (os.path.isabs(path) or path == "~" or path.startswith("~/")):
+                raise ValueError(f"caches entries must be absolute or start with ~/: {path!r}")
         return value
 
     @classmethod
