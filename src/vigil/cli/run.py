@@ -220,6 +220,7 @@ def run(
 ) -> None:
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
     from vigil.cli.progress import progress_for
+    from vigil.engine.environment import withheld_from_network
     from vigil.engine.runs import start_run
     from vigil.plan import load_plan
     from vigil.store.records import RUN_ID_PATTERN
@@ -231,6 +232,9 @@ def run(
         )
     config = config_for(workspace, create=create)
     loaded = load_plan(plan)
+    withheld = withheld_from_network(config, loaded.plan)
+    if withheld is not None:
+        err_console.print(withheld.line(), markup=False, highlight=False)
     with opened_store(config) as store:
         progress = progress_for(fmt is Format.json)
         try:

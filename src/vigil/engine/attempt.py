@@ -12,7 +12,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from vigil.actions.base import Action, ActionResult, PriorRound
 from vigil.actions.run import shell_argv
 from vigil.config import Config
 from vigil.engine import events as ev
+from vigil.envnames import passed_env
 from vigil.errors import CaptureFailed, InternalError, LimitExceeded, SecretInPath, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
 from vigil.layout import process_tag
@@ -267,6 +268,12 @@ def attempt_workspace(config: Config) -> Workspace:
 
 def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -> AttemptResult:
     """Run the attempt's action and, if it succeeds, its checks; capture its changes."""
+    # Host variables vigil.toml's pass_env lets through (narrowed by the task's own; a
+    # phase's checks get all of them) under everything the plan and vigil set.
+    narrow = None if spec.command == "validate" else spec.task.pass_env
+    passed = passed_env(workspace.settings.pass_env, narrow)
+    if passed:
+        spec = replace(spec, env={**passed, **spec.env})
     sink = _sink(spec)
     key = spec.tag
     generation = workspace.generation()  # before the view exists: see Workspace.commit

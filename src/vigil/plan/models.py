@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -116,6 +117,21 @@ NameList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
 """A list of names (capabilities, secrets); a single string is a list of one."""
 
 
+def _env_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    from vigil.envnames import check_pass_env
+
+    check_pass_env(value)
+    return value
+
+
+EnvPatterns = Annotated[
+    tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_*?]+$")], ...],
+    BeforeValidator(_str_list),
+    AfterValidator(_env_patterns),
+]
+"""Names or globs of host environment variables (``pass_env``)."""
+
+
 ACTION_KINDS = ("run", "agent", "llm", "approval")
 """The keys that say what a task does; a task has exactly one."""
 
@@ -159,6 +175,11 @@ class Task(Model):
     escalate: EscalateSpec | None = Field(None, description="when to ask a person for help")
     needs: IdList = Field(default=(), description="ids of tasks that must succeed first")
     env: dict[str, str] = Field(default_factory=dict)
+    pass_env: EnvPatterns | None = Field(
+        None,
+        description="host variables the task gets, by name or glob ('PIP_*'): only those "
+        "[workspace] pass_env in vigil.toml also allows, never VIGIL_*; default: all it allows",
+    )
     workdir: str | None = Field(None, description="directory relative to the workspace")
     timeout: Duration | None = None
     retry: RetryPolicy | None = None
