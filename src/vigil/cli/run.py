@@ -168,6 +168,12 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
         f"{escape(parts)}",
         markup=True,
     )
+    from vigil.engine.offline import advice, last_symptom
+
+    for t in tasks:
+        seen = last_symptom(t["attempts"]) if t["state"] == "failed" else None
+        if seen is not None:
+            console.print(f"[yellow]{escape(advice(t['id'], seen))}[/]", markup=True)
     if outcome.state == "interrupted":
         console.print(f"resume with: vigil resume {outcome.run_id}")
     else:

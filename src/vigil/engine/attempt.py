@@ -321,6 +321,7 @@ def _execute_in(
     watch: DiskWatch,
 ) -> AttemptResult:
     tid, n = spec.task.id, spec.attempt
+    start = sink.position()
     result = spec.action.execute(ctx)
     extra: dict[str, Any] = {}
     if result.usage:
@@ -332,6 +333,10 @@ def _execute_in(
         return _over_limit(tid, n, ctx.limit, ctx.elapsed, extra)
     if verdict is not None:
         outcome, reason = verdict
+        if outcome == ev.FAILED:
+            _note_offline(
+                spec, sink, extra, sink.read_since(max(start, sink.position() - _TAIL), limit=_TAIL)
+            )
         return AttemptResult(
             tid,
             n,
@@ -358,6 +363,8 @@ def _execute_in(
             extra["failed_command"] = check.run
             sink.idle()  # what redaction still holds back belongs to this output
             extra["failed_output"] = sink.read_since(start, limit=8000)
+            if outcome == ev.FAILED:
+                _note_offline(spec, sink, extra, extra["failed_output"])
             return AttemptResult(tid, n, outcome, out.exit_code, reason, ctx.elapsed, extra)
     watch.close()  # nothing runs any more; capture checks the limits exactly
     if spec.capture:
@@ -395,6 +402,23 @@ def _execute_in(
         if not changeset.is_empty:
             extra["changeset"] = changeset.to_dict()
     return AttemptResult(tid, n, ev.SUCCEEDED, 0, "", ctx.elapsed, extra)
+
+
+_TAIL = 65536
+"""How much of a failed command's output is searched for signs of a missing network."""
+
+
+def _note_offline(spec: AttemptSpec, sink: LogSink, extra: dict[str, Any], output: str) -> None:
+    """Record (``no_network``) and log the line that shows a task without the network
+    failed for want of it (see :mod:`vigil.engine.offline`)."""
+    from vigil.engine.offline import advice, symptom
+
+    if spec.network or spec.command == "validate":
+        return  # a phase's checks are no task's to give the network
+    seen = symptom(output)
+    if seen is not None:
+        extra["no_network"] = seen
+        sink.note(advice(spec.task.id, seen).replace("`", ""))
 
 
 def _over_limit(
