@@ -133,3 +133,15 @@ def test_a_runbook_block_narrows_pass_env_too(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     got = seen(ws, "seen.env")
     assert got["PIP_INDEX_URL"] == HOST["PIP_INDEX_URL"] and "PIP_CERT" not in got
+
+
+def test_a_plan_without_pass_env_keeps_the_hash_its_runs_and_grants_are_bound_to() -> None:
+    from vigil.plan.models import Plan
+
+    bare = Plan.model_validate(plan({"id": "t", "run": "true"}))
+    assert "pass_env" not in bare.canonical_json()
+    narrowed = Plan.model_validate(plan({"id": "t", "run": "true", "pass_env": ["PIP_*"]}))
+    assert narrowed.content_hash() != bare.content_hash()  # a set pass_env is bound
+    again = Plan.from_record(narrowed.canonical_json())
+    assert again.task("t").pass_env == ("PIP_*",)
+    assert again.content_hash() == narrowed.content_hash()

@@ -182,6 +182,43 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
             console.print(f"report: {report}")
 
 
+REVIEW_ALL = "*"
+"""What a bare ``--review`` stands for (see :func:`bare_review`)."""
+
+
+def review_tasks(value: str | None) -> tuple[str, ...]:
+    """The task ids of ``--review TASK,...`` (none for a bare ``--review``)."""
+    if value is None or value == REVIEW_ALL:
+        return ()
+    tasks = tuple(t.strip() for t in value.split(",") if t.strip())
+    if not tasks:
+        raise UsageError(f"--review {value!r} names no task", "e.g. --review install,migrate")
+    return tasks
+
+
+def bare_review(args: list[str]) -> list[str]:
+    """``args`` with a bare ``vigil run ... --review`` (last, before another option, or
+    before the plan file) spelled ``--review=*``: typer has no option whose value may be
+    left out, and ``--review`` alone has always meant every task."""
+    command = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if command is None or args[command] != "run":
+        return args
+    out = list(args)
+    for i in range(command + 1, len(out)):
+        if out[i] == "--":
+            break
+        if out[i] != "--review":
+            continue
+        following = out[i + 1] if i + 1 < len(out) else None
+        if following is None or following.startswith("-") or _plan_file(following):
+            out[i] = f"--review={REVIEW_ALL}"
+    return out
+
+
+def _plan_file(arg: str) -> bool:
+    return arg.endswith((".yaml", ".yml", ".md")) or Path(arg).is_file()
+
+
 def run(
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML) or runbook (Markdown).")],
     run_id: Annotated[
@@ -199,8 +236,14 @@ def run(
         ),
     ] = False,
     review: Annotated[
-        bool, typer.Option("--review", help="Hold every task's changes for `vigil review`.")
-    ] = False,
+        str | None,
+        typer.Option(
+            "--review",
+            metavar="[TASK,...]",
+            help="Hold the named tasks' changes for `vigil review`; alone, every task's. "
+            "Changes of ignored paths only are never held.",
+        ),
+    ] = None,
     grant: Annotated[
         str | None, typer.Option("--grant", "-g", help="The grant that authorizes this run.")
     ] = None,
@@ -253,7 +296,8 @@ def run(
                 max_parallel=max_parallel,
                 observer=progress,
                 dry_run=dry_run,
-                review=review,
+                review=review == REVIEW_ALL,
+                review_tasks=review_tasks(review),
                 grant=grant,
                 prefetch_prompts=prefetch_prompts,
                 allow_stale_prompts=allow_stale_prompts,

@@ -227,6 +227,10 @@ class Task(Model):
         return self.name or self.id
 
 
+_LATER_TASK_KEYS = ("pass_env",)
+"""Task keys that are not part of a plan's hash while unset (see ``canonical_json``)."""
+
+
 class Phase(Model):
     """An ordered stage. The next phase starts only after this one is settled and validated."""
 
@@ -303,6 +307,14 @@ class Plan(Model):
     def canonical_json(self) -> str:
         """A stable serialisation: equal plans give equal text."""
         data = self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+        # Keys added since runs and grants were first bound to this hash are left out
+        # while unset, so a plan that does not use them keeps the hash it had: its
+        # grants still match and its runs still resume.
+        for phase in data["phases"]:
+            for task in phase["tasks"]:
+                for key in _LATER_TASK_KEYS:
+                    if task.get(key) is None:
+                        task.pop(key, None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def content_hash(self) -> str:
