@@ -36,8 +36,7 @@ def check(plan: PlanArg, workspace: WorkspaceOpt = None, fmt: FormatOpt = Format
     from datetime import UTC, datetime
 
     from vigil.plan import execution_order, load_plan
-    from vigil.safety import PolicyConfig
-    from vigil.safety.policy import check_plan, run_grant_command
+    from vigil.safety.policy import PolicyConfig, check_plan, run_grant_command
 
     loaded = load_plan(plan)
     order = execution_order(loaded.plan)
