@@ -167,3 +167,18 @@ def test_git_config_can_be_kept_from_steps(
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Night Owl" not in (ws / "seen.txt").read_text()
     assert status("g2", ws, env)["state"] == "succeeded"
+
+
+def test_nested_caches_are_refused(
+    setup: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    # A step could turn the inner cache's directory, inside the outer cache it may write,
+    # into a link to the keys: the next sandbox would bind the keys read-write.
+    ws, _, env = setup
+    (ws / "vigil.toml").write_text('[workspace]\ncaches = ["~/.cache/a", "~/.cache/a/b"]\n')
+    write_plan(tmp_path / "p.yaml", plan({"id": "t", "run": "echo ran > ran.txt"}))
+    out = vigil("run", str(tmp_path / "p.yaml"), "--format", "json", cwd=ws, env=env)
+    assert out.returncode == ExitCode.USAGE, out.stdout + out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["code"] == "VIGIL-CACHE-PATH" and "another cache" in error["cause"]
+    assert not (ws / "ran.txt").exists()

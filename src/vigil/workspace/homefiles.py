@@ -132,6 +132,11 @@ def check_caches(
             other = os.path.realpath(place.path)
             if _inside(real, other) or _inside(other, real):
                 raise refuse(f"overlaps {place.what} ({other})")
+        for other in found:
+            # A step could swap a directory in the outer cache for a link, and the next
+            # sandbox would bind whatever the inner cache's path then leads to.
+            if other != real and (_inside(real, other) or _inside(other, real)):
+                raise refuse(f"overlaps another cache ({other}); declare only one of them")
         if real not in found:
             found.append(real)
     return found
@@ -157,7 +162,14 @@ def git_config_files(
 
 def ensure_cache(path: str, owner: tuple[int, int] | None) -> None:
     """Create the cache directory ``path`` if it is missing; a root-run vigil gives the one
-    it creates (never its parents, never one that existed) to the step's ``owner``."""
+    it creates (never its parents, never one that existed) to the step's ``owner``.
+    VIGIL-CACHE-PATH if ``path`` (resolved when it was checked) no longer resolves to
+    itself: something turned one of its directories into a link since."""
+    if os.path.realpath(path) != path:
+        raise CachePathRefused(
+            f"the cache directory {path} now leads to {os.path.realpath(path)}",
+            "Find out what replaced a directory on its path with a link, and restore it.",
+        )
     if os.path.isdir(path):
         return
     try:
