@@ -58,6 +58,9 @@ def test_a_question_blocks_one_task_and_the_answer_completes_the_run(ws: Path) -
     assert answered.returncode == 0, answered.stderr
     assert status("q1", ws)["state"] == "succeeded"
     assert (ws / "shipped.txt").exists()
+    # The answer drove the run on here, and showed it going.
+    assert "q1 ship: attempt 1 started" in answered.stderr, answered.stderr
+    assert "q1 run succeeded" in answered.stderr
     assert open_questions(ws) == []
     audit = (ws / ".vigil" / "audit" / "log.jsonl").read_text()
     assert "escalation.answer" in audit and question["id"] not in open_questions(ws)

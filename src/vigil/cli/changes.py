@@ -65,6 +65,9 @@ def review(
     config = config_for(workspace)
     with opened_store(config) as store:
         if approve or reject:
+            from vigil.cli.progress import progress_for
+            from vigil.engine.escalations import continue_run
+
             decided = decide_review(
                 config,
                 store,
@@ -73,7 +76,15 @@ def review(
                 task=task,
                 comment=comment,
                 expect=changes_id or None,
+                resume=False,
             )
+            # The run goes on here, showing its progress as `vigil run` does.
+            progress = progress_for(fmt is Format.json)
+            try:
+                continue_run(config, store, run_id, inline=True, observer=progress)
+            finally:
+                if progress is not None:
+                    progress.close()
             record = store.get_run(run_id)
             now = record.state if record is not None else "unknown"
             verdict = "approved" if approve else "rejected"

@@ -84,6 +84,7 @@ def answer(
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Answer a question; the run continues (here, if no process is driving it)."""
+    from vigil.cli.progress import progress_for
     from vigil.engine.escalations import answer_escalation
 
     chosen = [
@@ -98,15 +99,21 @@ def answer(
     decision = chosen[0]
     config = config_for(workspace)
     with opened_store(config) as store:
-        esc = answer_escalation(
-            config,
-            store,
-            esc_id,
-            decision=decision,  # type: ignore[arg-type]
-            value=value,
-            comment=comment,
-            resume="none" if no_resume else "inline",
-        )
+        progress = None if no_resume else progress_for(fmt is Format.json)
+        try:
+            esc = answer_escalation(
+                config,
+                store,
+                esc_id,
+                decision=decision,  # type: ignore[arg-type]
+                value=value,
+                comment=comment,
+                resume="none" if no_resume else "inline",
+                observer=progress,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
         run = store.get_run(esc.run_id)
     state = run.state if run is not None else "unknown"
     if fmt is Format.json:

@@ -108,6 +108,10 @@ def _store_failure(exc: BaseException) -> VigilError | None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vigil`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--review" in args:
+        from vigil.cli.run import bare_review
+
+        args = bare_review(args)
     debug = "--debug" in args or os.environ.get("VIGIL_DEBUG") == "1"
     if args != ["--version"]:  # the version needs none of the commands' imports
         _register()

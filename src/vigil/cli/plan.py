@@ -31,12 +31,19 @@ PlanArg = Annotated[Path, typer.Argument(help="Plan file (YAML) or runbook (Mark
 
 
 @plan_app.command("check")
-def check(plan: PlanArg, fmt: FormatOpt = Format.text) -> None:
-    """Validate a plan and print its execution order (phases, what runs in parallel)."""
+def check(plan: PlanArg, workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """Validate a plan; print its execution order and the grants a run of it needs."""
+    from datetime import UTC, datetime
+
     from vigil.plan import execution_order, load_plan
+    from vigil.safety.policy import PolicyConfig, check_plan, run_grant_command
 
     loaded = load_plan(plan)
     order = execution_order(loaded.plan)
+    # The project's [policy] decides which capabilities need a grant where.
+    policy = config_for(workspace).section("policy", PolicyConfig)
+    needed = check_plan(loaded.plan, policy, None, datetime.now(UTC), plan_path=str(plan))
+    command = run_grant_command(loaded.plan, policy, plan_path=str(plan)) if needed else None
     if fmt is Format.json:
         emit_json(
             {
@@ -49,6 +56,15 @@ def check(plan: PlanArg, fmt: FormatOpt = Format.text) -> None:
                     | {"cause": w.cause, "fix": w.fix}
                     for w in loaded.warnings
                 ],
+                "grants_needed": [
+                    {
+                        "environment": m.environment,
+                        "capabilities": list(m.capabilities),
+                        "tasks": list(m.tasks),
+                    }
+                    for m in needed
+                ],
+                "grant_command": command,
             }
         )
         return
@@ -66,6 +82,17 @@ def check(plan: PlanArg, fmt: FormatOpt = Format.text) -> None:
             console.print(f"  step {n} ({label}): {joined}", markup=False)
     for warning in loaded.warnings:
         console.print(f"[yellow]warning[/] {escape(str(warning))}", markup=True)
+    if not needed:
+        console.print("grants: none needed (no task needs a capability the policy guards)")
+        return
+    console.print("grants a run needs (without one, these tasks are refused):")
+    for m in needed:
+        console.print(
+            f"  {m.environment}: {', '.join(m.capabilities)} (tasks {', '.join(m.tasks)})",
+            markup=False,
+        )
+    console.print("one grant covering the whole run:")
+    console.print(f"  {command}", markup=False, soft_wrap=True)
 
 
 @plan_app.command("schema")

@@ -168,12 +168,55 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
         f"{escape(parts)}",
         markup=True,
     )
+    from vigil.engine.offline import advice, last_symptom
+
+    for t in tasks:
+        seen = last_symptom(t["attempts"]) if t["state"] == "failed" else None
+        if seen is not None:
+            console.print(f"[yellow]{escape(advice(t['id'], seen))}[/]", markup=True)
     if outcome.state == "interrupted":
         console.print(f"resume with: vigil resume {outcome.run_id}")
     else:
         report = config.state_dir / "reports" / f"{outcome.run_id}.md"
         if report.exists():
             console.print(f"report: {report}")
+
+
+REVIEW_ALL = "*"
+"""What a bare ``--review`` stands for (see :func:`bare_review`)."""
+
+
+def review_tasks(value: str | None) -> tuple[str, ...]:
+    """The task ids of ``--review TASK,...`` (none for a bare ``--review``)."""
+    if value is None or value == REVIEW_ALL:
+        return ()
+    tasks = tuple(t.strip() for t in value.split(",") if t.strip())
+    if not tasks:
+        raise UsageError(f"--review {value!r} names no task", "e.g. --review install,migrate")
+    return tasks
+
+
+def bare_review(args: list[str]) -> list[str]:
+    """``args`` with a bare ``vigil run ... --review`` (last, before another option, or
+    before the plan file) spelled ``--review=*``: typer has no option whose value may be
+    left out, and ``--review`` alone has always meant every task."""
+    command = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if command is None or args[command] != "run":
+        return args
+    out = list(args)
+    for i in range(command + 1, len(out)):
+        if out[i] == "--":
+            break
+        if out[i] != "--review":
+            continue
+        following = out[i + 1] if i + 1 < len(out) else None
+        if following is None or following.startswith("-") or _plan_file(following):
+            out[i] = f"--review={REVIEW_ALL}"
+    return out
+
+
+def _plan_file(arg: str) -> bool:
+    return arg.endswith((".yaml", ".yml", ".md")) or Path(arg).is_file()
 
 
 def run(
@@ -193,8 +236,14 @@ def run(
         ),
     ] = False,
     review: Annotated[
-        bool, typer.Option("--review", help="Hold every task's changes for `vigil review`.")
-    ] = False,
+        str | None,
+        typer.Option(
+            "--review",
+            metavar="[TASK,...]",
+            help="Hold the named tasks' changes for `vigil review`; alone, every task's. "
+            "Changes of ignored paths only are never held.",
+        ),
+    ] = None,
     grant: Annotated[
         str | None, typer.Option("--grant", "-g", help="The grant that authorizes this run.")
     ] = None,
@@ -220,6 +269,7 @@ def run(
 ) -> None:
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
     from vigil.cli.progress import progress_for
+    from vigil.engine.environment import withheld_from_network
     from vigil.engine.runs import start_run
     from vigil.plan import load_plan
     from vigil.store.records import RUN_ID_PATTERN
@@ -233,6 +283,9 @@ def run(
     loaded = load_plan(plan)
     for warning in loaded.warnings:  # valid, but probably not meant: said, never stopped
         err_console.print(f"warning: {warning}", markup=False)
+    withheld = withheld_from_network(config, loaded.plan)
+    if withheld is not None:
+        err_console.print(withheld.line(), markup=False, highlight=False)
     with opened_store(config) as store:
         progress = progress_for(fmt is Format.json)
         try:
@@ -245,7 +298,8 @@ def run(
                 max_parallel=max_parallel,
                 observer=progress,
                 dry_run=dry_run,
-                review=review,
+                review=review == REVIEW_ALL,
+                review_tasks=review_tasks(review),
                 grant=grant,
                 prefetch_prompts=prefetch_prompts,
                 allow_stale_prompts=allow_stale_prompts,

@@ -12,7 +12,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from vigil.actions.base import Action, ActionResult, PriorRound
 from vigil.actions.run import shell_argv
 from vigil.config import Config
 from vigil.engine import events as ev
+from vigil.envnames import passed_env
 from vigil.errors import CaptureFailed, InternalError, LimitExceeded, SecretInPath, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
 from vigil.layout import process_tag
@@ -251,18 +252,28 @@ class Attempt:
 def attempt_workspace(config: Config) -> Workspace:
     """The workspace as attempts see it: isolation mode, limits and sandbox settings from
     ``[workspace]`` in ``vigil.toml``."""
+    from vigil.store.connect import parse_target
+
     section = config.section("workspace", WorkspaceSection)
+    database = parse_target(config.database_url).sqlite_path
     return Workspace(
         config.workspace,
         config.state_dir,
         mode=section.isolation,
         limits=Limits.from_config(section),
         settings=section,
+        guard=[] if database is None else [database],
     )
 
 
 def execute_attempt(spec: AttemptSpec, stop: StopSignal, workspace: Workspace) -> AttemptResult:
     """Run the attempt's action and, if it succeeds, its checks; capture its changes."""
+    # Host variables vigil.toml's pass_env lets through (narrowed by the task's own; a
+    # phase's checks get all of them) under everything the plan and vigil set.
+    narrow = None if spec.command == "validate" else spec.task.pass_env
+    passed = passed_env(workspace.settings.pass_env, narrow)
+    if passed:
+        spec = replace(spec, env={**passed, **spec.env})
     sink = _sink(spec)
     key = spec.tag
     generation = workspace.generation()  # before the view exists: see Workspace.commit
@@ -310,6 +321,7 @@ def _execute_in(
     watch: DiskWatch,
 ) -> AttemptResult:
     tid, n = spec.task.id, spec.attempt
+    start = sink.position()
     result = spec.action.execute(ctx)
     extra: dict[str, Any] = {}
     if result.usage:
@@ -321,6 +333,10 @@ def _execute_in(
         return _over_limit(tid, n, ctx.limit, ctx.elapsed, extra)
     if verdict is not None:
         outcome, reason = verdict
+        if outcome == ev.FAILED:
+            _note_offline(
+                spec, sink, extra, sink.read_since(max(start, sink.position() - _TAIL), limit=_TAIL)
+            )
         return AttemptResult(
             tid,
             n,
@@ -347,6 +363,8 @@ def _execute_in(
             extra["failed_command"] = check.run
             sink.idle()  # what redaction still holds back belongs to this output
             extra["failed_output"] = sink.read_since(start, limit=8000)
+            if outcome == ev.FAILED:
+                _note_offline(spec, sink, extra, extra["failed_output"])
             return AttemptResult(tid, n, outcome, out.exit_code, reason, ctx.elapsed, extra)
     watch.close()  # nothing runs any more; capture checks the limits exactly
     if spec.capture:
@@ -384,6 +402,23 @@ def _execute_in(
         if not changeset.is_empty:
             extra["changeset"] = changeset.to_dict()
     return AttemptResult(tid, n, ev.SUCCEEDED, 0, "", ctx.elapsed, extra)
+
+
+_TAIL = 65536
+"""How much of a failed command's output is searched for signs of a missing network."""
+
+
+def _note_offline(spec: AttemptSpec, sink: LogSink, extra: dict[str, Any], output: str) -> None:
+    """Record (``no_network``) and log the line that shows a task without the network
+    failed for want of it (see :mod:`vigil.engine.offline`)."""
+    from vigil.engine.offline import advice, symptom
+
+    if spec.network or spec.command == "validate":
+        return  # a phase's checks are no task's to give the network
+    seen = symptom(output)
+    if seen is not None:
+        extra["no_network"] = seen
+        sink.note(advice(spec.task.id, seen).replace("`", ""))
 
 
 def _over_limit(

@@ -233,7 +233,7 @@ def _settle_changes(
     tid = ts.task.id
     if last.committing:
         return  # the commit is in flight (or resumes after a crash; see the driver)
-    if state.needs_review(ts) and ts.review is None:
+    if state.needs_review(ts) and ts.review is None and st.shows_changes(last):
         d.events.append(ev.changeset_held(tid, last.number))
         return
     if ts.review == "reject":

@@ -25,6 +25,7 @@ from vigil.safety.decisions import ESCALATION_ANSWER, decision_key, sign_stateme
 from vigil.safety.keys import SigningKey
 
 if TYPE_CHECKING:
+    from vigil.engine.driver import Observer
     from vigil.store import RunStore
 
 
@@ -150,8 +151,10 @@ def answer_escalation(
     actor: str | None = None,
     resume: Literal["background", "inline", "none"] = "background",
     key: SigningKey | None = None,
+    observer: Observer | None = None,
 ) -> Escalation:
-    """Answer ``esc_id``; the run goes on (resumed here or in the background if idle)."""
+    """Answer ``esc_id``; the run goes on (resumed here or in the background if idle;
+    ``observer`` sees the events of a run resumed here)."""
     esc = find_escalation(store, esc_id, state_dir=config.state_dir)
     if decision == "value":
         if value is None:
@@ -178,12 +181,21 @@ def answer_escalation(
     ledger.deliver(config.state_dir, esc.run_id, kind, data)
     store.append(esc.run_id, [(kind, data)], at=time.time())
     if resume != "none":
-        continue_run(config, store, esc.run_id, inline=resume == "inline")
+        continue_run(config, store, esc.run_id, inline=resume == "inline", observer=observer)
     return esc
 
 
-def continue_run(config: Config, store: RunStore, run_id: str, *, inline: bool) -> str | None:
-    """Drive ``run_id`` on if no process is driving it; returns how it stands, if known."""
+def continue_run(
+    config: Config,
+    store: RunStore,
+    run_id: str,
+    *,
+    inline: bool,
+    observer: Observer | None = None,
+) -> str | None:
+    """Drive ``run_id`` on if no process is driving it; returns how it stands, if known.
+    ``observer`` sees the events of a run driven here (``inline``), as ``vigil run``'s
+    progress does."""
     try:
         lock = store.lock_run(run_id)
         lock.release()
@@ -192,7 +204,7 @@ def continue_run(config: Config, store: RunStore, run_id: str, *, inline: bool) 
     if inline:
         from vigil.engine.runs import resume_run
 
-        return resume_run(config, store, run_id).state
+        return resume_run(config, store, run_id, observer=observer).state
     # Owned by nobody on purpose: the resumed run must outlive the caller (a web request).
     subprocess.Popen(
         [sys.executable, "-m", "vigil.cli.main", "resume", run_id, "-w", str(config.workspace)],

@@ -17,6 +17,8 @@ class RunOptions:
     """Every command runs in a throwaway sandbox with the network off; nothing is committed."""
     review: bool = False
     """Every task's changes wait for a person's approval."""
+    review_tasks: tuple[str, ...] = ()
+    """These tasks' changes wait for a person's approval (``--review TASK,...``)."""
     grant: str | None = None
     """The grant the run's privileged tasks are authorized by."""
     prefetch_prompts: int = 0
@@ -38,11 +40,18 @@ class RunOptions:
             max_parallel=int(parallel) if parallel else None,
             dry_run=bool(data.get("dry_run")),
             review=bool(data.get("review")),
+            review_tasks=tuple(str(t) for t in data.get("review_tasks") or ()),
             grant=str(grant) if grant else None,
             prefetch_prompts=int(data.get("prefetch_prompts") or 0),
             allow_stale_prompts=bool(data.get("allow_stale_prompts")),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as they are recorded with the run (JSON-ready)."""
-        return asdict(self)
+        """The options as they are recorded with the run (JSON-ready). ``review_tasks`` is
+        left out while empty: a run's seal signs these options, and those of runs started
+        before it existed must read back the same."""
+        data = asdict(self)
+        data["review_tasks"] = list(self.review_tasks)
+        if not self.review_tasks:
+            del data["review_tasks"]
+        return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,7 @@ def start_run(
     observer: Observer | None = None,
     dry_run: bool = False,
     review: bool = False,
+    review_tasks: Sequence[str] = (),
     grant: str | None = None,
     prefetch_prompts: int = 0,
     allow_stale_prompts: bool = False,
@@ -147,16 +149,24 @@ def start_run(
 
     ``dry_run`` executes every command in throwaway sandboxes and commits nothing; a task
     needing a grant it does not hold is not run (see :meth:`Driver._dry_run_starts`);
-    ``review`` holds every task's changes for a person to approve.
+    ``review`` holds every task's changes for a person to approve, ``review_tasks`` those
+    of the tasks named (VIGIL-USAGE for a name the plan lacks).
     """
     from vigil.store import NewRun
 
+    unknown = [t for t in review_tasks if t not in {task.id for _, task in plan.tasks()}]
+    if unknown:
+        raise UsageError(
+            f"--review names no task of plan {plan.name!r}: {', '.join(unknown)}",
+            "Name tasks by their ids (`vigil plan check` lists them), comma-separated.",
+        )
     run_id = run_id or new_run_id()
     parallel = max_parallel or default_parallelism()
     options = RunOptions(
         max_parallel=parallel,
         dry_run=dry_run,
         review=review,
+        review_tasks=tuple(dict.fromkeys(review_tasks)),
         grant=grant,
         prefetch_prompts=prefetch_prompts,
         allow_stale_prompts=allow_stale_prompts,

@@ -117,6 +117,15 @@ class PhaseState:
     reason: str = ""
 
 
+def shows_changes(attempt: AttemptState) -> bool:
+    """Whether the attempt's changeset holds a change a review shows: one that is not of
+    an ignored path (new build output, caches, a fresh venv; see
+    :mod:`vigil.workspace.ignore`). A changeset of ignored paths only is committed
+    without being held: a review of it would show nothing."""
+    entries = (attempt.changeset or {}).get("entries") or []
+    return any(not entry.get("ignored") for entry in entries)
+
+
 class RunState:
     """Everything the scheduler needs to know about a run, folded from its journal."""
 
@@ -410,7 +419,11 @@ class RunState:
 
     def needs_review(self, ts: TaskState) -> bool:
         """Whether the task's changes wait for a person before they are committed."""
-        return not self.dry_run and (ts.task.review == "required" or self.review_all)
+        if self.dry_run:
+            return False
+        if ts.task.review == "required" or ts.task.id in self.options.review_tasks:
+            return True
+        return self.review_all
 
     def frontier(self) -> PhaseState | None:
         """The first phase that has not finished, or None when all have."""

@@ -26,6 +26,8 @@ ATTRIBUTES = (
     "requires",
     "environment",
     "secrets",
+    "pass_env",
+    "review",
 )
 
 FLAGS = ("example",)

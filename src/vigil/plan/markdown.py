@@ -30,8 +30,8 @@ FRONT_MATTER_KEYS = tuple(
 )
 """Plan-level keys a runbook's front matter may set; phases come from its headings."""
 
-_TEXT_ATTRIBUTES = ("timeout", "on_failure", "fallback", "workdir", "environment")
-_LIST_ATTRIBUTES = ("needs", "requires", "secrets")
+_TEXT_ATTRIBUTES = ("timeout", "on_failure", "fallback", "workdir", "environment", "review")
+_LIST_ATTRIBUTES = ("needs", "requires", "secrets", "pass_env")
 
 # Tokens whose source lines are prose. Lists are not here: their paragraphs are, so a
 # code block inside a list item is not swallowed into the prose around it.

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -116,6 +117,21 @@ NameList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
 """A list of names (capabilities, secrets); a single string is a list of one."""
 
 
+def _env_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    from vigil.envnames import check_pass_env
+
+    check_pass_env(value)
+    return value
+
+
+EnvPatterns = Annotated[
+    tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_*?]+$")], ...],
+    BeforeValidator(_str_list),
+    AfterValidator(_env_patterns),
+]
+"""Names or globs of host environment variables (``pass_env``)."""
+
+
 ACTION_KINDS = ("run", "agent", "llm", "approval")
 """The keys that say what a task does; a task has exactly one."""
 
@@ -159,6 +175,11 @@ class Task(Model):
     escalate: EscalateSpec | None = Field(None, description="when to ask a person for help")
     needs: IdList = Field(default=(), description="ids of tasks that must succeed first")
     env: dict[str, str] = Field(default_factory=dict)
+    pass_env: EnvPatterns | None = Field(
+        None,
+        description="host variables the task gets, by name or glob ('PIP_*'): only those "
+        "[workspace] pass_env in vigil.toml also allows, never VIGIL_*; default: all it allows",
+    )
     workdir: str | None = Field(None, description="directory relative to the workspace")
     timeout: Duration | None = None
     retry: RetryPolicy | None = None
@@ -204,6 +225,10 @@ class Task(Model):
     def title(self) -> str:
         """What to call the task in reports."""
         return self.name or self.id
+
+
+_LATER_TASK_KEYS = ("pass_env",)
+"""Task keys that are not part of a plan's hash while unset (see ``canonical_json``)."""
 
 
 class Phase(Model):
@@ -282,6 +307,14 @@ class Plan(Model):
     def canonical_json(self) -> str:
         """A stable serialisation: equal plans give equal text."""
         data = self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+        # Keys added since runs and grants were first bound to this hash are left out
+        # while unset, so a plan that does not use them keeps the hash it had: its
+        # grants still match and its runs still resume.
+        for phase in data["phases"]:
+            for task in phase["tasks"]:
+                for key in _LATER_TASK_KEYS:
+                    if task.get(key) is None:
+                        task.pop(key, None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def content_hash(self) -> str:

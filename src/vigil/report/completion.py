@@ -11,6 +11,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
+from vigil.engine.offline import advice, last_symptom
 from vigil.layout import reports_dir, write_private
 from vigil.plan.duration import format_duration
 from vigil.report.view import load_state, run_view
@@ -66,6 +67,10 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
                 }
             )
     recommendations: list[str] = []
+    for t in tasks:
+        seen = last_symptom(t["attempts"]) if t["state"] == "failed" else None
+        if seen is not None:
+            recommendations.append(advice(t["id"], seen))
     flaky = [
         t["id"]
         for t in tasks

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
 from vigil.engine import events as ev
+from vigil.engine.offline import advice, last_symptom
 from vigil.engine.state import FAILED, RunState, TaskState
 from vigil.errors import ExitCode, VigilError
 from vigil.layout import attempt_log, phase_log
@@ -151,6 +152,7 @@ def _task_timeout(state: RunState, ts: TaskState) -> float | None:
 def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
     """Concrete changes the data points to, most urgent first."""
     out: list[str] = []
+    first: list[str] = []  # a task that failed for want of the network: say so before all
     for ts in state.tasks.values():
         tid = ts.task.id
         timeouts = [a for a in ts.attempts if a.state == ev.TIMED_OUT]
@@ -161,6 +163,11 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
                 f"`{tid}` timed out {len(timeouts)} time(s) (timeout {limit_text}): raise "
                 "`timeout` if it is simply slow, or find out why it hangs."
             )
+        offline = last_symptom(a.data for a in ts.attempts) if ts.state == FAILED else None
+        if offline is not None:
+            # Neither a fallback nor a retry gives a task the network.
+            first.append(advice(tid, offline))
+            continue
         if ts.state == FAILED and ts.task.on_failure == "stop" and ts.task.fallback is None:
             out.append(
                 f"`{tid}` is critical and has no `fallback`: add one, or set "
@@ -206,7 +213,7 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
     waiting = [e["id"] for e in unanswered if e["answer"] is None]
     if waiting:
         out.append(f"Escalation(s) {', '.join(map(str, waiting))} were never answered.")
-    return out
+    return first + out
 
 
 def _escalations(events: Sequence[ev.Event]) -> list[dict[str, Any]]:

@@ -19,15 +19,21 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.errors import CATALOG, VigilError
 from vigil.plan.models import Phase, Plan, Task
+from vigil.safety.capabilities import RUN
 from vigil.safety.errors import GrantRequired
-from vigil.safety.grants import Grant, check_grant
-from vigil.safety.revocation import Revocations
-from vigil.safety.tokens import RUN, Request
+
+if TYPE_CHECKING:
+    # Grants (tokens, keys, their crypto) are loaded only to check one: `vigil plan
+    # check` lists what a plan needs without them.
+    from vigil.safety.grants import Grant
+    from vigil.safety.revocation import Revocations
+    from vigil.safety.tokens import Request
 
 
 class PolicyConfig(BaseModel):
@@ -58,6 +64,8 @@ class Requirement:
 
     def request(self, plan_hash: str | None) -> Request:
         """The request a grant is checked against."""
+        from vigil.safety.tokens import Request
+
         return Request(self.project, self.environment, self.capability, plan_hash)
 
 
@@ -114,6 +122,8 @@ def authorize(
             f"task {requirement.task_id} needs a grant for '{requirement.capability}' "
             f"in {requirement.environment}",
         )
+    from vigil.safety.grants import check_grant
+
     try:
         check_grant(grant, requirement.request(plan_hash), now, revocations)
     except VigilError as refusal:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import biscuit_auth as bz
 
+from vigil.safety import capabilities
 from vigil.safety.errors import (
     GrantBreakGlass,
     GrantExpired,
@@ -35,7 +36,7 @@ from vigil.safety.keys import SigningKey, TrustedKey
 
 BREAK_GLASS_MAX = timedelta(hours=2)
 _MAX_TIME = timedelta(milliseconds=200)
-RUN = "run"
+RUN = capabilities.RUN
 """Pseudo-capability: running a task in an environment. Every grant for an environment has it."""
 
 _SIGNER = re.compile(r'^signer\("([0-9a-f]{64})"\);$', re.MULTILINE)

@@ -3,9 +3,11 @@
 Nothing of the host is visible unless listed here: the system's programs and libraries
 (``/usr``, ``/bin``, ``/sbin``, ``/lib*``) and ``/etc`` read-only with password hashes and
 sudoers masked, ``/opt``, this Python and the directories on ``PATH`` that live elsewhere,
-declared extra read-only paths, and the workspace as a copy-on-write overlay at its real
-path. ``/tmp``, ``/dev/shm``, ``/run`` (so ``/var/run``), ``/var/tmp`` and ``HOME`` are
-empty private tmpfs; ``/proc`` and ``/dev`` are fresh.
+declared extra read-only paths, declared caches read-write (see
+:mod:`vigil.workspace.homefiles`), the host's git configuration read-only in the private
+home, and the workspace as a copy-on-write overlay at its real path. ``/tmp``,
+``/dev/shm``, ``/run`` (so ``/var/run``), ``/var/tmp`` and ``HOME`` are empty private
+tmpfs; ``/proc`` and ``/dev`` are fresh.
 
 Host Unix sockets: the system directories are bind mounts (a socket there would be
 reachable; none lives there on a normal system). Every other host directory is mounted
@@ -161,6 +163,10 @@ class RootPlan:
     network: bool = False
     tools: Sequence[str] = ()
     read_only: Sequence[str] = ()
+    caches: Sequence[str] = ()
+    """Host directories shown read-write at their own path (checked beforehand)."""
+    home_files: Sequence[tuple[str, str]] = ()
+    """Host files (source, destination) shown read-only in the private home."""
     home: str | None = None
     tmp_size: int = 0
     source: Callable[[str], str] = field(default=lambda p: p)
@@ -203,6 +209,9 @@ class RootPlan:
             and not any(under(home, c) for c in (*_COVERED, "/run", "/var/run"))
         ):
             add(home, 0, [*self._size(), "--tmpfs", home])
+            for src, dest in self.home_files:
+                if under(dest, home) and not any(under(src, h) for h in self.hidden):
+                    add(dest, 1, ["--ro-bind", self.source(src), dest])
         for path in self.tools:
             add(path, 1, self._read_only(path), shows_host=True)
             for name in TOOL_CREDENTIALS:
@@ -220,6 +229,8 @@ class RootPlan:
             add(path, 1, ["--ro-bind", self.source(path), path], shows_host=True)
             for sock in sockets:
                 add(sock, 2, ["--ro-bind", "/dev/null", sock])
+        for path in self.caches:
+            add(path, 1, ["--bind", self.source(path), path], shows_host=True)
         ws = self.workspace
         add(
             ws,

@@ -30,11 +30,14 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from vigil.config import PROJECT_FILE
 from vigil.errors import LimitExceeded
 from vigil.workspace.capture import capture_upper
 from vigil.workspace.cgroup import AttemptCgroup, Entry, enforcement
 from vigil.workspace.changeset import Changeset
 from vigil.workspace.errors import ProtectedPathChanged, SandboxUnavailable
+from vigil.workspace.hidden import Hidden
+from vigil.workspace.homefiles import ensure_cache, git_config_files, visible_files
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.rootfs import RootPlan, tool_dirs
 from vigil.workspace.settings import Identity, SandboxSettings
@@ -101,6 +104,7 @@ class OverlaySandbox:
         bwrap: str,
         settings: SandboxSettings | None = None,
         identity: Identity | None = None,
+        caches: Sequence[str] = (),
     ) -> None:
         self.root = root
         self.dir = attempt_dir
@@ -147,6 +151,16 @@ class OverlaySandbox:
             lower, attempt = self._stage.lower, self._stage.attempt
             empty, source = self._stage.empty, self._stage.source
         hidden_text = [str(p) for p in hidden]
+        owner = None if identity is None else (identity.uid, identity.gid)
+        for cache in caches:
+            ensure_cache(cache, owner)
+        home = os.environ.get("HOME")
+        home_files: list[tuple[str, str]] = []
+        if self.settings.git_config:
+            home_files = visible_files(
+                git_config_files(home),
+                Hidden.of(hidden, files=[root / PROJECT_FILE], walk=hidden[1:2]),
+            )
         plan = RootPlan(
             workspace=str(root),
             lower=lower,
@@ -164,7 +178,9 @@ class OverlaySandbox:
             read_only=[
                 os.path.realpath(p) for p in self.settings.read_only_paths if os.path.isdir(p)
             ],
-            home=os.environ.get("HOME"),
+            caches=caches,
+            home_files=home_files,
+            home=home,
             tmp_size=self.settings.tmp_bytes,
             source=source,
         )

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from vigil.envnames import check_pass_env
 from vigil.workspace.errors import SandboxUnavailable
 from vigil.workspace.limits import WorkspaceConfig
 
@@ -51,6 +52,15 @@ class SandboxSettings(BaseModel):
     tmp_size: int | str = "1GiB"
     # Extra host directories steps may read (mounted read-only at the same path).
     read_only_paths: tuple[str, ...] = ()
+    # Host directories steps may write, kept across attempts and runs and outside every
+    # changeset (mounted read-write at the same path; ``~/`` is the home directory).
+    # Checked by :func:`vigil.workspace.homefiles.check_caches`.
+    caches: tuple[str, ...] = ()
+    # Show the host's git configuration (~/.gitconfig, ~/.config/git/config) read-only.
+    git_config: bool = True
+    # Host environment variables steps get besides the allowlist: names or globs
+    # ("PIP_*", "*_PROXY"); a task's own pass_env can only narrow them. Never VIGIL_*.
+    pass_env: tuple[str, ...] = ()
 
     @field_validator("max_memory", "tmp_size")
     @classmethod
@@ -66,6 +76,20 @@ class SandboxSettings(BaseModel):
         for path in value:
             if not os.path.isabs(path):
                 raise ValueError(f"read_only_paths entries must be absolute: {path!r}")
+        return value
+
+    @field_validator("caches")
+    @classmethod
+    def _cache_spelling(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not (os.path.isabs(path) or path == "~" or path.startswith("~/")):
+                raise ValueError(f"caches entries must be absolute or start with ~/: {path!r}")
+        return value
+
+    @field_validator("pass_env")
+    @classmethod
+    def _env_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        check_pass_env(value)
         return value
 
     @classmethod

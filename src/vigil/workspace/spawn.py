@@ -9,16 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vigil.envnames import ENV_ALLOWLIST as ENV_ALLOWLIST
+from vigil.envnames import ENV_PREFIXES as ENV_PREFIXES
+
 # Re-exported: the sandboxes drop their attempt directories with it.
 from vigil.workspace.removal import remove_tree as remove_tree
 
-# Enough for shells, compilers and test runners to behave normally; nothing that carries
-# credentials (tokens, SSH agent sockets, cloud profiles). Steps get the rest explicitly.
-ENV_ALLOWLIST = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "COLORTERM"}
-    | {"NO_COLOR", "TZ"}
-)
-ENV_PREFIXES = ("LC_",)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

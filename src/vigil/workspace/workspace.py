@@ -21,6 +21,7 @@ from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
 from vigil.workspace.errors import Conflict, ProtectedPathChanged, SandboxUnavailable
 from vigil.workspace.hidden import hidden_paths as hidden_paths_of
+from vigil.workspace.homefiles import Guarded, check_caches
 from vigil.workspace.isolation import IsolationReport, detect_isolation
 from vigil.workspace.limits import Limits
 from vigil.workspace.objects import ObjectStore
@@ -74,6 +75,7 @@ class Workspace:
         hidden_paths: Sequence[Path] = (),
         limits: Limits | None = None,
         settings: SandboxSettings | None = None,
+        guard: Sequence[Path] = (),
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir.resolve()
@@ -91,6 +93,18 @@ class Workspace:
         self.guarded = [*self.protected, *self.exclude]
         self.applier = Applier(self.root, self.state_dir, self.objects, protected=self.guarded)
         self.settings = settings or SandboxSettings()
+        # Checked before anything runs; ``guard``: files a cache may not hold (the store).
+        self.caches = check_caches(
+            self.settings.caches,
+            home=os.environ.get("HOME"),
+            workspace=self.root,
+            guarded=[
+                Guarded(self.hidden[0], "vigil's state directory"),
+                Guarded(self.hidden[1], "the user configuration directory (keys, grants)"),
+                *(Guarded(p, "a path vigil hides") for p in self.hidden[2:]),
+                *(Guarded(p, "vigil's store") for p in guard),
+            ],
+        )
         self.isolation: IsolationReport = detect_isolation(mode)
         if mode == "overlay" and self.isolation.mode != "overlay":
             raise SandboxUnavailable(f"overlay isolation was required: {self.isolation.reason}")
@@ -152,6 +166,7 @@ class Workspace:
             bwrap=bwrap,
             settings=self.settings,
             identity=self.identity,
+            caches=self.caches,
         )
 
     def watch(self, sandbox: AttemptSandbox, halt: threading.Event) -> DiskWatch:
