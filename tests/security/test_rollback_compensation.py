@@ -340,3 +340,22 @@ def test_isolation_off_keeps_the_old_behaviour_and_the_probes_see_it(
     assert key in log and entry in log, "off: the compensation reads the host's files"
     assert f"token={TOKEN} uid={os.getuid()}" in log, "off: as the caller, with its environment"
     assert (p.ws / "made.txt").read_text() == "x\n", "off: and writes the real workspace"
+
+
+def test_rollback_all_of_a_dry_run_runs_no_compensation(project: Project) -> None:
+    """A dry run did nothing outside its throwaway sandboxes: its rollback: commands, which
+    would act for real, never run."""
+    p = project
+    write_plan(p.plan, {
+        "name": "comp", "project": "comp",
+        "phases": [{"id": "main", "tasks": [
+            {"id": "t", "run": "echo 1 > one.txt", "rollback": "echo undone > undone.txt"},
+        ]}],
+    })  # fmt: skip
+    dry = p.cli("run", str(p.plan), "--run-id", "r", "--dry-run")
+    assert dry.returncode == ExitCode.OK, dry.stdout + dry.stderr
+    refused = p.cli("rollback", "r", "--all")
+    assert refused.returncode == ExitCode.USAGE, refused.stdout + refused.stderr
+    assert "dry run" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (p.ws / "undone.txt").exists() and not (p.ws / "one.txt").exists()
+    assert not rollback_log(p.ws / ".vigil", "r", "t").exists(), "a compensation ran"

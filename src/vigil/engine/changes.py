@@ -234,6 +234,13 @@ def rollback_run(
     )
     changes = [c for c in task_changes(state, task=task) if c.committed]
     compensator = None
+    if compensate and state.dry_run:
+        # A dry run did nothing outside its throwaway sandboxes: nothing to compensate, and
+        # a task's rollback: command would act on the real world.
+        raise UsageError(
+            f"run {run_id} was a dry run: it changed nothing, so nothing is rolled back",
+            "Roll back the real run instead; `vigil runs` lists them.",
+        )
     if compensate:
         from vigil.engine.compensate import Compensator
         from vigil.engine.runs import sealed_plan
