@@ -211,6 +211,18 @@ def run(
             help="Use a prefetched reply even if the workspace changed since it was asked.",
         ),
     ] = False,
+    input_args: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A value for one of the plan's inputs, NAME=VALUE; repeat for more.",
+        ),
+    ] = None,
+    inputs_file: Annotated[
+        Path | None,
+        typer.Option("--inputs", help="A YAML or JSON file of input values; --input wins over it."),
+    ] = None,
     workspace: WorkspaceOpt = None,
     create: Annotated[
         bool,
@@ -222,6 +234,7 @@ def run(
     from vigil.cli.progress import progress_for
     from vigil.engine.runs import start_run
     from vigil.plan import load_plan
+    from vigil.plan.inputs import parse_input_args, read_inputs_file, resolve_inputs
     from vigil.store.records import RUN_ID_PATTERN
 
     if run_id is not None and RUN_ID_PATTERN.fullmatch(run_id) is None:
@@ -231,6 +244,12 @@ def run(
         )
     config = config_for(workspace, create=create)
     loaded = load_plan(plan)
+    # Every input problem is reported before anything exists (exit 2).
+    inputs = resolve_inputs(
+        loaded.plan,
+        parse_input_args(input_args or []),
+        read_inputs_file(inputs_file) if inputs_file is not None else None,
+    )
     with opened_store(config) as store:
         progress = progress_for(fmt is Format.json)
         try:
@@ -247,6 +266,7 @@ def run(
                 grant=grant,
                 prefetch_prompts=prefetch_prompts,
                 allow_stale_prompts=allow_stale_prompts,
+                inputs=inputs,
             )
         finally:
             if progress is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -23,6 +23,8 @@ class RunOptions:
     """How many llm tasks queued behind the parallelism limit ask the model ahead."""
     allow_stale_prompts: bool = False
     """Use a reply prepared on older files anyway."""
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    """The plan's inputs, typed (``vigil run --input``); part of what the run's seal signs."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunOptions:
@@ -34,6 +36,7 @@ class RunOptions:
         """
         parallel = data.get("max_parallel")
         grant = data.get("grant")
+        inputs = data.get("inputs")
         return cls(
             max_parallel=int(parallel) if parallel else None,
             dry_run=bool(data.get("dry_run")),
@@ -41,8 +44,17 @@ class RunOptions:
             grant=str(grant) if grant else None,
             prefetch_prompts=int(data.get("prefetch_prompts") or 0),
             allow_stale_prompts=bool(data.get("allow_stale_prompts")),
+            inputs=dict(inputs) if isinstance(inputs, Mapping) else {},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as they are recorded with the run (JSON-ready)."""
-        return asdict(self)
+        """The options as they are recorded with the run (JSON-ready).
+
+        ``inputs`` is left out when there are none, so the seal of a run started before
+        plans had inputs still verifies.
+        """
+        data = asdict(self)
+        data["inputs"] = dict(self.inputs)
+        if not data["inputs"]:
+            del data["inputs"]
+        return data

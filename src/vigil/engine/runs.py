@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from vigil.engine.state import RunState
 from vigil.errors import PlanChanged, RunLocked, RunNotFound, RunTampered, UsageError
 from vigil.executors.process import end_tagged
 from vigil.layout import run_tag
+from vigil.plan.inputs import resolve_inputs
 from vigil.plan.models import Plan
 
 if TYPE_CHECKING:
@@ -140,10 +142,14 @@ def start_run(
     grant: str | None = None,
     prefetch_prompts: int = 0,
     allow_stale_prompts: bool = False,
+    inputs: Mapping[str, Any] | None = None,
     faults: FaultHook | None = None,
     stop_grace: float = STOP_GRACE,
 ) -> RunOutcome:
     """Start a new run of ``plan``; with an existing ``run_id``, resume that run instead.
+
+    ``inputs`` are values for the plan's inputs; missing, mistyped or unknown ones are
+    VIGIL-INPUT-INVALID before anything exists (see :mod:`vigil.plan.inputs`).
 
     ``dry_run`` executes every command in throwaway sandboxes and commits nothing; a task
     needing a grant it does not hold is not run (see :meth:`Driver._dry_run_starts`);
@@ -160,6 +166,7 @@ def start_run(
         grant=grant,
         prefetch_prompts=prefetch_prompts,
         allow_stale_prompts=allow_stale_prompts,
+        inputs=resolve_inputs(plan, from_file=inputs) if plan.inputs or inputs else {},
     )
     existing = store.get_run(run_id)
     if existing is not None:

@@ -17,7 +17,13 @@ from pathlib import Path, PurePath
 from typing import Literal
 
 from vigil.plan.models import Plan
-from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem, SecretSourceInPlan
+from vigil.plan.problems import (
+    PlanInvalid,
+    PlanNotFound,
+    PlanProblem,
+    SecretSourceInPlan,
+    plan_invalid,
+)
 from vigil.plan.validation import validate_plan
 from vigil.plan.yaml_source import read_yaml
 
@@ -73,7 +79,7 @@ def load_plan_text(text: str, filename: str) -> LoadedPlan:
         problems = [*problems, *more]
         if plan is not None and not problems:
             return LoadedPlan(plan, filename, text, kind)
-    raise PlanInvalid(problems or [_empty(filename)])
+    raise plan_invalid(problems or [_empty(filename)])
 
 
 def _toml_key(name: str) -> str:

@@ -36,6 +36,7 @@ from vigil.workspace.cgroup import AttemptCgroup, Entry, enforcement
 from vigil.workspace.changeset import Changeset
 from vigil.workspace.errors import ProtectedPathChanged, SandboxUnavailable
 from vigil.workspace.objects import ObjectStore
+from vigil.workspace.outputs import FILE_NAME, INSIDE_DIR, OutputFile
 from vigil.workspace.rootfs import RootPlan, tool_dirs
 from vigil.workspace.settings import Identity, SandboxSettings
 from vigil.workspace.spawn import SpawnSpec, reduced_env, remove_tree, resolve_cwd
@@ -125,6 +126,8 @@ class OverlaySandbox:
                     "or set VIGIL_ISOLATION=snapshot.",
                 )
         attempt_dir.mkdir(parents=True, exist_ok=True)
+        self.outputs = OutputFile(attempt_dir / "io", f"{INSIDE_DIR}/{FILE_NAME}")
+        self.outputs.create(None if identity is None else (identity.uid, identity.gid))
         # Stacked changesets start out in the upper directory itself: overlayfs refuses a
         # lower layer nested in another, and one layer keeps the mount cheap.
         materialise(base, objects, self.upper, StackedView(root, (), view.exclude))
@@ -167,6 +170,7 @@ class OverlaySandbox:
             home=os.environ.get("HOME"),
             tmp_size=self.settings.tmp_bytes,
             source=source,
+            outputs=f"{attempt}/io",
         )
         self._prefix = [bwrap, *NAMESPACES]
         if not network:

@@ -109,9 +109,10 @@ class Workspace:
         self, key: str, *, base_layers: Sequence[Changeset] = (), network: bool = False
     ) -> AttemptSandbox:
         """A fresh sandbox for one attempt (``key`` unique per attempt), over ``base_layers``."""
-        if self.isolation.mode == "off":
-            return DirectSandbox(self.root)
         attempt_dir = self.state_dir / "attempts" / _dir_name(key)
+        if self.isolation.mode == "off":
+            remove_tree(attempt_dir)
+            return DirectSandbox(self.root, attempt_dir / "io")
         remove_tree(attempt_dir)
         if self.isolation.mode == "snapshot":
             return SnapshotSandbox(
