@@ -168,7 +168,9 @@ class InputSpec(Model):
     )
     description: str | None = None
     required: bool = Field(False, description="the run does not start without a value")
-    default: str | float | bool | None = Field(None, description="the value when none is given")
+    default: bool | int | float | str | None = Field(
+        None, description="the value when none is given"
+    )
     options: tuple[str, ...] | None = Field(
         None, description="the allowed values of a 'choice' input"
     )

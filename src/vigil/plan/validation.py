@@ -50,6 +50,11 @@ FIELD_FIXES = {
     "tasks": "list the tasks under 'tasks:' as '- id: ...' items, each with an action "
     "(run:, agent:, llm: or approval:)",
     "defaults": "write e.g. defaults: {timeout: 10m, retry: {attempts: 2}}",
+    "inputs": "declare each input as NAME: {type: string, number, boolean or choice, "
+    "default: ..., required: true}; a choice lists its 'options:'",
+    "options": "list the allowed values of a choice, e.g. options: [staging, prod]",
+    "required": "write true or false",
+    "if": "write a condition, e.g. if: failure(), or if: ${{ inputs.deploy }}",
 }
 
 _MODEL_NAMES = {

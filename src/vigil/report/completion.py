@@ -151,6 +151,7 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
             "retries": sum(1 for i in issues if i["then"] == "retried"),
         },
         "phases": view["phases"],
+        "inputs": view.get("inputs") or {},
         "tasks": [
             {
                 "id": t["id"],
@@ -193,6 +194,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{s['attempts']} attempts, {s['retries']} retries.",
         "",
     ]
+    if report.get("inputs"):
+        lines += ["## Inputs", ""]
+        for name, value in report["inputs"].items():
+            shown = json.dumps(value, ensure_ascii=False).replace("`", "\\`")
+            lines.append(f"- `{name}`: `{shown}`")
+        lines.append("")
     used = report.get("usage") or {}
     if used.get("tasks"):
         lines += ["## Model usage", ""]
