@@ -97,10 +97,10 @@ def status(
     if view["resume"]:
         console.print(f"its driver is gone; continue it with `{view['resume']}`")
     if view["inputs"]:
-        shown = ", ".join(
+        given = ", ".join(
             f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in view["inputs"].items()
         )
-        console.print(f"inputs: {escape(printable(shown))}", markup=True)
+        console.print(f"inputs: {escape(printable(given))}", markup=True)
     tasks = view["tasks"]
     hidden = 0
     if len(tasks) > STATUS_LIST_ALL and not all_tasks:
