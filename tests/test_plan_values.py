@@ -356,3 +356,25 @@ def test_plans_without_the_new_keys_keep_their_hash() -> None:
     assert '"if"' not in plan.canonical_json() and '"inputs"' not in plan.canonical_json()
     conditional = Plan.model_validate(plan_of({"id": "a", "run": "true", "if": "always()"}))
     assert conditional.content_hash() != plan.content_hash()
+
+
+@pytest.mark.parametrize("mode", ["snapshot", "off"])
+def test_outputs_work_in_every_isolation_mode(ws: Path, mode: str) -> None:
+    produce = {"id": "a", "run": 'printf "v=%s\\n" "$VIGIL_ISOLATION_SEEN" >> "$VIGIL_OUTPUT"'}
+    produce["env"] = {"VIGIL_ISOLATION_SEEN": mode}
+    consume = {
+        "id": "b",
+        "needs": "a",
+        "env": {"V": "${{ needs.a.outputs.v }}"},
+        "run": 'printf "%s" "$V" > got.txt',
+    }
+    write_plan(ws / "p.yaml", plan_of(produce, consume))
+    done = vigil("run", "p.yaml", "--run-id", "r1", cwd=ws, env={"VIGIL_ISOLATION": mode})
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert (ws / "got.txt").read_text() == mode
+    # The outputs file and its directory are gone with the attempt.
+    assert (
+        not any((ws / ".vigil" / "attempts").glob("*/io"))
+        if (ws / ".vigil" / "attempts").exists()
+        else True
+    )
