@@ -378,3 +378,33 @@ def test_outputs_work_in_every_isolation_mode(ws: Path, mode: str) -> None:
         if (ws / ".vigil" / "attempts").exists()
         else True
     )
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "deploy-inputs.yaml"
+
+
+def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
+    ok = vigil("run", str(EXAMPLE), "-i", "version=2.0.1", "--run-id", "ok", cwd=ws)
+    assert ok.returncode == ExitCode.OK, ok.stderr
+    assert (ws / "ANNOUNCEMENT.txt").read_text() == "Release 2.0.1\nfor staging\n"
+    assert sorted(p.name for p in (ws / "deployed" / "staging").iterdir()) == [
+        "replica-1.txt",
+        "replica-2.txt",
+    ]
+    states = {t["id"]: t["state"] for t in status("ok", ws)["tasks"]}
+    assert states["rollback-release"] == "skipped"
+    broken = vigil(
+        "run", str(EXAMPLE), "-i", "version=2.0.2", "-i", "break_smoke=true",
+        "-i", "target=prod", "--run-id", "broken", cwd=ws,
+    )  # fmt: skip
+    assert broken.returncode == ExitCode.RUN_FAILED, broken.stderr
+    states = {t["id"]: t["state"] for t in status("broken", ws)["tasks"]}
+    assert states == {
+        "package": "succeeded",
+        "deploy": "succeeded",
+        "smoke": "failed",
+        "rollback-release": "succeeded",
+        "announce": "skipped",
+    }
+    assert (ws / "rollback.log").read_text() == "rolled back prod\n"
+    assert not (ws / "deployed" / "prod").exists()
