@@ -408,3 +408,23 @@ def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
     }
     assert (ws / "rollback.log").read_text() == "rolled back prod\n"
     assert not (ws / "deployed" / "prod").exists()
+
+
+def test_plan_convert_keeps_inputs_and_conditions() -> None:
+    from vigil.plan import load_plan_text, to_yaml
+    from vigil.plan.models import Plan
+
+    plan = Plan.model_validate(
+        {
+            **plan_of(
+                {"id": "a", "run": "true"},
+                {"id": "b", "needs": "a", "if": "failure()", "run": "true"},
+                inputs={"v": {"type": "choice", "options": ["x", "y"], "default": "x"}},
+            ),
+        }
+    )
+    plan = plan.model_copy(
+        update={"phases": (plan.phases[0].model_copy(update={"if_": "always()"}),)}
+    )
+    again = load_plan_text(to_yaml(plan), "again.yaml").plan
+    assert again == plan
