@@ -428,3 +428,31 @@ def test_plan_convert_keeps_inputs_and_conditions() -> None:
     )
     again = load_plan_text(to_yaml(plan), "again.yaml").plan
     assert again == plan
+
+
+def test_a_secret_written_as_an_output_is_masked_before_it_is_journalled(ws: Path) -> None:
+    (ws / "vigil.toml").write_text('[secrets]\nTOKEN = { env = "MY_TOKEN" }\n')
+    value = "s3cr3t-0utput-v4lue"
+    leak = {
+        "id": "leak",
+        "secrets": ["TOKEN"],
+        "run": 'echo "token=$TOKEN" >> "$VIGIL_OUTPUT"; echo "plain=ok" >> "$VIGIL_OUTPUT"',
+    }
+    read = {
+        "id": "read",
+        "needs": "leak",
+        "env": {"T": "${{ needs.leak.outputs.token }}"},
+        "run": 'printf "%s" "$T" > got.txt',
+    }
+    write_plan(ws / "p.yaml", plan_of(leak, read))
+    env = {"MY_TOKEN": value, "VIGIL_CONFIG_DIR": str(ws.parent / "config")}
+    done = vigil("run", "p.yaml", "--run-id", "r1", cwd=ws, env=env)
+    assert done.returncode == ExitCode.OK, done.stderr
+    view = status("r1", ws, env)
+    outputs = next(t for t in view["tasks"] if t["id"] == "leak")["outputs"]
+    assert outputs["plain"] == "ok"
+    assert value not in outputs["token"] and outputs["token"]
+    assert value not in json.dumps(view)
+    assert value not in (ws / "got.txt").read_text()
+    stored = b"".join(p.read_bytes() for p in (ws / ".vigil").rglob("*") if p.is_file())
+    assert value.encode() not in stored
