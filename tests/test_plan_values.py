@@ -220,6 +220,12 @@ def test_cleanup_if_failure_runs_after_a_failure_and_skips_are_explained(ws: Pat
     assert view["celebrate"]["reason"] == "condition was false: if: success()"
     assert view["gated"]["skipped_by_condition"] is True
     assert "condition was false: if: inputs.go" in vigil("status", "r1", cwd=ws).stdout
+    report = vigil("report", "r1", "--format", "json", cwd=ws)
+    assert report.returncode == 0, report.stderr
+    advice = " ".join(json.loads(report.stdout)["recommendations"])
+    # deploy did not run because build failed; celebrate and gated by their conditions,
+    # which is the plan working as written, not something to fix.
+    assert "1 task(s) did not run because of: build." in advice
 
 
 def test_a_run_whose_conditions_only_skip_succeeds(ws: Path) -> None:

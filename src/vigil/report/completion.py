@@ -100,7 +100,14 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
             + ", ".join(ungranted)
             + ". The tasks after them ran without their changes."
         )
-    skipped = [t for t in tasks if t["state"] == "skipped" and not t.get("needs_grant")]
+    # A task skipped by an ``if:`` is the plan working as written: nothing to do about it.
+    skipped = [
+        t
+        for t in tasks
+        if t["state"] == "skipped"
+        and not t.get("needs_grant")
+        and not t.get("skipped_by_condition")
+    ]
     if skipped:
         blockers = sorted({str(t["blocked_by"]) for t in skipped if t["blocked_by"]})
         recommendations.append(
