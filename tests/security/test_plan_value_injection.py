@@ -199,3 +199,19 @@ def test_inputs_rewritten_in_the_store_stop_the_resume(
     other = vigil("resume", "other", cwd=ws, env=env)
     assert other.returncode == ExitCode.OK, other.stderr
     assert (ws / "shipped.txt").read_text() == "staging"
+
+
+def test_the_outputs_directory_counts_against_the_attempts_disk_limit(workspace: Path) -> None:
+    (workspace / "vigil.toml").write_text('[workspace]\nmax_changeset_bytes = "2M"\n')
+    fill = (
+        'd=$(dirname "$VIGIL_OUTPUT"); i=0\n'
+        'while [ "$i" -lt 400 ]; do head -c 1048576 /dev/zero > "$d/junk-$i"; i=$((i+1)); done\n'
+    )
+    plan = {"name": "fill", "project": "fill", "phases": [{"id": "p", "tasks": [
+        {"id": "fill", "run": fill, "timeout": "10m"}]}]}  # fmt: skip
+    write_plan(workspace / "p.yaml", plan)
+    env = {"VIGIL_ISOLATION": "overlay"}  # the mode that binds the directory in
+    done = vigil("run", "p.yaml", "--run-id", "r1", cwd=workspace, env=env, timeout=900)
+    assert done.returncode == ExitCode.RUN_FAILED, done.stderr
+    task = status("r1", workspace, env)["tasks"][0]
+    assert task["attempts"][0]["reason"].startswith("VIGIL-LIMIT"), task["attempts"][0]
