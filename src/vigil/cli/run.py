@@ -159,6 +159,8 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
             label = "failed (non-critical)"
         if t.get("needs_grant"):
             label = "not run (needs a grant)"
+        if t.get("left_out"):
+            label = "left out"
         counts[label] = counts.get(label, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     colour = {"succeeded": "green", "failed": "red"}.get(outcome.state, "yellow")
@@ -223,6 +225,23 @@ def run(
         Path | None,
         typer.Option("--inputs", help="A YAML or JSON file of input values; --input wins over it."),
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only these tasks (ids, comma-separated or repeated)."),
+    ] = None,
+    with_needs: Annotated[
+        bool,
+        typer.Option("--with-needs", help="With --only/--tags: also what they need."),
+    ] = False,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", help="Leave these tasks out (ids).")
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tags", help="Run only tasks with one of these tags.")
+    ] = None,
+    skip_tags: Annotated[
+        list[str] | None, typer.Option("--skip-tags", help="Leave out tasks with these tags.")
+    ] = None,
     workspace: WorkspaceOpt = None,
     create: Annotated[
         bool,
@@ -235,6 +254,7 @@ def run(
     from vigil.engine.runs import start_run
     from vigil.plan import load_plan
     from vigil.plan.inputs import parse_input_args, read_inputs_file, resolve_inputs
+    from vigil.plan.selection import Selection, left_out, names
     from vigil.store.records import RUN_ID_PATTERN
 
     if run_id is not None and RUN_ID_PATTERN.fullmatch(run_id) is None:
@@ -250,6 +270,18 @@ def run(
         parse_input_args(input_args or []),
         read_inputs_file(inputs_file) if inputs_file is not None else None,
     )
+    selection = Selection(
+        only=names(only or []),
+        with_needs=with_needs,
+        skip=names(skip or []),
+        tags=names(tags or []),
+        skip_tags=names(skip_tags or []),
+    )
+    if with_needs and not (selection.only or selection.tags):
+        raise UsageError(
+            "--with-needs goes with --only or --tags", "e.g. --only deploy --with-needs"
+        )
+    left_out(loaded.plan, selection)  # every problem before anything exists (exit 2)
     with opened_store(config) as store:
         progress = progress_for(fmt is Format.json)
         try:
@@ -267,6 +299,7 @@ def run(
                 prefetch_prompts=prefetch_prompts,
                 allow_stale_prompts=allow_stale_prompts,
                 inputs=inputs,
+                selection=None if selection.empty else selection,
             )
         finally:
             if progress is not None:

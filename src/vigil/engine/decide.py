@@ -144,7 +144,7 @@ def final_state(state: st.RunState) -> str:
     for ts in state.tasks.values():
         # A dry run's task not run for want of a grant is listed, not failed: the dry
         # run's outcome says whether everything it could run succeeded.
-        if ts.needs_grant is not None or ts.by_condition:
+        if ts.needs_grant is not None or ts.by_condition or ts.left_out:
             continue
         if ts.state in (st.FAILED, st.SKIPPED) and ts.task.on_failure == "stop":
             return "failed"
@@ -407,7 +407,11 @@ def _advance_phase(state: st.RunState, d: Decision) -> None:
         d.events.append(ev.phase_finished(phase.id, False, reason))
         _block_later_phases(state, phase, d)
         return
-    if state.plan.phases[phase.index].checks:
+    spec = state.plan.phases[phase.index]
+    if all(state.tasks[t.id].left_out for t in spec.tasks):
+        d.events.append(ev.phase_finished(phase.id, True, "left out: none of its tasks ran"))
+        return
+    if spec.checks:
         d.checks.append(RunPhaseChecks(phase.id))
         return
     d.events.append(ev.phase_finished(phase.id, True))

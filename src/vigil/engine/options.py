@@ -25,6 +25,8 @@ class RunOptions:
     """Use a reply prepared on older files anyway."""
     inputs: Mapping[str, Any] = field(default_factory=dict)
     """The plan's inputs, typed (``vigil run --input``); part of what the run's seal signs."""
+    left_out: Mapping[str, str] = field(default_factory=dict)
+    """Tasks a partial run leaves out (``--only``, ``--skip``, ``--tags``...), with why."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunOptions:
@@ -37,6 +39,7 @@ class RunOptions:
         parallel = data.get("max_parallel")
         grant = data.get("grant")
         inputs = data.get("inputs")
+        left = data.get("left_out")
         return cls(
             max_parallel=int(parallel) if parallel else None,
             dry_run=bool(data.get("dry_run")),
@@ -45,16 +48,20 @@ class RunOptions:
             prefetch_prompts=int(data.get("prefetch_prompts") or 0),
             allow_stale_prompts=bool(data.get("allow_stale_prompts")),
             inputs=dict(inputs) if isinstance(inputs, Mapping) else {},
+            left_out=(
+                {str(k): str(v) for k, v in left.items()} if isinstance(left, Mapping) else {}
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The options as they are recorded with the run (JSON-ready).
 
-        ``inputs`` is left out when there are none, so the seal of a run started before
+        ``inputs`` and ``left_out`` are left out when empty, so the seal of a run started before
         plans had inputs still verifies.
         """
         data = asdict(self)
-        data["inputs"] = dict(self.inputs)
-        if not data["inputs"]:
-            del data["inputs"]
+        for key in ("inputs", "left_out"):
+            data[key] = dict(data[key])
+            if not data[key]:
+                del data[key]
         return data

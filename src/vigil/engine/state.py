@@ -82,6 +82,8 @@ class TaskState:
     outputs: dict[str, str] = field(default_factory=dict)
     """What the task's succeeding attempt wrote to ``$VIGIL_OUTPUT`` (redacted)."""
     by_condition: bool = False
+    left_out: bool = False
+    """Not run because the run was partial (``--only``, ``--skip``, ``--tags``...)."""
     """Skipped because an ``if:`` was false (its own, its phase's, or a need's): not a failure."""
     # Dry runs only: the grant this task would need (environment, capabilities, code);
     # it was not run, and its dependents ran without its changes.
@@ -170,6 +172,15 @@ class RunState:
                 self.unended[tid] = len(ts.task.needs)
             for need in ts.task.needs:
                 self.dependents.setdefault(need, []).append(tid)
+        for tid, why in self.options.left_out.items():
+            if tid not in self.tasks:
+                continue
+            # Decided when the run started and sealed with it: what needs a task left out
+            # runs as if it had succeeded.
+            out = self.tasks[tid]
+            self._settle(out, SKIPPED, None)
+            out.reason, out.left_out = why, True
+            self._release_dependents(tid)
         if self.phases:
             self._open_phase(0)
 
@@ -388,7 +399,7 @@ class RunState:
                 return phase.index
         raise KeyError(phase_id)
 
-    def _settle(self, ts: TaskState, state: str, at: float) -> None:
+    def _settle(self, ts: TaskState, state: str, at: float | None) -> None:
         ts.state = state
         ts.ended_at = at
         self._unready(ts.task.id)

@@ -23,6 +23,7 @@ _TASK_KEYS = (
     "description",
     "needs",
     "if",
+    "tags",
     "workdir",
     "env",
     "timeout",
@@ -119,8 +120,9 @@ def _task(task: Task) -> dict[str, Any]:
             mode="json", by_alias=True, exclude_defaults=True, exclude={"retry", "checks"}
         )
     )
-    if "needs" in data:
-        data["needs"] = _Flow(data["needs"])
+    for key in ("needs", "tags"):
+        if key in data:
+            data[key] = _Flow(data[key])
     if task.retry is not None:
         data["retry"] = _retry(task.retry)
     if task.checks:

@@ -197,6 +197,9 @@ class Task(Model):
     escalate: EscalateSpec | None = Field(None, description="when to ask a person for help")
     needs: IdList = Field(default=(), description="ids of tasks that must succeed first")
     if_: Condition | None = Field(None, alias="if")
+    tags: NameList = Field(
+        default=(), description="labels for partial runs: vigil run --tags T / --skip-tags T"
+    )
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = Field(None, description="directory relative to the workspace")
     timeout: Duration | None = None
@@ -334,6 +337,8 @@ class Plan(Model):
             for item in (phase, *phase["tasks"]):
                 if item.get("if") is None:
                     item.pop("if", None)
+                if not item.get("tags", True):
+                    item.pop("tags", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def content_hash(self) -> str:

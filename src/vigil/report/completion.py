@@ -107,6 +107,7 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
         if t["state"] == "skipped"
         and not t.get("needs_grant")
         and not t.get("skipped_by_condition")
+        and not t.get("left_out")
     ]
     if skipped:
         blockers = sorted({str(t["blocked_by"]) for t in skipped if t["blocked_by"]})

@@ -58,6 +58,7 @@ def run_view(record: RunRecord, state: RunState) -> dict[str, Any]:
                 "reason": ts.reason or None,
                 "blocked_by": ts.blocked_by,
                 "skipped_by_condition": ts.by_condition,
+                "left_out": ts.left_out,
                 "outputs": dict(ts.outputs),
                 "needs_grant": ts.needs_grant,
                 "attempts": [
