@@ -462,3 +462,90 @@ def test_a_secret_written_as_an_output_is_masked_before_it_is_journalled(ws: Pat
     assert value not in (ws / "got.txt").read_text()
     stored = b"".join(p.read_bytes() for p in (ws / ".vigil").rglob("*") if p.is_file())
     assert value.encode() not in stored
+
+
+TAGGED = {
+    "name": "tags",
+    "project": "tags",
+    "phases": [
+        {
+            "id": "a",
+            "tasks": [
+                {"id": "build", "run": "touch built", "tags": ["fast"]},
+                {"id": "test", "needs": "build", "run": "touch tested", "tags": ["slow"]},
+                {"id": "lint", "run": "touch linted", "tags": ["fast", "style"]},
+            ],
+        },
+        {
+            "id": "b",
+            "validate": "test -f deployed",
+            "tasks": [{"id": "deploy", "needs": "test", "run": "touch deployed"}],
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "ran"),
+    [
+        (("--only", "test"), {"tested"}),
+        (("--only", "test", "--with-needs"), {"built", "tested"}),
+        (("--only", "deploy,lint", "--with-needs"), {"built", "tested", "linted", "deployed"}),
+        (("--skip", "test", "--skip", "lint"), {"built", "deployed"}),
+        (("--tags", "fast"), {"built", "linted"}),
+        (("--tags", "slow", "--with-needs", "--skip-tags", "style"), {"built", "tested"}),
+        (("--skip-tags", "slow,fast"), {"deployed"}),
+    ],
+)
+def test_partial_runs_leave_out_what_was_not_asked_for(
+    ws: Path, args: tuple[str, ...], ran: set[str]
+) -> None:
+    write_plan(ws / "p.yaml", TAGGED)
+    done = vigil("run", "p.yaml", *args, "--run-id", "r1", cwd=ws)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    made = {p.name for p in ws.iterdir()} & {"built", "tested", "linted", "deployed"}
+    assert made == ran
+    view = status("r1", ws)
+    out = {t["id"] for t in view["tasks"] if t["left_out"]}
+    assert len(out) == 4 - len(ran)
+    for t in view["tasks"]:
+        if t["left_out"]:
+            assert t["state"] == "skipped" and t["reason"].startswith("left out")
+            assert t["attempts"] == []
+    if out:
+        assert "left out" in done.stdout
+    # The report lists them as left out, not as something to fix.
+    advice = json.loads(vigil("report", "r1", "--format", "json", cwd=ws).stdout)
+    assert "did not run because" not in " ".join(advice["recommendations"])
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--only", "tset"), "no task 'tset' (did you mean 'test'?)"),
+        (("--skip", "nope"), "no task 'nope'"),
+        (("--tags", "fsat"), "no tag 'fsat' (did you mean 'fast'?)"),
+        (("--tags", "fast", "--skip-tags", "fast"), "leaves every task out"),
+        (("--with-needs",), "--with-needs goes with --only or --tags"),
+    ],
+)
+def test_a_wrong_selection_is_refused_before_anything_runs(
+    ws: Path, args: tuple[str, ...], says: str
+) -> None:
+    write_plan(ws / "p.yaml", TAGGED)
+    done = vigil("run", "p.yaml", *args, cwd=ws)
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert says in done.stderr and "VIGIL-" in done.stderr
+    assert runs(ws) == []
+
+
+def test_options_of_a_whole_run_keep_their_recorded_form() -> None:
+    """A run without inputs or left-out tasks records its options as before (its seal,
+    made by an older vigil, still verifies); a partial run's are read back equal."""
+    from vigil.engine.options import RunOptions
+
+    plain = RunOptions(max_parallel=2)
+    assert "left_out" not in plain.to_dict() and "inputs" not in plain.to_dict()
+    partial = RunOptions(max_parallel=2, left_out={"a": "left out by --skip"})
+    assert partial.to_dict()["left_out"] == {"a": "left out by --skip"}
+    assert RunOptions.from_dict(partial.to_dict()) == partial

@@ -151,6 +151,7 @@ PLAN_WAITING: dict[str, Any] = {
             "id": "p",
             "tasks": [
                 {"id": "ask", "approval": {"question": "Ship it?"}},
+                {"id": "noisy", "needs": ["ask"], "run": "touch noisy.txt"},
                 {
                     "id": "ship",
                     "needs": ["ask"],
@@ -172,20 +173,24 @@ def _approve(ws: Path, env: dict[str, str], run_id: str) -> None:
     assert answered.returncode == 0, answered.stderr
 
 
-@pytest.mark.parametrize("attack", ["rewritten", "added", "removed"])
-def test_inputs_rewritten_in_the_store_stop_the_resume(
+@pytest.mark.parametrize("attack", ["rewritten", "added", "removed", "skip-removed"])
+def test_inputs_and_left_out_tasks_rewritten_in_the_store_stop_the_resume(
     attack: str, ws: Path, env: dict[str, str], store_url: str
 ) -> None:
     write_plan(ws / "plan.yaml", PLAN_WAITING)
     for run_id in ("victim", "other"):
         started = vigil(
-            "run", "plan.yaml", "-i", "target=staging", "--run-id", run_id, cwd=ws, env=env
-        )
+            "run", "plan.yaml", "-i", "target=staging", "--skip", "noisy", "--run-id", run_id,
+            cwd=ws, env=env,
+        )  # fmt: skip
         assert started.returncode == ExitCode.WAITING, started.stderr
         _approve(ws, env, run_id)
     options = json.loads(row(store_url, "victim")["options"])
     assert options["inputs"] == {"target": "staging"}
-    if attack == "rewritten":
+    assert options["left_out"] == {"noisy": "left out by --skip"}
+    if attack == "skip-removed":
+        del options["left_out"]
+    elif attack == "rewritten":
         options["inputs"]["target"] = "prod"
     elif attack == "added":
         options["inputs"]["extra"] = "x"
@@ -199,6 +204,7 @@ def test_inputs_rewritten_in_the_store_stop_the_resume(
     other = vigil("resume", "other", cwd=ws, env=env)
     assert other.returncode == ExitCode.OK, other.stderr
     assert (ws / "shipped.txt").read_text() == "staging"
+    assert not (ws / "noisy.txt").exists()
 
 
 def test_the_outputs_directory_counts_against_the_attempts_disk_limit(workspace: Path) -> None:
