@@ -414,6 +414,15 @@ def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
     }
     assert (ws / "rollback.log").read_text() == "rolled back prod\n"
     assert not (ws / "deployed" / "prod").exists()
+    only = vigil(
+        "run", str(EXAMPLE), "-i", "version=3.0.0", "--tags", "build", "--run-id", "tags",
+        cwd=ws,
+    )  # fmt: skip
+    assert only.returncode == ExitCode.OK, only.stderr
+    states = {t["id"]: (t["state"], t["left_out"]) for t in status("tags", ws)["tasks"]}
+    assert states["package"] == ("succeeded", False)
+    assert states["deploy"] == ("skipped", True) and states["smoke"] == ("skipped", True)
+    assert (ws / "dist" / "app-3.0.0.txt").exists()
 
 
 def test_plan_convert_keeps_inputs_and_conditions() -> None:
