@@ -292,6 +292,40 @@ def test_a_phase_with_failure_opens_after_a_failed_phase_and_later_phases_stay_b
     assert ok.phases[1].reason.startswith("skipped: its condition was false")
 
 
+def test_a_phase_run_after_a_failure_skips_what_needs_a_blocked_task() -> None:
+    """Found by the property test: t2 was blocked with its phase, and t7 (in a phase with
+    ``if: failure()``) waited for it for ever."""
+    plan = Plan.model_validate(
+        {
+            "name": "c",
+            "project": "c",
+            "phases": [
+                {"id": "p0", "tasks": [{"id": "t1", "run": "false"}]},
+                {"id": "p1", "tasks": [{"id": "t2", "run": "true"}]},
+                {
+                    "id": "p2",
+                    "if": "failure()",
+                    "tasks": [
+                        {"id": "t7", "run": "true", "needs": "t2", "if": "inputs.flag"},
+                        {"id": "t8", "run": "true", "needs": "t2", "if": "always()"},
+                    ],
+                },
+            ],
+            "inputs": {"flag": {"type": "boolean", "default": True}},
+        }
+    )
+    state = _run(plan, {"t1"}, {"flag": True})
+    assert state.task_states() == {
+        "t1": "failed",
+        "t2": "skipped",
+        "t7": "skipped",
+        "t8": "succeeded",
+    }
+    assert state.tasks["t2"].reason == "phase p0 did not complete"
+    assert state.tasks["t7"].reason == "needs t2, which did not succeed"
+    assert state.finished == "failed"
+
+
 def test_a_condition_that_cannot_be_evaluated_fails_the_task() -> None:
     plan = _plan([{"id": "a", "run": "true", "if": "'x' * 10**7"}])
     state = _run(plan, set())

@@ -329,13 +329,19 @@ def _settle_approval(ts: st.TaskState, d: Decision, state: st.RunState) -> None:
 
 
 def _skip_dependents(
-    state: st.RunState, failed: str, d: Decision, *, condition: bool = False
+    state: st.RunState,
+    failed: str,
+    d: Decision,
+    *,
+    condition: bool = False,
+    exclude: set[str] | None = None,
 ) -> None:
     """Skip what needs ``failed``, and what needs those; a task whose ``if:`` runs it
     after failures (``failure()``, ``always()``) is not skipped: it waits for its needs
     to end, then its condition decides. ``condition``: ``failed`` was skipped by an
-    ``if:``, which is no failure, and neither are these skips."""
-    seen: set[str] = set()
+    ``if:``, which is no failure, and neither are these skips. ``exclude``: tasks being
+    skipped already, in this same decision."""
+    seen: set[str] = set(exclude or ())
     stack = list(state.dependents.get(failed, ()))
     while stack:
         dep = stack.pop()
@@ -419,6 +425,7 @@ def _advance_phase(state: st.RunState, d: Decision) -> None:
 
 def _block_later_phases(state: st.RunState, phase: st.PhaseState, d: Decision) -> None:
     """A phase that did not complete blocks every later phase: the boundary is a checkpoint."""
+    blocked: set[str] = set()
     for later in state.phases[phase.index + 1 :]:
         if later.state in (st.PHASE_PASSED, st.PHASE_FAILED) or phase_waits_for_all(
             state, later.index
@@ -427,7 +434,12 @@ def _block_later_phases(state: st.RunState, phase: st.PhaseState, d: Decision) -
         for task in state.plan.phases[later.index].tasks:
             if state.tasks[task.id].state not in st.TERMINAL:
                 d.events.append(ev.task_blocked_by_phase(task.id, phase.id))
+                blocked.add(task.id)
         d.events.append(ev.phase_finished(later.id, False, f"blocked by phase {phase.id}"))
+    # A phase whose ``if:`` runs it after a failure may need tasks just blocked: what
+    # needs them is skipped as it would be after their failure.
+    for task_id in sorted(blocked):
+        _skip_dependents(state, task_id, d, exclude=blocked)
 
 
 def blocked_by_failed_checks(state: st.RunState, phase_id: str, reason: str) -> Journal:

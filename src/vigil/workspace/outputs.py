@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vigil.errors import LimitExceeded
+from vigil.layout import private_dir
 
 INSIDE_DIR = "/run/vigil"
 """Where an overlay sandbox's step finds its outputs directory."""
@@ -43,7 +44,7 @@ class OutputFile:
     def create(self, owner: tuple[int, int] | None = None) -> None:
         """A fresh empty file (and its directory), writable by ``owner`` (uid, gid) when
         steps run as another user."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.directory)  # parents too: never the umask's mode
         fd = os.open(self.host, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             if owner is not None:
