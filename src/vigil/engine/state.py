@@ -82,9 +82,9 @@ class TaskState:
     outputs: dict[str, str] = field(default_factory=dict)
     """What the task's succeeding attempt wrote to ``$VIGIL_OUTPUT`` (redacted)."""
     by_condition: bool = False
+    """Skipped because an ``if:`` was false (its own, its phase's, or a need's): not a failure."""
     left_out: bool = False
     """Not run because the run was partial (``--only``, ``--skip``, ``--tags``...)."""
-    """Skipped because an ``if:`` was false (its own, its phase's, or a need's): not a failure."""
     # Dry runs only: the grant this task would need (environment, capabilities, code);
     # it was not run, and its dependents ran without its changes.
     needs_grant: dict[str, Any] | None = None
