@@ -104,6 +104,16 @@ def test_a_wrong_input_is_refused_before_anything_runs(
     assert runs(ws) == []
 
 
+def test_plan_check_lists_the_inputs(ws: Path) -> None:
+    write_plan(ws / "p.yaml", plan_of(ECHO_INPUTS, inputs=INPUTS))
+    text = vigil("plan", "check", "p.yaml", cwd=ws)
+    assert text.returncode == 0, text.stderr
+    assert "input version: string, required (what to release)" in text.stdout
+    assert 'input target: choice of staging|prod, default "staging"' in text.stdout
+    data = json.loads(vigil("plan", "check", "p.yaml", "--format", "json", cwd=ws).stdout)
+    assert data["inputs"]["replicas"] == {"type": "number", "default": 2}
+
+
 def test_outputs_single_and_multi_line_reach_the_tasks_that_need_them(ws: Path) -> None:
     produce = {
         "id": "build",

@@ -44,6 +44,10 @@ def check(plan: PlanArg, fmt: FormatOpt = Format.text) -> None:
                 "project": loaded.plan.project,
                 "hash": loaded.plan.content_hash(),
                 "phases": [{"id": p.phase, "waves": p.waves} for p in order],
+                "inputs": {
+                    name: spec.model_dump(mode="json", exclude_defaults=True)
+                    for name, spec in loaded.plan.inputs.items()
+                },
             }
         )
         return
@@ -53,6 +57,13 @@ def check(plan: PlanArg, fmt: FormatOpt = Format.text) -> None:
         f"({len(loaded.plan.phases)} phases, {tasks} tasks)",
         markup=True,
     )
+    for name, spec in loaded.plan.inputs.items():
+        kind = f"choice of {'|'.join(spec.options or ())}" if spec.type == "choice" else spec.type
+        how = "required" if spec.required and spec.default is None else ""
+        if spec.default is not None:
+            how = f"default {json.dumps(spec.default)}"
+        line = f"input {name}: {kind}" + (f", {how}" if how else "")
+        console.print(line + (f" ({spec.description})" if spec.description else ""), markup=False)
     for index, p in enumerate(order, 1):
         console.print(f"phase {index} [bold]{escape(p.phase)}[/]", markup=True)
         for n, wave in enumerate(p.waves, 1):

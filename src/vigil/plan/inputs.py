@@ -33,7 +33,7 @@ class InputsInvalid(VigilError):
     title = "the run's inputs do not fit the plan"
     remedy = (
         "Give each required input with --input NAME=VALUE (or in --inputs FILE) as its "
-        "declared type; the plan's `inputs:` lists them."
+        "declared type; `vigil plan check PLAN` lists them."
     )
     exit_code = ExitCode.USAGE
 
