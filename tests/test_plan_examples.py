@@ -80,7 +80,7 @@ def test_runbook_example_runs_as_described(tmp_path: Path) -> None:
     assert "<li>billing: up</li>" in (tmp_path / "public" / "index.html").read_text()
 
 
-@pytest.mark.parametrize("name", ["release.yaml", "runbook.md"])
+@pytest.mark.parametrize("name", ["release.yaml", "runbook.md", "deploy-inputs.yaml"])
 def test_examples_stay_inside_the_workspace(name: str) -> None:
     plan = load_plan(EXAMPLES / name).plan
     for _, task in plan.tasks():

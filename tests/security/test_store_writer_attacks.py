@@ -1,4 +1,4 @@
-"""Attacks on the signed journal (ADR 0008) that still make vigil act.
+"""Attacks of a store writer on the signed journal (ADR 0008): none makes vigil act.
 
 A writer of the store (SQLite file or PostgreSQL rows) cannot forge what vigil's own
 processes sign. What it still controls are the four kinds appended unsigned

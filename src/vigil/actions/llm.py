@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from vigil.actions.base import ActionResult, AttemptContext
-from vigil.actions.prompt import build_prompt, prompt_hash, render, template_variables
+from vigil.actions.prompt import build_prompt, prompt_hash, render_prompt
 from vigil.actions.specs import LlmConfig, LlmSpec
 from vigil.errors import ExitCode, VigilError
 from vigil.llm.budget import Budget
@@ -146,11 +146,7 @@ class LlmAction:
         """The call this attempt makes (also what the engine prefetches)."""
         spec = self.spec
         user = build_prompt(ctx, prompt=spec.prompt, prompt_file=spec.prompt_file)
-        system = (
-            render(spec.system, template_variables(ctx), what="system message")
-            if (spec.system)
-            else None
-        )
+        system = render_prompt(ctx, spec.system, what="system message") if (spec.system) else None
         return resolve_request(spec, self.config, system, user)
 
     def execute(self, ctx: AttemptContext) -> ActionResult:

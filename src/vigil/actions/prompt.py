@@ -25,6 +25,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from vigil.actions.base import AttemptContext, PriorRound
 from vigil.errors import ExitCode, VigilError
+from vigil.plan.expressions import substitute
 
 MAX_PROMPT_CHARS = 1_000_000
 """A rendered prompt larger than this is refused: no agent or model takes it usefully."""
@@ -79,6 +80,30 @@ def render(text: str, variables: Mapping[str, Any], *, what: str = "prompt") -> 
         where = f" (line {line})" if line else ""
         raise PromptError(f"the {what} template failed{where}: {exc.message}") from None
     return "".join(parts)
+
+
+OLD_SYNTAX_NOTE = (
+    "note: this prompt uses the Jinja2 '{{ ... }}' syntax, which is deprecated for prompts; "
+    "write '${{ needs.TASK.outputs.NAME }}', '${{ inputs.NAME }}' (see docs/plans.md)"
+)
+
+
+def render_prompt(ctx: AttemptContext, text: str, *, what: str = "prompt") -> str:
+    """A prompt or system message of the task in this attempt.
+
+    A text with ``${{ ... }}`` is read in the plan's expression syntax: each expression is
+    replaced by its value, as data (the result is not read again as a template). Any
+    other text is a Jinja2 template as before, with a note in the log when it uses it.
+    """
+    if "${{" in text:
+        context = getattr(ctx, "expressions", None) or {}
+        rendered = substitute(text, context)
+        if len(rendered) > MAX_PROMPT_CHARS:
+            raise PromptError(f"the {what} grows beyond {MAX_PROMPT_CHARS} characters")
+        return rendered
+    if "{{" in text or "{%" in text:
+        ctx.log(OLD_SYNTAX_NOTE)
+    return render(text, template_variables(ctx), what=what)
 
 
 def prior_variables(prior: PriorRound | None) -> dict[str, Any] | None:
@@ -188,6 +213,6 @@ def build_prompt(
 ) -> str:
     """The rendered prompt of a task in this attempt, with context files and fix round."""
     text = prompt if prompt is not None else read_text(ctx, prompt_file or "")
-    rendered = render(text, template_variables(ctx))
+    rendered = render_prompt(ctx, text)
     files = {path: read_text(ctx, path) for path in context}
     return with_fix_round(with_context(rendered, files), ctx.prior)

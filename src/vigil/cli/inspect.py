@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated
 
@@ -95,6 +96,11 @@ def status(
     )
     if view["resume"]:
         console.print(f"its driver is gone; continue it with `{view['resume']}`")
+    if view["inputs"]:
+        given = ", ".join(
+            f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in view["inputs"].items()
+        )
+        console.print(f"inputs: {escape(printable(given))}", markup=True)
     tasks = view["tasks"]
     hidden = 0
     if len(tasks) > STATUS_LIST_ALL and not all_tasks:

@@ -65,6 +65,10 @@ def check(plan: PlanArg, workspace: WorkspaceOpt = None, fmt: FormatOpt = Format
                     for m in needed
                 ],
                 "grant_command": command,
+                "inputs": {
+                    name: spec.model_dump(mode="json", exclude_defaults=True)
+                    for name, spec in loaded.plan.inputs.items()
+                },
             }
         )
         return
@@ -74,6 +78,13 @@ def check(plan: PlanArg, workspace: WorkspaceOpt = None, fmt: FormatOpt = Format
         f"({len(loaded.plan.phases)} phases, {tasks} tasks)",
         markup=True,
     )
+    for name, spec in loaded.plan.inputs.items():
+        kind = f"choice of {'|'.join(spec.options or ())}" if spec.type == "choice" else spec.type
+        how = "required" if spec.required and spec.default is None else ""
+        if spec.default is not None:
+            how = f"default {json.dumps(spec.default)}"
+        line = f"input {name}: {kind}" + (f", {how}" if how else "")
+        console.print(line + (f" ({spec.description})" if spec.description else ""), markup=False)
     for index, p in enumerate(order, 1):
         console.print(f"phase {index} [bold]{escape(p.phase)}[/]", markup=True)
         for n, wave in enumerate(p.waves, 1):

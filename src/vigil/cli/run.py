@@ -159,6 +159,8 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
             label = "failed (non-critical)"
         if t.get("needs_grant"):
             label = "not run (needs a grant)"
+        if t.get("left_out"):
+            label = "left out"
         counts[label] = counts.get(label, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     colour = {"succeeded": "green", "failed": "red"}.get(outcome.state, "yellow")
@@ -260,6 +262,35 @@ def run(
             help="Use a prefetched reply even if the workspace changed since it was asked.",
         ),
     ] = False,
+    input_args: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A value for one of the plan's inputs, NAME=VALUE; repeat for more.",
+        ),
+    ] = None,
+    inputs_file: Annotated[
+        Path | None,
+        typer.Option("--inputs", help="A YAML or JSON file of input values; --input wins over it."),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only these tasks (ids, comma-separated or repeated)."),
+    ] = None,
+    with_needs: Annotated[
+        bool,
+        typer.Option("--with-needs", help="With --only/--tags: also what they need."),
+    ] = False,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", help="Leave these tasks out (ids).")
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tags", help="Run only tasks with one of these tags.")
+    ] = None,
+    skip_tags: Annotated[
+        list[str] | None, typer.Option("--skip-tags", help="Leave out tasks with these tags.")
+    ] = None,
     workspace: WorkspaceOpt = None,
     create: Annotated[
         bool,
@@ -272,6 +303,8 @@ def run(
     from vigil.engine.environment import withheld_from_network
     from vigil.engine.runs import start_run
     from vigil.plan import load_plan
+    from vigil.plan.inputs import parse_input_args, read_inputs_file, resolve_inputs
+    from vigil.plan.selection import Selection, left_out, names
     from vigil.store.records import RUN_ID_PATTERN
 
     if run_id is not None and RUN_ID_PATTERN.fullmatch(run_id) is None:
@@ -286,6 +319,24 @@ def run(
     withheld = withheld_from_network(config, loaded.plan)
     if withheld is not None:
         err_console.print(withheld.line(), markup=False, highlight=False)
+    # Every input problem is reported before anything exists (exit 2).
+    inputs = resolve_inputs(
+        loaded.plan,
+        parse_input_args(input_args or []),
+        read_inputs_file(inputs_file) if inputs_file is not None else None,
+    )
+    selection = Selection(
+        only=names(only or []),
+        with_needs=with_needs,
+        skip=names(skip or []),
+        tags=names(tags or []),
+        skip_tags=names(skip_tags or []),
+    )
+    if with_needs and not (selection.only or selection.tags):
+        raise UsageError(
+            "--with-needs goes with --only or --tags", "e.g. --only deploy --with-needs"
+        )
+    left_out(loaded.plan, selection)  # every problem before anything exists (exit 2)
     with opened_store(config) as store:
         progress = progress_for(fmt is Format.json)
         try:
@@ -303,6 +354,8 @@ def run(
                 grant=grant,
                 prefetch_prompts=prefetch_prompts,
                 allow_stale_prompts=allow_stale_prompts,
+                inputs=inputs,
+                selection=None if selection.empty else selection,
             )
         finally:
             if progress is not None:

@@ -20,6 +20,7 @@ from vigil.actions.base import Action, ActionResult, PriorRound
 from vigil.actions.run import shell_argv
 from vigil.config import Config
 from vigil.engine import events as ev
+from vigil.engine.outputs import OutputsMalformed, parse_outputs
 from vigil.envnames import passed_env
 from vigil.errors import CaptureFailed, InternalError, LimitExceeded, SecretInPath, VigilError
 from vigil.executors.process import LogSink, ProcessOutcome, run_process
@@ -52,6 +53,8 @@ class AttemptSpec:
     capture: bool = True
     secrets: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, str] = field(default_factory=dict)
+    expressions: Mapping[str, Any] = field(default_factory=dict)
+    """What ``${{ ... }}`` in the task's prompts reads (inputs, needs, env, vigil)."""
     prior: PriorRound | None = None
     redactor: Callable[[], Any] | None = None
     workspace: Path = Path(".")
@@ -184,6 +187,7 @@ class Attempt:
         self.limit: LimitExceeded | None = None
         self.secrets = spec.secrets
         self.inputs = spec.inputs
+        self.expressions = spec.expressions
         self.prior = spec.prior
         self.path = spec.env.get("PATH") or os.environ.get("PATH")
         self._sandbox = sandbox
@@ -203,6 +207,9 @@ class Attempt:
         """Run ``argv`` inside the attempt's sandbox, output to the attempt's log."""
         merged = dict(self.spec.env)
         merged.update(env or {})
+        outputs = getattr(self._sandbox, "outputs", None)
+        if outputs is not None:
+            merged["VIGIL_OUTPUT"] = outputs.inside
         spawn = self._sandbox.command(list(argv), env=merged, cwd=self.spec.workdir)
         out = run_process(
             spawn.argv,
@@ -367,6 +374,9 @@ def _execute_in(
                 _note_offline(spec, sink, extra, extra["failed_output"])
             return AttemptResult(tid, n, outcome, out.exit_code, reason, ctx.elapsed, extra)
     watch.close()  # nothing runs any more; capture checks the limits exactly
+    failed_outputs = _read_outputs(tid, n, sandbox, sink, ctx.elapsed, extra)
+    if failed_outputs is not None:
+        return failed_outputs
     if spec.capture:
         try:
             changeset = sandbox.capture()
@@ -419,6 +429,28 @@ def _note_offline(spec: AttemptSpec, sink: LogSink, extra: dict[str, Any], outpu
     if seen is not None:
         extra["no_network"] = seen
         sink.note(advice(spec.task.id, seen).replace("`", ""))
+
+
+def _read_outputs(
+    tid: str, n: int, sandbox: AttemptSandbox, sink: LogSink, elapsed: float, extra: dict[str, Any]
+) -> AttemptResult | None:
+    """Put what the step wrote to ``$VIGIL_OUTPUT`` into ``extra["outputs"]``; a failed
+    attempt if it is too large or not ``name=value`` lines."""
+    channel = getattr(sandbox, "outputs", None)
+    if channel is None:
+        return None
+    try:
+        outputs = parse_outputs(channel.read())
+    except (VigilError, ValueError) as exc:
+        error = exc if isinstance(exc, VigilError) else OutputsMalformed(str(exc))
+        failed = AttemptResult.from_error(tid, n, error, duration=elapsed)
+        sink.note(failed.reason)
+        return AttemptResult(
+            tid, n, ev.FAILED, None, failed.reason, elapsed, extra, error.code, error.category
+        )
+    if outputs:
+        extra["outputs"] = outputs
+    return None
 
 
 def _over_limit(

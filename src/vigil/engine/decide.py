@@ -15,7 +15,9 @@ from typing import Any
 from vigil.engine import events as ev
 from vigil.engine import state as st
 from vigil.engine.backoff import retry_delay
+from vigil.engine.conditions import phase_condition, phase_waits_for_all, task_condition
 from vigil.errors import Category
+from vigil.plan.expressions import ExpressionFailed
 
 Journal = list[ev.Entry]
 
@@ -97,6 +99,9 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     if state.cancel_requested:
         _cancel(state, d)
         return d
+    _check_conditions(state, d)
+    if d.events:
+        return d
     _advance_phase(state, d)
     if d.events or d.checks:
         return d
@@ -139,7 +144,7 @@ def final_state(state: st.RunState) -> str:
     for ts in state.tasks.values():
         # A dry run's task not run for want of a grant is listed, not failed: the dry
         # run's outcome says whether everything it could run succeeded.
-        if ts.needs_grant is not None:
+        if ts.needs_grant is not None or ts.by_condition or ts.left_out:
             continue
         if ts.state in (st.FAILED, st.SKIPPED) and ts.task.on_failure == "stop":
             return "failed"
@@ -325,20 +330,79 @@ def _settle_approval(ts: st.TaskState, d: Decision, state: st.RunState) -> None:
     _skip_dependents(state, tid, d)
 
 
-def _skip_dependents(state: st.RunState, failed: str, d: Decision) -> None:
-    seen: set[str] = set()
+def _skip_dependents(
+    state: st.RunState,
+    failed: str,
+    d: Decision,
+    *,
+    condition: bool = False,
+    exclude: set[str] | None = None,
+) -> None:
+    """Skip what needs ``failed``, and what needs those; a task whose ``if:`` runs it
+    after failures (``failure()``, ``always()``) is not skipped: it waits for its needs
+    to end, then its condition decides. ``condition``: ``failed`` was skipped by an
+    ``if:``, which is no failure, and neither are these skips. ``exclude``: tasks being
+    skipped already, in this same decision."""
+    seen: set[str] = set(exclude or ())
     stack = list(state.dependents.get(failed, ()))
     while stack:
         dep = stack.pop()
         if dep in seen:
             continue
         seen.add(dep)
-        if state.tasks[dep].state in st.TERMINAL:
+        if state.tasks[dep].state in st.TERMINAL or dep in state.unended:
             continue
-        d.events.append(
-            ev.task_skipped(dep, f"needs {failed}, which did not succeed", blocked_by=failed)
-        )
+        if condition:
+            reason = f"needs {failed}, which was skipped"
+            d.events.append(ev.task_skipped_by_condition(dep, reason, blocked_by=failed))
+        else:
+            reason = f"needs {failed}, which did not succeed"
+            d.events.append(ev.task_skipped(dep, reason, blocked_by=failed))
         stack.extend(state.dependents.get(dep, ()))
+
+
+def _check_conditions(state: st.RunState, d: Decision) -> None:
+    """Skip the frontier phase if its ``if:`` is false, and each ready task whose ``if:``
+    is false. A true condition journals nothing: evaluated again on the same journal
+    (after a crash) it is true again, and the task starts as any other."""
+    phase = state.frontier()
+    if phase is not None and phase.state == st.PHASE_OPEN:
+        spec = state.plan.phases[phase.index]
+        untouched = all(
+            not state.tasks[t.id].attempts and not state.tasks[t.id].escalations for t in spec.tasks
+        )
+        if spec.if_ is not None and untouched:
+            try:
+                holds = phase_condition(state, phase.index)
+            except ExpressionFailed as exc:
+                # Not a skip: a condition that cannot be evaluated is the plan's mistake.
+                for task in spec.tasks:
+                    if state.tasks[task.id].state not in st.TERMINAL:
+                        d.events.append(
+                            ev.task_finished(task.id, st.FAILED, f"phase if: {exc.cause}")
+                        )
+                        _skip_dependents(state, task.id, d)
+                return
+            why = f"its condition was false: if: {spec.if_}"
+            if not holds:
+                for task in spec.tasks:
+                    if state.tasks[task.id].state not in st.TERMINAL:
+                        d.events.append(ev.task_skipped_by_condition(task.id, f"phase {why}"))
+                        _skip_dependents(state, task.id, d, condition=True)
+                d.events.append(ev.phase_finished(phase.id, True, f"skipped: {why}"))
+                return
+    for task_id in list(state.ready_conditions):
+        ts = state.tasks[task_id]
+        try:
+            holds = task_condition(state, ts.task)
+        except ExpressionFailed as exc:
+            d.events.append(ev.task_finished(task_id, st.FAILED, f"if: {exc.cause}"))
+            _skip_dependents(state, task_id, d)
+            continue
+        if not holds:
+            why = f"condition was false: if: {ts.task.if_}"
+            d.events.append(ev.task_skipped_by_condition(task_id, why))
+            _skip_dependents(state, task_id, d, condition=True)
 
 
 def _advance_phase(state: st.RunState, d: Decision) -> None:
@@ -351,7 +415,11 @@ def _advance_phase(state: st.RunState, d: Decision) -> None:
         d.events.append(ev.phase_finished(phase.id, False, reason))
         _block_later_phases(state, phase, d)
         return
-    if state.plan.phases[phase.index].checks:
+    spec = state.plan.phases[phase.index]
+    if all(state.tasks[t.id].left_out for t in spec.tasks):
+        d.events.append(ev.phase_finished(phase.id, True, "left out: none of its tasks ran"))
+        return
+    if spec.checks:
         d.checks.append(RunPhaseChecks(phase.id))
         return
     d.events.append(ev.phase_finished(phase.id, True))
@@ -359,11 +427,21 @@ def _advance_phase(state: st.RunState, d: Decision) -> None:
 
 def _block_later_phases(state: st.RunState, phase: st.PhaseState, d: Decision) -> None:
     """A phase that did not complete blocks every later phase: the boundary is a checkpoint."""
+    blocked: set[str] = set()
     for later in state.phases[phase.index + 1 :]:
+        if later.state in (st.PHASE_PASSED, st.PHASE_FAILED) or phase_waits_for_all(
+            state, later.index
+        ):
+            continue  # settled already, or its ``if:`` runs it after a failure
         for task in state.plan.phases[later.index].tasks:
             if state.tasks[task.id].state not in st.TERMINAL:
                 d.events.append(ev.task_blocked_by_phase(task.id, phase.id))
+                blocked.add(task.id)
         d.events.append(ev.phase_finished(later.id, False, f"blocked by phase {phase.id}"))
+    # A phase whose ``if:`` runs it after a failure may need tasks just blocked: what
+    # needs them is skipped as it would be after their failure.
+    for task_id in sorted(blocked):
+        _skip_dependents(state, task_id, d, exclude=blocked)
 
 
 def blocked_by_failed_checks(state: st.RunState, phase_id: str, reason: str) -> Journal:

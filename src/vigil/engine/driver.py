@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from vigil.actions.run import RunAction
 from vigil.actions.select import ActionResources, action_for
 from vigil.config import Config
+from vigil.engine import conditions, ledger
 from vigil.engine import events as ev
-from vigil.engine import ledger
 from vigil.engine.attempt import (
     AttemptResult,
     AttemptSpec,
@@ -570,6 +570,9 @@ class Driver:
                 finished["failed_output"] = self.authority.redact(str(finished["failed_output"]))
             if finished.get("output") is not None:
                 finished["output"] = self.authority.redact(str(finished["output"]))
+            outputs = finished.get("outputs")
+            if isinstance(outputs, dict):
+                finished["outputs"] = {k: self.authority.redact(str(v)) for k, v in outputs.items()}
             return [(kind, finished)]
         if isinstance(result, CommitResult):
             if result.ok:
@@ -591,10 +594,12 @@ class Driver:
 
     def _spec(self, start: StartAttempt) -> AttemptSpec:
         task = self.plan.task(start.task)
+        # ``${{ ... }}`` in env values are evaluated here, and reach the step as data.
+        plan_env, task_env = conditions.task_env(self.state, task)
         env = step_environment(
             {},
-            self.plan.env,
-            task.env,
+            plan_env,
+            task_env,
             self.authority.env_for(task),
             run_id=self.run_id,
             task_id=task.id,
@@ -643,6 +648,7 @@ class Driver:
             base_layers=self._base_layers(task.id),
             secrets=self.authority.env_for(task),
             inputs=inputs,
+            expressions=conditions.task_context(self.state, task),
             prior=prior,
             workspace=self.workspace,
             allowed_paths=allowed,
@@ -793,7 +799,11 @@ class Driver:
             command="validate",
             action=RunAction("true"),
             env=step_environment(
-                {}, self.plan.env, run_id=self.run_id, task_id=f"_phase.{phase_id}", attempt=0
+                {},
+                conditions.plan_env(self.state),
+                run_id=self.run_id,
+                task_id=f"_phase.{phase_id}",
+                attempt=0,
             ),
             workdir=None,
             timeout=None,

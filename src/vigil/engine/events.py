@@ -127,6 +127,7 @@ class AttemptFinished(TypedDict):
     # What the action and its checks add (vigil.engine.attempt).
     usage: NotRequired[dict[str, Any]]
     output: NotRequired[str]
+    outputs: NotRequired[dict[str, str]]  # what the step wrote to $VIGIL_OUTPUT (redacted)
     validation_failed: NotRequired[int | str]
     failed_command: NotRequired[str]
     failed_output: NotRequired[str]
@@ -154,6 +155,7 @@ class TaskSkipped(TypedDict):
     reason: str
     blocked_by: NotRequired[str]  # a task id, or "phase:<id>"
     needs_grant: NotRequired[NeedsGrant]  # dry runs: not run for want of a grant
+    condition: NotRequired[bool]  # an ``if:`` was false (its own, its phase's or a need's)
 
 
 class PhaseCheckStarted(TypedDict):
@@ -368,6 +370,17 @@ def task_skipped(
     data: TaskSkipped = {"task": task, "reason": reason}
     if state is not None:
         data = {"task": task, "state": state, "reason": reason}
+    if blocked_by is not None:
+        data["blocked_by"] = blocked_by
+    return TASK_SKIPPED, data
+
+
+def task_skipped_by_condition(
+    task: str, reason: str, *, blocked_by: str | None = None
+) -> tuple[Kind, TaskSkipped]:
+    """The task will not run because an ``if:`` was false: its own, its phase's, or (with
+    ``blocked_by``) that of a task it needs. Not a failure of the run."""
+    data: TaskSkipped = {"task": task, "reason": reason, "condition": True}
     if blocked_by is not None:
         data["blocked_by"] = blocked_by
     return TASK_SKIPPED, data

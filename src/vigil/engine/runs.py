@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,9 @@ from vigil.engine.state import RunState
 from vigil.errors import PlanChanged, RunLocked, RunNotFound, RunTampered, UsageError
 from vigil.executors.process import end_tagged
 from vigil.layout import run_tag
+from vigil.plan.inputs import resolve_inputs
 from vigil.plan.models import Plan
+from vigil.plan.selection import Selection, left_out
 
 if TYPE_CHECKING:
     from vigil.store import RunRecord, RunStore
@@ -142,10 +144,16 @@ def start_run(
     grant: str | None = None,
     prefetch_prompts: int = 0,
     allow_stale_prompts: bool = False,
+    inputs: Mapping[str, Any] | None = None,
+    selection: Selection | None = None,
     faults: FaultHook | None = None,
     stop_grace: float = STOP_GRACE,
 ) -> RunOutcome:
     """Start a new run of ``plan``; with an existing ``run_id``, resume that run instead.
+
+    ``inputs`` are values for the plan's inputs; missing, mistyped or unknown ones are
+    VIGIL-INPUT-INVALID before anything exists (see :mod:`vigil.plan.inputs`).
+    ``selection`` makes a partial run (:mod:`vigil.plan.selection`).
 
     ``dry_run`` executes every command in throwaway sandboxes and commits nothing; a task
     needing a grant it does not hold is not run (see :meth:`Driver._dry_run_starts`);
@@ -170,6 +178,8 @@ def start_run(
         grant=grant,
         prefetch_prompts=prefetch_prompts,
         allow_stale_prompts=allow_stale_prompts,
+        inputs=resolve_inputs(plan, from_file=inputs) if plan.inputs or inputs else {},
+        left_out=left_out(plan, selection) if selection is not None else {},
     )
     existing = store.get_run(run_id)
     if existing is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vigil.engine import events as ev
+from vigil.engine.conditions import phase_waits_for_all, waits_for_all
 from vigil.engine.options import RunOptions
 from vigil.plan.models import Plan, Task
 
@@ -78,6 +79,12 @@ class TaskState:
     answer: dict[str, Any] | None = None
     extra_attempts: int = 0
     output: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    """What the task's succeeding attempt wrote to ``$VIGIL_OUTPUT`` (redacted)."""
+    by_condition: bool = False
+    """Skipped because an ``if:`` was false (its own, its phase's, or a need's): not a failure."""
+    left_out: bool = False
+    """Not run because the run was partial (``--only``, ``--skip``, ``--tags``...)."""
     # Dry runs only: the grant this task would need (environment, capabilities, code);
     # it was not run, and its dependents ran without its changes.
     needs_grant: dict[str, Any] | None = None
@@ -144,6 +151,11 @@ class RunState:
         # The ready tasks that need an approval first, kept beside ``ready`` so that
         # ``decide`` opens their questions without scanning every ready task.
         self.ready_approvals: dict[str, None] = {}
+        # The ready tasks with an ``if:``: ``decide`` evaluates each before it starts.
+        self.ready_conditions: dict[str, None] = {}
+        # Tasks whose ``if:`` runs them after failures too (``failure()``, ``always()``):
+        # the number of their needs not yet ended, however they end.
+        self.unended: dict[str, int] = {}
         self.retry_at: dict[str, float] = {}
         self.running: set[str] = set()
         self.unsettled: dict[str, None] = {}
@@ -165,8 +177,19 @@ class RunState:
                 self.dependents.setdefault(task.id, [])
         for tid, ts in self.tasks.items():
             self.unmet[tid] = len(ts.task.needs)
+            if waits_for_all(ts.task):
+                self.unended[tid] = len(ts.task.needs)
             for need in ts.task.needs:
                 self.dependents.setdefault(need, []).append(tid)
+        for tid, why in self.options.left_out.items():
+            if tid not in self.tasks:
+                continue
+            # Decided when the run started and sealed with it: what needs a task left out
+            # runs as if it had succeeded.
+            out = self.tasks[tid]
+            self._settle(out, SKIPPED, None)
+            out.reason, out.left_out = why, True
+            self._release_dependents(tid)
         if self.phases:
             self._open_phase(0)
 
@@ -243,6 +266,9 @@ class RunState:
             ts.output = str(output)
         elif ts.attempts and "output" in ts.attempts[-1].data:
             ts.output = str(ts.attempts[-1].data["output"])
+        outputs = ts.attempts[-1].data.get("outputs") if ts.attempts else None
+        if ts.state == SUCCEEDED and isinstance(outputs, dict):
+            ts.outputs = {str(k): str(v) for k, v in outputs.items()}
         if ts.state == SUCCEEDED:
             self._release_dependents(ts.task.id)
         elif ts.state == FAILED and ts.task.on_failure == "stop":
@@ -256,6 +282,7 @@ class RunState:
         self._settle(ts, str(data.get("state", SKIPPED)), event.at)
         ts.reason = str(data.get("reason") or "")
         ts.blocked_by = data.get("blocked_by")
+        ts.by_condition = bool(data.get("condition"))
         needs_grant = data.get("needs_grant")
         if needs_grant is not None:
             # Not run for want of a grant (dry runs only): what needs it still dry-runs.
@@ -271,8 +298,14 @@ class RunState:
         phase = self.phases[self._phase_index(data["phase"])]
         phase.state = PHASE_PASSED if data["passed"] else PHASE_FAILED
         phase.reason = str(data.get("reason") or "")
-        if phase.state == PHASE_PASSED and phase.index + 1 < len(self.phases):
-            self._open_phase(phase.index + 1)
+        following = phase.index + 1
+        if (
+            following < len(self.phases)
+            and self.phases[following].state == PHASE_WAITING
+            and (phase.state == PHASE_PASSED or phase_waits_for_all(self, following))
+        ):
+            # A phase whose ``if:`` runs after failures opens after a failed one too.
+            self._open_phase(following)
 
     def _attempt(self, event: ev.Event) -> tuple[TaskState, AttemptState | None]:
         data = ev.data_of(event, ev.ChangesetRef)
@@ -375,7 +408,7 @@ class RunState:
                 return phase.index
         raise KeyError(phase_id)
 
-    def _settle(self, ts: TaskState, state: str, at: float) -> None:
+    def _settle(self, ts: TaskState, state: str, at: float | None) -> None:
         ts.state = state
         ts.ended_at = at
         self._unready(ts.task.id)
@@ -384,6 +417,10 @@ class RunState:
         self.unsettled.pop(ts.task.id, None)
         self.waiting.pop(ts.task.id, None)
         self.phases[ts.phase_index].open_tasks -= 1
+        for dep in self.dependents.get(ts.task.id, ()):
+            if dep in self.unended:
+                self.unended[dep] -= 1
+                self._maybe_ready(dep)
 
     def _release_dependents(self, task_id: str) -> None:
         for dep in self.dependents.get(task_id, ()):
@@ -397,19 +434,23 @@ class RunState:
 
     def _maybe_ready(self, task_id: str) -> None:
         ts = self.tasks[task_id]
+        waiting_for = self.unended.get(task_id, self.unmet[task_id])
         if (
             ts.state == PENDING
             and not ts.attempts
-            and self.unmet[task_id] == 0
+            and waiting_for == 0
             and self.phases[ts.phase_index].state == PHASE_OPEN
         ):
             self.ready[task_id] = None
             if ts.task.approval is not None:
                 self.ready_approvals[task_id] = None
+            if ts.task.if_ is not None:
+                self.ready_conditions[task_id] = None
 
     def _unready(self, task_id: str) -> None:
         self.ready.pop(task_id, None)
         self.ready_approvals.pop(task_id, None)
+        self.ready_conditions.pop(task_id, None)
 
     # ----------------------------------------------------------------- queries
 

@@ -15,13 +15,15 @@ import yaml
 from vigil.plan.duration import parse_duration
 from vigil.plan.models import Check, Plan, RetryPolicy, Task
 
-_PLAN_KEYS = ("name", "project", "description", "env", "defaults", "phases")
-_PHASE_KEYS = ("id", "name", "description", "tasks", "validate")
+_PLAN_KEYS = ("name", "project", "description", "inputs", "env", "defaults", "phases")
+_PHASE_KEYS = ("id", "name", "description", "if", "tasks", "validate")
 _TASK_KEYS = (
     "id",
     "name",
     "description",
     "needs",
+    "if",
+    "tags",
     "workdir",
     "env",
     "timeout",
@@ -114,10 +116,13 @@ def _checks(checks: tuple[Check, ...]) -> list[Any]:
 
 def _task(task: Task) -> dict[str, Any]:
     data = _durations(
-        task.model_dump(mode="json", exclude_defaults=True, exclude={"retry", "checks"})
+        task.model_dump(
+            mode="json", by_alias=True, exclude_defaults=True, exclude={"retry", "checks"}
+        )
     )
-    if "needs" in data:
-        data["needs"] = _Flow(data["needs"])
+    for key in ("needs", "tags"):
+        if key in data:
+            data[key] = _Flow(data[key])
     if task.retry is not None:
         data["retry"] = _retry(task.retry)
     if task.checks:
@@ -140,7 +145,7 @@ def plan_data(plan: Plan) -> dict[str, Any]:
     phases = []
     for phase in plan.phases:
         entry: dict[str, Any] = phase.model_dump(
-            mode="json", exclude_defaults=True, exclude={"tasks", "checks"}
+            mode="json", by_alias=True, exclude_defaults=True, exclude={"tasks", "checks"}
         )
         entry["tasks"] = [_task(t) for t in phase.tasks]
         if phase.checks:

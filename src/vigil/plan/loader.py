@@ -18,7 +18,13 @@ from typing import Literal
 
 from vigil.plan.lint import PlanWarning, agent_warnings
 from vigil.plan.models import Plan
-from vigil.plan.problems import PlanInvalid, PlanNotFound, PlanProblem, SecretSourceInPlan
+from vigil.plan.problems import (
+    PlanInvalid,
+    PlanNotFound,
+    PlanProblem,
+    SecretSourceInPlan,
+    plan_invalid,
+)
 from vigil.plan.validation import validate_plan
 from vigil.plan.yaml_source import read_yaml
 
@@ -79,7 +85,7 @@ def load_plan_text(text: str, filename: str) -> LoadedPlan:
         if plan is not None and not problems:
             warnings += agent_warnings(plan, source_map, filename)
             return LoadedPlan(plan, filename, text, kind, tuple(sorted(warnings)))
-    raise PlanInvalid(problems or [_empty(filename)])
+    raise plan_invalid(problems or [_empty(filename)])
 
 
 def _toml_key(name: str) -> str:

@@ -29,6 +29,9 @@ from vigil.plan.duration import parse_duration
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
+INPUT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+"""An input's name: a letter or ``_`` first, then letters, digits, ``_``, ``-``."""
+
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 """A phase or task id: letters, digits, ``_``, ``.``, ``-``; starts with a letter or digit."""
 
@@ -162,6 +165,41 @@ class EscalateSpec(Model):
     )
 
 
+Condition = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description='run only if this expression is true, e.g. "${{ failure() }}" or '
+        '"inputs.deploy"; status functions: success() (the default), failure(), always(), '
+        "cancelled()",
+    ),
+]
+
+
+class InputSpec(Model):
+    """One value the person starting the run supplies (``vigil run --input NAME=VALUE``)."""
+
+    type: Literal["string", "number", "boolean", "choice"] = Field(
+        "string", description="how the value is read and checked"
+    )
+    description: str | None = None
+    required: bool = Field(False, description="the run does not start without a value")
+    default: bool | int | float | str | None = Field(
+        None, description="the value when none is given"
+    )
+    options: tuple[str, ...] | None = Field(
+        None, description="the allowed values of a 'choice' input"
+    )
+
+    @model_validator(mode="after")
+    def _options_for_choice(self) -> InputSpec:
+        if self.type == "choice" and not self.options:
+            raise ValueError("is a choice without options: list them under 'options:'")
+        if self.type != "choice" and self.options is not None:
+            raise ValueError(f"has options but is of type '{self.type}': write type: choice")
+        return self
+
+
 class Task(Model):
     """One unit of work. Its attempts run ``run``; ``validate`` decides whether it counts."""
 
@@ -174,6 +212,10 @@ class Task(Model):
     approval: ApprovalSpec | None = Field(None, description="ask a person and wait for the answer")
     escalate: EscalateSpec | None = Field(None, description="when to ask a person for help")
     needs: IdList = Field(default=(), description="ids of tasks that must succeed first")
+    if_: Condition | None = Field(None, alias="if")
+    tags: NameList = Field(
+        default=(), description="labels for partial runs: vigil run --tags T / --skip-tags T"
+    )
     env: dict[str, str] = Field(default_factory=dict)
     pass_env: EnvPatterns | None = Field(
         None,
@@ -238,6 +280,7 @@ class Phase(Model):
     name: str | None = None
     description: str | None = None
     tasks: tuple[Task, ...] = Field(min_length=1)
+    if_: Condition | None = Field(None, alias="if")
     checks: Checks = Field(default=(), alias="validate")
     requires: NameList = Field(default=(), description="capabilities every task of the phase needs")
     environment: str | None = Field(None, description="environment of the phase's tasks")
@@ -261,6 +304,10 @@ class Plan(Model):
     name: str = Field(min_length=1)
     project: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str | None = None
+    inputs: dict[Annotated[str, Field(pattern=INPUT_PATTERN)], InputSpec] = Field(
+        default_factory=dict,
+        description="values supplied when the run starts: vigil run --input NAME=VALUE",
+    )
     env: dict[str, str] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     phases: tuple[Phase, ...] = Field(min_length=1)
@@ -307,9 +354,16 @@ class Plan(Model):
     def canonical_json(self) -> str:
         """A stable serialisation: equal plans give equal text."""
         data = self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
-        # Keys added since runs and grants were first bound to this hash are left out
-        # while unset, so a plan that does not use them keeps the hash it had: its
-        # grants still match and its runs still resume.
+        # Keys added after plans were first recorded are left out while unused, so a plan
+        # that does not use them keeps the hash its runs and grants were bound to.
+        if not data.get("inputs"):
+            data.pop("inputs", None)
+        for phase in data["phases"]:
+            for item in (phase, *phase["tasks"]):
+                if item.get("if") is None:
+                    item.pop("if", None)
+                if not item.get("tags", True):
+                    item.pop("tags", None)
         for phase in data["phases"]:
             for task in phase["tasks"]:
                 for key in _LATER_TASK_KEYS:

@@ -21,6 +21,8 @@ class PlanProblem:
     col: int
     cause: str
     fix: str
+    code: str = ""
+    """A stable code for a kind of mistake callers tell apart (most problems have none)."""
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.cause} (fix: {self.fix})"
@@ -48,6 +50,28 @@ class PlanInvalid(VigilError):
     def __reduce__(self) -> tuple[type[PlanInvalid], tuple[list[PlanProblem]]]:
         # Exceptions pickle their args (the cause); rebuild from the problems instead.
         return (PlanInvalid, (self.problems,))
+
+
+class ExpressionInScript(PlanInvalid):
+    """A plan pastes a ``${{ ... }}`` expression into a shell script's text."""
+
+    code = "VIGIL-PLAN-EXPRESSION-IN-SCRIPT"
+    title = "a plan pastes an expression into a shell script"
+    remedy = (
+        'Pass the value through the environment: `env: {NAME: "${{ inputs.x }}"}` on the '
+        'task, and "$NAME" (quoted) in the script. A value pasted into a script is code '
+        "that whoever sets it can inject; a value in a variable is only data."
+    )
+
+    def __reduce__(self) -> tuple[type[PlanInvalid], tuple[list[PlanProblem]]]:
+        return (ExpressionInScript, (self.problems,))
+
+
+def plan_invalid(problems: Sequence[PlanProblem]) -> PlanInvalid:
+    """The error for ``problems``: :class:`ExpressionInScript` if one of them is that."""
+    if any(p.code == ExpressionInScript.code for p in problems):
+        return ExpressionInScript(problems)
+    return PlanInvalid(problems)
 
 
 class PlanNotFound(VigilError):

@@ -15,8 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from vigil.plan.expression_checks import check_expressions
 from vigil.plan.graph import check_graph, shape_of_data
 from vigil.plan.ids import slug
+from vigil.plan.inputs import check_input_declarations
 from vigil.plan.models import Plan
 from vigil.plan.problems import PlanProblem
 from vigil.plan.sourcemap import DataPath, SourceMap, resolve
@@ -48,6 +50,11 @@ FIELD_FIXES = {
     "tasks": "list the tasks under 'tasks:' as '- id: ...' items, each with an action "
     "(run:, agent:, llm: or approval:)",
     "defaults": "write e.g. defaults: {timeout: 10m, retry: {attempts: 2}}",
+    "inputs": "declare each input as NAME: {type: string, number, boolean or choice, "
+    "default: ..., required: true}; a choice lists its 'options:'",
+    "options": "list the allowed values of a choice, e.g. options: [staging, prod]",
+    "required": "write true or false",
+    "if": "write a condition, e.g. if: failure(), or if: ${{ inputs.deploy }}",
 }
 
 _MODEL_NAMES = {
@@ -306,6 +313,10 @@ def validate_plan(
     for issue in check_graph(shape_of_data(data)):
         line, col = source_map.position(issue.path, key=issue.key)
         problems.append(PlanProblem(filename, line, col, issue.cause, issue.fix))
+    if plan is not None:
+        for found in [*check_input_declarations(plan), *check_expressions(plan)]:
+            line, col = source_map.position(found.path)
+            problems.append(PlanProblem(filename, line, col, found.cause, found.fix, found.code))
     return (plan if not problems else None), problems
 
 

@@ -105,7 +105,15 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
             + ", ".join(ungranted)
             + ". The tasks after them ran without their changes."
         )
-    skipped = [t for t in tasks if t["state"] == "skipped" and not t.get("needs_grant")]
+    # A task skipped by an ``if:`` is the plan working as written: nothing to do about it.
+    skipped = [
+        t
+        for t in tasks
+        if t["state"] == "skipped"
+        and not t.get("needs_grant")
+        and not t.get("skipped_by_condition")
+        and not t.get("left_out")
+    ]
     if skipped:
         blockers = sorted({str(t["blocked_by"]) for t in skipped if t["blocked_by"]})
         recommendations.append(
@@ -156,6 +164,7 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
             "retries": sum(1 for i in issues if i["then"] == "retried"),
         },
         "phases": view["phases"],
+        "inputs": view.get("inputs") or {},
         "tasks": [
             {
                 "id": t["id"],
@@ -198,6 +207,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{s['attempts']} attempts, {s['retries']} retries.",
         "",
     ]
+    if report.get("inputs"):
+        lines += ["## Inputs", ""]
+        for name, value in report["inputs"].items():
+            shown = json.dumps(value, ensure_ascii=False).replace("`", "\\`")
+            lines.append(f"- `{name}`: `{shown}`")
+        lines.append("")
     used = report.get("usage") or {}
     if used.get("tasks"):
         lines += ["## Model usage", ""]

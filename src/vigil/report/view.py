@@ -57,6 +57,9 @@ def run_view(record: RunRecord, state: RunState) -> dict[str, Any]:
                 "degraded": ts.degraded,
                 "reason": ts.reason or None,
                 "blocked_by": ts.blocked_by,
+                "skipped_by_condition": ts.by_condition,
+                "left_out": ts.left_out,
+                "outputs": dict(ts.outputs),
                 "needs_grant": ts.needs_grant,
                 "attempts": [
                     {
@@ -89,6 +92,7 @@ def run_view(record: RunRecord, state: RunState) -> dict[str, Any]:
         "state": state_name,
         "resume": resume_command(record.id) if state_name == INTERRUPTED else None,
         "dry_run": state.dry_run,
+        "inputs": dict(state.options.inputs),
         "created_at": iso(record.created_at),
         "started_at": iso(state.started_at or record.started_at),
         "ended_at": iso(state.ended_at),

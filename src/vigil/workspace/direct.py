@@ -14,6 +14,8 @@ from pathlib import Path
 
 from vigil.errors import LimitExceeded
 from vigil.workspace.changeset import Changeset
+from vigil.workspace.outputs import FILE_NAME, OutputFile
+from vigil.workspace.removal import remove_tree
 from vigil.workspace.spawn import SpawnSpec, resolve_cwd
 
 
@@ -22,8 +24,12 @@ class DirectSandbox:
 
     mode = "off"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, outputs_dir: Path | None = None) -> None:
         self.root = root
+        self.outputs: OutputFile | None = None
+        if outputs_dir is not None:
+            self.outputs = OutputFile(outputs_dir, str(outputs_dir / FILE_NAME))
+            self.outputs.create()
 
     def command(
         self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None
@@ -42,7 +48,9 @@ class DirectSandbox:
         return Changeset(())
 
     def discard(self) -> None:
-        """Nothing to discard."""
+        """Remove the outputs file's directory; nothing else to discard."""
+        if self.outputs is not None:
+            remove_tree(self.outputs.directory.parent)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

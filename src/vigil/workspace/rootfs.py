@@ -170,6 +170,8 @@ class RootPlan:
     home: str | None = None
     tmp_size: int = 0
     source: Callable[[str], str] = field(default=lambda p: p)
+    outputs: str | None = None
+    """A directory bound writable at ``/run/vigil``: the step's ``$VIGIL_OUTPUT`` is in it."""
 
     def arguments(self) -> list[str]:
         """bubblewrap's mount arguments, in an order that keeps hidden paths hidden."""
@@ -201,6 +203,8 @@ class RootPlan:
         for path in ("/tmp", "/dev/shm", "/run", "/var/tmp"):
             add(path, 0, [*self._size(), "--tmpfs", path])
         add("/var/run", 0, ["--symlink", "/run", "/var/run"])
+        if self.outputs is not None:
+            add("/run/vigil", 1, ["--bind", self.outputs, "/run/vigil"])
         home = self.home
         if (
             home

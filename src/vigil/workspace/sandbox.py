@@ -39,6 +39,7 @@ from vigil.workspace.errors import ProtectedPathChanged, SandboxUnavailable
 from vigil.workspace.hidden import Hidden
 from vigil.workspace.homefiles import ensure_cache, git_config_files, visible_files
 from vigil.workspace.objects import ObjectStore
+from vigil.workspace.outputs import FILE_NAME, INSIDE_DIR, OutputFile
 from vigil.workspace.rootfs import RootPlan, tool_dirs
 from vigil.workspace.settings import Identity, SandboxSettings
 from vigil.workspace.spawn import SpawnSpec, reduced_env, remove_tree, resolve_cwd
@@ -129,6 +130,8 @@ class OverlaySandbox:
                     "or set VIGIL_ISOLATION=snapshot.",
                 )
         attempt_dir.mkdir(parents=True, exist_ok=True)
+        self.outputs = OutputFile(attempt_dir / "io", f"{INSIDE_DIR}/{FILE_NAME}")
+        self.outputs.create(None if identity is None else (identity.uid, identity.gid))
         # Stacked changesets start out in the upper directory itself: overlayfs refuses a
         # lower layer nested in another, and one layer keeps the mount cheap.
         materialise(base, objects, self.upper, StackedView(root, (), view.exclude))
@@ -183,6 +186,7 @@ class OverlaySandbox:
             home=home,
             tmp_size=self.settings.tmp_bytes,
             source=source,
+            outputs=f"{attempt}/io",
         )
         self._prefix = [bwrap, *NAMESPACES]
         if not network:

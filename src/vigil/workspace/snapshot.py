@@ -26,7 +26,9 @@ from vigil.workspace.errors import ProtectedPathChanged
 from vigil.workspace.ignore import IgnoreRules
 from vigil.workspace.limits import Limits, Tally
 from vigil.workspace.objects import ObjectStore, fsync_dir, sync_filesystem
+from vigil.workspace.outputs import FILE_NAME, OutputFile
 from vigil.workspace.protect import Protection, summary
+from vigil.workspace.removal import remove_tree
 from vigil.workspace.spawn import SpawnSpec, reduced_env, resolve_cwd
 from vigil.workspace.state import FileState, scan, scan_against, walk
 
@@ -58,6 +60,9 @@ class SnapshotSandbox:
         self.limits = limits or Limits()
         self.manifest = state_dir / "snapshots" / f"{key}.json"
         self.lock_file = state_dir / "locks" / "snapshot.lock"
+        io = state_dir / "attempts" / key / "io"
+        self.outputs = OutputFile(io, str(io / FILE_NAME))
+        self.outputs.create()
         self._before: dict[str, FileState] | None = None
 
     @contextlib.contextmanager
@@ -163,6 +168,7 @@ class SnapshotSandbox:
         if self.manifest.exists():
             restore_interrupted(self.applier, self.root, self.manifest, self.exclude)
         self._before = None
+        remove_tree(self.outputs.directory.parent)
 
 
 def restore_interrupted(

@@ -23,7 +23,7 @@ from vigil.workspace.errors import Conflict, ProtectedPathChanged, SandboxUnavai
 from vigil.workspace.hidden import hidden_paths as hidden_paths_of
 from vigil.workspace.homefiles import Guarded, check_caches
 from vigil.workspace.isolation import IsolationReport, detect_isolation
-from vigil.workspace.limits import Limits
+from vigil.workspace.limits import Limits, Tally
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.protect import Protection, summary
 from vigil.workspace.rollback import RollbackResult, rollback
@@ -35,6 +35,14 @@ from vigil.workspace.view import StackedView
 from vigil.workspace.watchdog import DiskWatch, measure
 
 AttemptSandbox = OverlaySandbox | SnapshotSandbox | DirectSandbox
+
+
+def _measure_all(trees: Sequence[Path], tally: Tally) -> bool:
+    """:func:`measure` over several trees into one tally."""
+    complete = True
+    for tree in trees:
+        complete = measure(tree, tally) and complete
+    return complete
 
 
 def _dir_name(key: str) -> str:
@@ -123,9 +131,10 @@ class Workspace:
         self, key: str, *, base_layers: Sequence[Changeset] = (), network: bool = False
     ) -> AttemptSandbox:
         """A fresh sandbox for one attempt (``key`` unique per attempt), over ``base_layers``."""
-        if self.isolation.mode == "off":
-            return DirectSandbox(self.root)
         attempt_dir = self.state_dir / "attempts" / _dir_name(key)
+        if self.isolation.mode == "off":
+            remove_tree(attempt_dir)
+            return DirectSandbox(self.root, attempt_dir / "io")
         remove_tree(attempt_dir)
         if self.isolation.mode == "snapshot":
             return SnapshotSandbox(
@@ -175,7 +184,9 @@ class Workspace:
         isolation nothing is watched."""
         if isinstance(sandbox, OverlaySandbox):
             upper = sandbox.upper
-            count = functools.partial(measure, upper)
+            # The outputs directory is on the same disk, outside the overlay: what a step
+            # writes there counts as well, or it could fill the disk through it.
+            count = functools.partial(_measure_all, (upper, sandbox.outputs.directory))
             return DiskWatch(self.limits, disk=upper, count=count, halt=halt)
         if isinstance(sandbox, SnapshotSandbox):
             return DiskWatch(self.limits, disk=self.root, count=sandbox.count_changes, halt=halt)
