@@ -69,7 +69,7 @@ def write_plan(path: Path, plan: dict[str, Any]) -> Path:
 
 def status(run_id: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     out = vigil("status", run_id, "--format", "json", cwd=cwd, env=env)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
     data: dict[str, Any] = json.loads(out.stdout)
     return data
 

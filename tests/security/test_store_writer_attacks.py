@@ -274,7 +274,7 @@ def test_an_answer_approves_only_the_question_shown(
         out = answered.stdout + answered.stderr
         assert "Traceback" not in out, out
     else:
-        assert "VIGIL-RUN-TAMPERED" in shown.stderr, shown.stderr
+        assert "VIGIL-RUN-TAMPERED" in shown.stdout + shown.stderr, shown.stdout + shown.stderr
     assert not (ws / "shipped.txt").exists(), "approved a question the person was not shown"
 
 
@@ -300,5 +300,5 @@ def test_an_approval_commits_only_the_changes_shown(
         out = approved.stdout + approved.stderr
         assert "Traceback" not in out, out
     else:
-        assert "VIGIL-RUN-TAMPERED" in shown.stderr, shown.stderr
+        assert "VIGIL-RUN-TAMPERED" in shown.stdout + shown.stderr, shown.stdout + shown.stderr
     assert not (ws / "out.txt").exists(), "committed changes the person was not shown"
