@@ -39,7 +39,10 @@ def deliver(state_dir: Path, run_id: str, kind: str, data: Mapping[str, Any]) ->
     if not nonce.isalnum():
         return  # unsigned: nothing a driver would act on
     body = json.dumps({"kind": str(kind), "data": dict(data)}, ensure_ascii=True)
-    write_private(ledger_dir(state_dir, run_id) / f"{nonce}.json", body)
+    # A second way in, never the only one: a state directory this user cannot write (the
+    # run is another user's) leaves the store as the way, as before.
+    with contextlib.suppress(OSError):
+        write_private(ledger_dir(state_dir, run_id) / f"{nonce}.json", body)
 
 
 def pending(state_dir: Path, run_id: str) -> list[tuple[Path, str, dict[str, Any]]]:
