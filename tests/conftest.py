@@ -124,3 +124,17 @@ def loopback() -> Iterator[tuple[int, list[bytes]]]:
         stop.set()
         thread.join()
         listener.close()
+
+
+@pytest.fixture(autouse=True)
+def _own_user_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own user configuration directory (keys, trusted keys, grants).
+
+    The default one (``~/.config/vigil``) would be shared by every test of a session, on
+    both workers: a key one test rotates would stop another's runs from verifying. The
+    commands a test starts inherit it (``clitools.cli_env`` passes ``XDG_CONFIG_HOME`` on);
+    a test that sets ``VIGIL_CONFIG_DIR`` or its own ``XDG_CONFIG_HOME`` still wins.
+    """
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))

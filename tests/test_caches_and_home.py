@@ -30,7 +30,9 @@ def setup(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     (keys / "signing.key").write_text("KEY-MATERIAL-NEVER-SHOWN\n")
     ws = tmp_path / "ws"
     ws.mkdir()
-    return ws, home, {"HOME": str(home), "VIGIL_ISOLATION": "overlay"}
+    # The configuration directory is HOME's (whatever the test session's default is).
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    return ws, home, {**env, "VIGIL_ISOLATION": "overlay"}
 
 
 def test_a_cache_persists_across_attempts_and_runs_outside_every_changeset(

@@ -35,7 +35,6 @@ from vigil.safety.decisions import (
     verify_statement,
 )
 from vigil.safety.keys import TrustedKey, trusted_keys
-from vigil.workspace import Changeset
 
 DECISION_KINDS = frozenset({ev.ESCALATION_ANSWERED, ev.REVIEW_DECIDED})
 ANSWERS = frozenset({"approve", "reject", "value"})
@@ -76,6 +75,9 @@ def held_changes(state: RunState, task: str) -> tuple[int | None, str]:
         return None, ""
     last = done[-1]
     assert last.changeset is not None
+    # Imported here: reading a run's state (`vigil status`) loads no workspace code.
+    from vigil.workspace.changeset import Changeset
+
     return last.number, Changeset.from_dict(last.changeset).id
 
 

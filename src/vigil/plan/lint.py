@@ -20,12 +20,31 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from vigil.errors import ExitCode, VigilError
 from vigil.plan.models import Plan
 from vigil.plan.problems import PlanProblem
 from vigil.plan.sourcemap import SourceMap
 
 AUTO_APPROVE = "VIGIL-PLAN-AGENT-AUTO-APPROVE"
 EXAMPLE_BLOCK = "VIGIL-PLAN-EXAMPLE-BLOCK"
+
+
+class AgentAutoApprove(VigilError):
+    """Catalogued for `vigil explain`: a warning, never raised."""
+
+    code = AUTO_APPROVE
+    title = "a plain run: step starts a coding agent with its approvals switched off (warning)"
+    remedy = "Make it an agent: task (docs/agents.md), or drop the switch."
+    exit_code = ExitCode.OK
+
+
+class ExampleBlock(VigilError):
+    """Catalogued for `vigil explain`: a warning, never raised."""
+
+    code = EXAMPLE_BLOCK
+    title = "a runbook's text calls a bash block an alternative or an example (warning)"
+    remedy = "Mark the block ```bash {example} if it only illustrates; it then never runs."
+    exit_code = ExitCode.OK
 
 
 @dataclass(frozen=True, order=True)
