@@ -138,3 +138,5 @@ def _own_user_config(
     a test that sets ``VIGIL_CONFIG_DIR`` or its own ``XDG_CONFIG_HOME`` still wins.
     """
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    # Nor does a VIGIL_CONFIG_DIR an earlier test left in this process reach this one.
+    monkeypatch.delenv("VIGIL_CONFIG_DIR", raising=False)
