@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from test_forged_decisions import REVIEW_PLAN
+from test_sealed_runs import engine_of
 
 from clitools import spawn, status, vigil, wait_for, write_plan
 from vigil.engine import attest
@@ -30,20 +32,6 @@ from vigil.store import open_store
 from vigil.store.schema import events as events_table
 
 pytestmark = pytest.mark.slow
-
-REVIEW_PLAN = {
-    "name": "rev",
-    "project": "shop",
-    "phases": [
-        {
-            "id": "p",
-            "tasks": [
-                {"id": "change", "run": "echo reviewed > out.txt", "review": "required"},
-                {"id": "uses", "needs": ["change"], "run": "cat out.txt > shipped.txt"},
-            ],
-        }
-    ],
-}
 
 ASK_PLAN = {
     "name": "ask",
@@ -64,12 +52,6 @@ EDIT_PLAN = {
     "project": "shop",
     "phases": [{"id": "p", "tasks": [{"id": "edit", "run": "echo new > f.txt"}]}],
 }
-
-
-def engine_of(url: str) -> sa.Engine:
-    from vigil.store.connect import create_engine, parse_target
-
-    return create_engine(parse_target(url))
 
 
 def rows(url: str, run_id: str) -> list[dict[str, Any]]:
