@@ -64,7 +64,10 @@ def test_postmortem_of_a_real_failed_run(ws: Path) -> None:
     assert "compiling" in first and "error: missing semicolon" in first
     change = md.split("## What to change", 1)[1].split("## Timeline", 1)[0]
     assert "`slow` timed out 1 time(s) (timeout 300ms): raise `timeout`" in change
-    assert "`compile` is critical and has no `fallback`" in change
+    # A command that exited non-zero by itself said why: no fallback or retry advice.
+    assert "`compile` exited with code 3: its output says why" in change
+    assert "`compile` is critical and has no `fallback`" not in change
+    assert "What it said:" in first and "error: missing semicolon" in first
     assert "`flaky` is flaky: it passed only after 1 failed attempt(s)" in change
     assert "1 task(s) never ran" in change
     # A phase failed by a critical task is not blamed on its validation.

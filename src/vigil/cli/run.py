@@ -171,11 +171,30 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
         markup=True,
     )
     from vigil.engine.offline import advice, last_symptom
+    from vigil.report.advice import conflict_advice, excerpt
 
     for t in tasks:
         seen = last_symptom(t["attempts"]) if t["state"] == "failed" else None
         if seen is not None:
             console.print(f"[yellow]{escape(advice(t['id'], seen))}[/]", markup=True)
+    for t in tasks:
+        lines = excerpt(t["attempts"]) if t["state"] == "failed" else []
+        if lines:
+            # The lines its output ended with that say what went wrong (already redacted).
+            console.print(
+                f"[red]{escape(t['id'])}[/] said (all of it: vigil logs "
+                f"{escape(outcome.run_id)} {escape(t['id'])}):",
+                markup=True,
+                highlight=False,
+            )
+            for line in lines:
+                console.print(f"  | {line}", markup=False, highlight=False, soft_wrap=True)
+    conflicts = view.get("conflicts") or []
+    assert isinstance(conflicts, list)
+    for c in conflicts:
+        console.print(
+            f"[yellow]{escape(conflict_advice(c))}[/]", markup=True, highlight=False, soft_wrap=True
+        )
     if outcome.state == "interrupted":
         console.print(f"resume with: vigil resume {outcome.run_id}")
     else:

@@ -340,10 +340,11 @@ def _execute_in(
         return _over_limit(tid, n, ctx.limit, ctx.elapsed, extra)
     if verdict is not None:
         outcome, reason = verdict
-        if outcome == ev.FAILED:
-            _note_offline(
-                spec, sink, extra, sink.read_since(max(start, sink.position() - _TAIL), limit=_TAIL)
-            )
+        if outcome in (ev.FAILED, ev.TIMED_OUT):
+            tail = sink.read_since(max(start, sink.position() - _TAIL), limit=_TAIL)
+            _note_excerpt(extra, tail)
+            if outcome == ev.FAILED:
+                _note_offline(spec, sink, extra, tail)
         return AttemptResult(
             tid,
             n,
@@ -370,6 +371,7 @@ def _execute_in(
             extra["failed_command"] = check.run
             sink.idle()  # what redaction still holds back belongs to this output
             extra["failed_output"] = sink.read_since(start, limit=8000)
+            _note_excerpt(extra, extra["failed_output"])
             if outcome == ev.FAILED:
                 _note_offline(spec, sink, extra, extra["failed_output"])
             return AttemptResult(tid, n, outcome, out.exit_code, reason, ctx.elapsed, extra)
@@ -416,6 +418,16 @@ def _execute_in(
 
 _TAIL = 65536
 """How much of a failed command's output is searched for signs of a missing network."""
+
+
+def _note_excerpt(extra: dict[str, Any], output: str) -> None:
+    """Record (``log_excerpt``) the lines of a failed command's output that say what went
+    wrong (see :mod:`vigil.engine.excerpt`); the output was redacted as it was logged."""
+    from vigil.engine.excerpt import key_lines
+
+    lines = key_lines(output)
+    if lines:
+        extra["log_excerpt"] = lines
 
 
 def _note_offline(spec: AttemptSpec, sink: LogSink, extra: dict[str, Any], output: str) -> None:

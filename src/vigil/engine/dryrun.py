@@ -50,11 +50,18 @@ class PredictedConflict:
     first: str
     second: str
     paths: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    """What ``second`` already needs (the YAML line keeps it)."""
 
     @property
     def remedy(self) -> str:
         """The ``needs`` that would order the two tasks."""
         return f"add `needs: [{self.first}]` to task {self.second}"
+
+    @property
+    def yaml(self) -> str:
+        """The line task ``second`` holds once ordered after ``first``."""
+        return f"needs: [{', '.join([*self.needs, self.first])}]"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -64,6 +71,7 @@ class PredictedConflict:
             "code": Conflict.code,
             "needs": {"task": self.second, "add": self.first},
             "remedy": self.remedy,
+            "yaml": self.yaml,
         }
 
 
@@ -120,7 +128,41 @@ def predicted_conflicts(state: RunState) -> list[PredictedConflict]:
                 continue
             paths = clashes(changed[first], changed[second])
             if paths:
-                found.append(PredictedConflict(first, second, tuple(paths)))
+                needs = tuple(state.tasks[second].task.needs)
+                found.append(PredictedConflict(first, second, tuple(paths), needs))
+    return found
+
+
+def commit_conflicts(state: RunState) -> list[PredictedConflict]:
+    """Pairs of tasks of a real run where one's commit was refused with VIGIL-CONFLICT
+    because the other, which no ``needs`` ordered before it, had committed a clashing
+    change. The later of the two in the plan is told to need the earlier (as for a
+    predicted conflict), whichever committed first.
+    """
+    committed: dict[str, Changeset] = {}
+    refused: dict[str, Changeset] = {}
+    for tid, ts in state.tasks.items():
+        for a in ts.attempts:
+            if a.changeset is None:
+                continue
+            if a.committed:
+                committed[tid] = Changeset.from_dict(a.changeset)
+            elif a.data.get("code") == Conflict.code:
+                refused[tid] = Changeset.from_dict(a.changeset)
+    order = list(state.tasks)
+    found: list[PredictedConflict] = []
+    for loser, theirs in refused.items():
+        for winner, ours in committed.items():
+            if winner == loser or state.tasks[winner].phase_index != state.tasks[loser].phase_index:
+                continue
+            if _needs(state, loser, winner) or _needs(state, winner, loser):
+                continue
+            paths = clashes(ours, theirs)
+            if not paths:
+                continue
+            first, second = sorted((winner, loser), key=order.index)
+            needs = tuple(state.tasks[second].task.needs)
+            found.append(PredictedConflict(first, second, tuple(paths), needs))
     return found
 
 

@@ -131,6 +131,7 @@ class AttemptFinished(TypedDict):
     validation_failed: NotRequired[int | str]
     failed_command: NotRequired[str]
     failed_output: NotRequired[str]
+    log_excerpt: NotRequired[list[str]]  # the lines of the output that say what went wrong
     changeset: NotRequired[dict[str, Any]]
     base_generation: NotRequired[int]
 

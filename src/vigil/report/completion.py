@@ -14,6 +14,7 @@ from vigil.config import Config
 from vigil.engine.offline import advice, last_symptom
 from vigil.layout import reports_dir, write_private
 from vigil.plan.duration import format_duration
+from vigil.report.advice import code_fence, conflict_advice, excerpt, exit_advice, plain_exit
 from vigil.report.view import load_state, run_view
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
         seen = last_symptom(t["attempts"]) if t["state"] == "failed" else None
         if seen is not None:
             recommendations.append(advice(t["id"], seen))
+    recommendations += [conflict_advice(c) for c in view.get("conflicts") or []]
     flaky = [
         t["id"]
         for t in tasks
@@ -94,10 +96,17 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
         first = min(
             failed, key=lambda t: (t["attempts"][-1]["ended_at"] or "") if t["attempts"] else ""
         )
-        recommendations.append(
-            f"Start with {first['id']}: {first['reason'] or 'it failed'} "
-            f"(`vigil logs {view['id']} {first['id']}`)."
-        )
+        last = first["attempts"][-1] if first["attempts"] else None
+        if last is not None and plain_exit(last["state"], last["exit_code"], last):
+            recommendations.append(
+                f"Start with {first['id']}: "
+                + exit_advice(first["id"], last["exit_code"], view["id"])
+            )
+        else:
+            recommendations.append(
+                f"Start with {first['id']}: {first['reason'] or 'it failed'} "
+                f"(`vigil logs {view['id']} {first['id']}`)."
+            )
     ungranted = [t["id"] for t in tasks if t.get("needs_grant")]
     if ungranted:
         recommendations.append(
@@ -173,6 +182,8 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
                 "degraded": t["degraded"],
                 "attempts": len(t["attempts"]),
                 "reason": t["reason"],
+                # The lines of its output that say what went wrong, when it failed.
+                "excerpt": excerpt(t["attempts"]) if t["state"] == "failed" else [],
                 "seconds": round(sum(a["duration"] or 0 for a in t["attempts"]), 3),
                 "changes": next(
                     (
@@ -186,6 +197,7 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
             for t in tasks
         ],
         "issues": issues,
+        "conflicts": list(view.get("conflicts") or []),
         "recommendations": recommendations,
         "slowest": slowest,
     }
@@ -223,6 +235,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## What to do", ""]
         lines += [f"- {r}" for r in report["recommendations"]]
         lines.append("")
+    quoted = [t for t in report["tasks"] if t.get("excerpt")]
+    if quoted:
+        lines += ["## What the failed tasks said", ""]
+        for t in quoted:
+            fence = code_fence(t["excerpt"])
+            lines += [f"`{t['id']}`:", "", f"{fence}text", *t["excerpt"], fence, ""]
     if report["issues"]:
         lines += ["## Issues encountered", ""]
         for i in report["issues"]:

@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from vigil.config import Config
 from vigil.engine import events as ev
+from vigil.engine.dryrun import commit_conflicts
 from vigil.engine.offline import advice, last_symptom
 from vigil.engine.state import FAILED, RunState, TaskState
 from vigil.errors import ExitCode, VigilError
 from vigil.layout import attempt_log, phase_log
 from vigil.plan.duration import format_duration
+from vigil.report.advice import code_fence, conflict_advice, excerpt, exit_advice, plain_exit
 from vigil.report.completion import build_report
 from vigil.report.view import iso, load_state, run_view
+from vigil.workspace.errors import Conflict
 
 if TYPE_CHECKING:
     from vigil.store import RunRecord, RunStore
@@ -132,6 +135,7 @@ def first_failure(state: RunState, events: Sequence[ev.Event]) -> dict[str, Any]
                 "exit_code": last.exit_code if last else None,
                 "outcome": last.state if last else None,
                 "critical": ts.task.on_failure == "stop",
+                "excerpt": excerpt([a.data for a in ts.attempts]),
             }
     for e in events:
         if e.kind == ev.PHASE_FINISHED and not e.data.get("passed"):
@@ -167,6 +171,18 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
         if offline is not None:
             # Neither a fallback nor a retry gives a task the network.
             first.append(advice(tid, offline))
+            continue
+        last = ts.attempts[-1] if ts.attempts else None
+        if ts.state == FAILED and last is not None and last.data.get("code") == Conflict.code:
+            continue  # the conflict's own advice names the `needs` that orders the tasks
+        if (
+            ts.state == FAILED
+            and last is not None
+            and last.exit_code is not None
+            and plain_exit(last.state, last.exit_code, last.data)
+        ):
+            # A failing test suite said why; neither a fallback nor a retry fixes that.
+            out.append(exit_advice(tid, last.exit_code, state.run_id))
             continue
         if ts.state == FAILED and ts.task.on_failure == "stop" and ts.task.fallback is None:
             out.append(
@@ -213,7 +229,8 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
     waiting = [e["id"] for e in unanswered if e["answer"] is None]
     if waiting:
         out.append(f"Escalation(s) {', '.join(map(str, waiting))} were never answered.")
-    return first + out
+    conflicts = [conflict_advice(c.to_dict()) for c in commit_conflicts(state)]
+    return first + conflicts + out
 
 
 def _escalations(events: Sequence[ev.Event]) -> list[dict[str, Any]]:
@@ -323,6 +340,9 @@ def render_markdown(pm: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"{failure['reason']}.")
+        if failure.get("excerpt"):
+            fence = code_fence(failure["excerpt"])
+            lines += ["", "What it said:", "", f"{fence}text", *failure["excerpt"], fence]
         tail = failure.get("log_tail")
         if tail:
             lines += ["", f"Last lines of its log (`vigil logs {pm['run']}`):", "", "```text"]

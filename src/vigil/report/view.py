@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vigil.engine.dryrun import commit_conflicts
 from vigil.engine.replay import INTERRUPTED, load_state, resume_command, shown_state
 from vigil.layout import iso
 
@@ -105,4 +106,6 @@ def run_view(record: RunRecord, state: RunState) -> dict[str, Any]:
             {"id": p.id, "state": p.state, "reason": p.reason or None} for p in state.phases
         ],
         "tasks": tasks,
+        # Tasks whose commits clashed, with the `needs` that would order them.
+        "conflicts": [c.to_dict() for c in commit_conflicts(state)],
     }
