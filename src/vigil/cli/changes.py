@@ -20,6 +20,22 @@ from vigil.cli.common import (
 from vigil.cli.terminal import escape
 from vigil.errors import UsageError, VigilError
 
+AllPathsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-paths",
+        help="List every path; by default, past 50 the largest top-level directories "
+        "are summarised (JSON output always keeps every path).",
+    ),
+]
+
+
+def _limit(all_paths: bool) -> int | None:
+    from vigil.workspace.render import PATH_LIMIT
+
+    return None if all_paths else PATH_LIMIT
+
+
 # The engine and workspace modules are imported inside the commands that use them.
 
 
@@ -49,6 +65,7 @@ def review(
             help="Decide only if the held changes have this id (as shown; repeatable).",
         ),
     ] = None,
+    all_paths: AllPathsOpt = False,
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
@@ -111,13 +128,14 @@ def review(
             markup=True,
         )
         if stat:
-            console.print(c.changeset.stat(), markup=False)
+            console.print(c.changeset.stat(limit=_limit(all_paths)), markup=False)
         else:
-            _show_diff(c.changeset.diff(ws.objects))
+            _show_diff(c.changeset.diff(ws.objects, limit=_limit(all_paths)))
 
 
 def diff(
     run_id: Annotated[str, typer.Argument(help="The run.")],
+    all_paths: AllPathsOpt = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The combined diff of everything a run changed (or, for a dry run, would change)."""
@@ -125,7 +143,7 @@ def diff(
 
     config = config_for(workspace)
     with opened_store(config) as store:
-        text = run_diff(config, store, run_id)
+        text = run_diff(config, store, run_id, limit=_limit(all_paths))
     _show_diff(text)
 
 
@@ -142,6 +160,7 @@ def rollback(
     grant: Annotated[
         str | None, typer.Option("--grant", help="Grant for privileged rollback commands.")
     ] = None,
+    all_paths: AllPathsOpt = False,
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
 ) -> None:
@@ -166,10 +185,15 @@ def rollback(
         )
         return
     console.print(f"restored {len(outcome.restored)} path(s)")
-    from vigil.workspace.render import quote_path
+    from vigil.workspace.render import ALL_PATHS_HINT, group_paths, quote_path
 
-    for path in outcome.restored:
-        console.print(f"  {quote_path(path)}", markup=False)
+    keep, folded = group_paths([(p, "restored") for p in outcome.restored], limit=_limit(all_paths))
+    for index in keep:
+        console.print(f"  {quote_path(outcome.restored[index])}", markup=False)
+    for line in folded:
+        console.print(f"  {line}", markup=False, highlight=False)
+    if folded:
+        console.print(f"  ({ALL_PATHS_HINT})", markup=False, highlight=False)
     for path in outcome.overwritten:
         console.print(f"  [yellow]overwrote drifted[/] {escape(quote_path(path))}", markup=True)
     for comp in outcome.compensations:

@@ -106,11 +106,13 @@ def workspace_for(config: Config) -> Workspace:
     return Workspace(config.workspace, config.state_dir)
 
 
-def run_diff(config: Config, store: RunStore, run_id: str) -> str:
-    """The combined diff of every change a run made (or, for a dry run, would make)."""
+def run_diff(config: Config, store: RunStore, run_id: str, *, limit: int | None = None) -> str:
+    """The combined diff of every change a run made (or, for a dry run, would make);
+    ``limit``: see :func:`vigil.workspace.render.unified_diff`."""
     _, state = load_state(store, run_id)
     changes = task_changes(state)
-    return combined_diff([c.changeset for c in changes], workspace_for(config).objects)
+    objects = workspace_for(config).objects
+    return combined_diff([c.changeset for c in changes], objects, limit=limit)
 
 
 def _names(changeset_id: str, given: str) -> bool:

@@ -115,17 +115,18 @@ class Changeset:
         """Inverse of :meth:`to_dict`."""
         return cls(tuple(ChangeEntry.from_dict(e) for e in data.get("entries", ())))
 
-    def diff(self, objects: ObjectStore, *, context: int = 3) -> str:
-        """Unified diff of this changeset from the stored objects."""
+    def diff(self, objects: ObjectStore, *, context: int = 3, limit: int | None = None) -> str:
+        """Unified diff of this changeset from the stored objects (``limit``: see
+        :func:`vigil.workspace.render.unified_diff`)."""
         from vigil.workspace.render import unified_diff
 
-        return unified_diff(self, objects, context=context)
+        return unified_diff(self, objects, context=context, limit=limit)
 
-    def stat(self) -> str:
+    def stat(self, *, limit: int | None = None) -> str:
         """A ``git diff --stat`` style summary."""
         from vigil.workspace.render import stat_summary
 
-        return stat_summary(self)
+        return stat_summary(self, limit=limit)
 
 
 def compose(changesets: Sequence[Changeset]) -> Changeset:

@@ -93,15 +93,70 @@ def _body(entry: ChangeEntry, objects: ObjectStore, context: int) -> list[str]:
     return out
 
 
-def unified_diff(changeset: Changeset, objects: ObjectStore, *, context: int = 3) -> str:
-    """Diff text of every non-ignored change; ignored paths are counted at the end."""
+PATH_LIMIT = 50
+"""Past this many paths, lists of changes summarise their largest top-level directories."""
+
+ALL_PATHS_HINT = "--all-paths lists every path; --format json keeps them all"
+
+
+def group_paths(
+    items: Sequence[tuple[str, str]], *, limit: int | None = PATH_LIMIT
+) -> tuple[list[int], list[str]]:
+    """Which of ``items`` (path, kind of change) to show one by one, and one line for each
+    top-level directory summarised instead: ``venv/: 2,031 paths (2,031 added)``.
+
+    Up to ``limit`` items (every one when ``limit`` is None) are shown as they are.
+    Beyond, the top-level directories with the most paths are summarised, largest first,
+    until at most ``limit`` paths are left to show one by one. Returns the indexes of
+    the items to show, in order, and the summary lines, largest directory first.
+    """
+    if limit is None or len(items) <= limit:
+        return list(range(len(items))), []
+    groups: dict[str, list[int]] = {}
+    for index, (path, _) in enumerate(items):
+        groups.setdefault(path.split("/", 1)[0], []).append(index)
+    shown = len(items)
+    folded: list[str] = []
+    for top, members in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+        if shown <= limit or len(members) < 2:
+            break
+        folded.append(top)
+        shown -= len(members)
+    hidden = {i for top in folded for i in groups[top]}
+    lines = []
+    for top in folded:
+        kinds: dict[str, int] = {}
+        for i in groups[top]:
+            kinds[items[i][1]] = kinds.get(items[i][1], 0) + 1
+        detail = ", ".join(f"{n:,} {k}" for k, n in sorted(kinds.items(), key=lambda k: -k[1]))
+        lines.append(f"{quote_path(top)}/: {len(groups[top]):,} paths ({detail})")
+    return [i for i in range(len(items)) if i not in hidden], lines
+
+
+def unified_diff(
+    changeset: Changeset,
+    objects: ObjectStore,
+    *,
+    context: int = 3,
+    limit: int | None = None,
+) -> str:
+    """Diff text of every non-ignored change; ignored paths are counted at the end.
+
+    With ``limit``, past that many paths the largest top-level directories are
+    summarised in one comment line each instead of diffed (:func:`group_paths`).
+    """
     out: list[str] = []
     ignored: list[ChangeEntry] = []
+    shown = [e for e in changeset.entries if not e.ignored and not _is_plain_dir(e)]
+    keep, folded = group_paths([(e.path, e.kind) for e in shown], limit=limit)
+    for line in folded:
+        out.append(f"# {line} not shown ({ALL_PATHS_HINT})\n")
+    kept = {shown[i].path for i in keep}
     for entry in changeset.entries:
         if entry.ignored:
             ignored.append(entry)
             continue
-        if _is_plain_dir(entry):
+        if entry.path not in kept:
             continue
         out.extend(_header(entry))
         out.extend(_body(entry, objects, context))
@@ -151,8 +206,14 @@ def _line_counts(entry: ChangeEntry, objects: ObjectStore | None) -> tuple[int, 
     return plus, minus
 
 
-def stat_summary(changeset: Changeset, objects: ObjectStore | None = None) -> str:
-    """One line per changed path and a totals line, like ``git diff --stat``."""
+def stat_summary(
+    changeset: Changeset, objects: ObjectStore | None = None, *, limit: int | None = None
+) -> str:
+    """One line per changed path and a totals line, like ``git diff --stat``; with
+    ``limit``, the largest top-level directories summarised past that many paths."""
+    listed = [e for e in changeset.entries if not e.ignored and not _is_plain_dir(e)]
+    keep, folded = group_paths([(e.path, e.kind) for e in listed], limit=limit)
+    kept = {listed[i].path for i in keep}
     rows: list[tuple[str, str]] = []
     kinds: dict[str, int] = {}
     ignored = 0
@@ -163,18 +224,25 @@ def stat_summary(changeset: Changeset, objects: ObjectStore | None = None) -> st
         if _is_plain_dir(entry):
             continue
         kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+        if entry.path not in kept:
+            continue
         counts = _line_counts(entry, objects)
         detail = entry.kind if counts is None else f"{entry.kind} +{counts[0]} -{counts[1]}"
         rows.append((quote_path(entry.path), detail))
     width = max((len(p) for p, _ in rows), default=0)
     lines = [f" {p.ljust(width)} | {d}" for p, d in rows]
+    lines += [f" {line}" for line in folded]
     total = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no changes"
     if ignored:
         total += f"; {ignored} ignored path(s)"
-    lines.append(f" {len(rows)} path(s) changed: {total}")
+    lines.append(f" {sum(kinds.values())} path(s) changed: {total}")
+    if folded:
+        lines.append(f" ({ALL_PATHS_HINT})")
     return "\n".join(lines) + "\n"
 
 
-def combined_diff(changesets: Sequence[Changeset], objects: ObjectStore) -> str:
+def combined_diff(
+    changesets: Sequence[Changeset], objects: ObjectStore, *, limit: int | None = None
+) -> str:
     """The diff of several stacked changesets as if applied in order (dry-run review)."""
-    return unified_diff(compose(changesets), objects)
+    return unified_diff(compose(changesets), objects, limit=limit)
