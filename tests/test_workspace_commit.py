@@ -199,3 +199,41 @@ def test_commit_uses_only_stored_objects(ws: Workspace, tmp_path: Path) -> None:
     ws.commit(Changeset((*entries, ChangeEntry("deep/new/file.txt", None, state))))
     target = ws.root / "deep" / "new" / "file.txt"
     assert file_sha256(target) == sha and target.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.slow
+def test_kill_at_every_step_of_a_new_tree_commit_is_all_or_nothing(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    # A new tree (as a fresh virtualenv lands) is written straight under its final names:
+    # a kill at any step recovers to the whole tree, and so does a file torn mid-write.
+    folder = FileState("dir", 0o755)
+    entries = [ChangeEntry(p, None, folder) for p in ("venv", "venv/a", "venv/a/b", "venv/c")]
+    for i, parent in enumerate(("venv/a", "venv/a/b", "venv/c") * 4):
+        data = f"module {i}\n".encode() * (1 + 3000 * (i % 3))
+        sha = ws.objects.put_bytes(data)
+        entries.append(
+            ChangeEntry(f"{parent}/m{i}.py", None, FileState("file", 0o640, sha, len(data)))
+        )
+    entries.append(ChangeEntry("venv/c/link", None, FileState("symlink", target="../a")))
+    cs = Changeset(tuple(entries))
+    manifest = tmp_path / "cs.json"
+    manifest.write_text(json.dumps(cs.to_dict()))
+    empty = tree_hash(ws.root)
+    ws.commit(cs)
+    full = tree_hash(ws.root)
+    ws.rollback([cs])
+    for budget in range(len(entries) + 2):
+        child = _commit_in_child(ws, manifest, budget)
+        child.wait(timeout=60)
+        Workspace(ws.root, ws.root / ".vigil", mode="snapshot").recover()
+        assert tree_hash(ws.root) == full, f"not whole after a kill at op {budget}"
+        ws.rollback([cs])
+        assert tree_hash(ws.root) == empty
+    child = _commit_in_child(ws, manifest, 8)
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    torn = ws.root / "venv" / "a" / "b" / "m1.py"
+    torn.write_bytes(torn.read_bytes()[:1000])  # what a crash in the middle of it leaves
+    Workspace(ws.root, ws.root / ".vigil", mode="snapshot").recover()
+    assert tree_hash(ws.root) == full

@@ -324,3 +324,39 @@ def test_snapshot_restore_does_not_follow_a_link_the_step_made(
     assert tree_hash(root) == before
     assert not (root / "sub").is_symlink()
     outside.assert_unchanged()
+
+
+@pytest.mark.parametrize("at_op", [2, 5, 9, 14])
+def test_a_new_tree_swapped_for_a_link_mid_commit_is_not_written_through(
+    ws: Workspace, outside: Sentinel, at_op: int
+) -> None:
+    # A commit of a new tree resolves each directory once and writes new files straight
+    # under their names: a directory it made, moved away and replaced by a link to
+    # outside mid-commit, must not lead any write outside, at any point of the commit.
+    folder = FileState("dir", 0o755)
+    entries = [ChangeEntry(p, None, folder) for p in ("venv", "venv/lib", "venv/lib/pkg")]
+    entries += [
+        ChangeEntry(f"venv/lib/pkg/m{i}.py", None, _file(ws, f"m{i}\n".encode())) for i in range(12)
+    ]
+    ops = [0]
+
+    def swap() -> None:
+        ops[0] += 1
+        if ops[0] == at_op:
+            for rel in ("venv/lib/pkg", "venv/lib", "venv"):
+                if (ws.root / rel).is_dir() and not (ws.root / rel).is_symlink():
+                    _swap_to_link(ws.root, rel, outside.root)
+                    break
+
+    ws.applier.faults = Faults(before_op=swap)
+    try:
+        ws.commit(Changeset(tuple(entries)))
+    except Conflict:
+        pass  # refused where a path was resolved after the swap
+    finally:
+        ws.applier.faults = None
+    outside.assert_unchanged()
+    assert ops[0] >= at_op, "the swap never happened"
+    # What was written is inside the workspace: under the moved directory, or not at all.
+    written = [p for p in ws.root.rglob("m*.py") if not p.is_symlink()]
+    assert all(ws.root in p.parents and ".moved" in str(p) for p in written) or not written

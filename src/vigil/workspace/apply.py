@@ -109,7 +109,7 @@ def mismatches(root: Path, changeset: Changeset, *, expect: str) -> list[str]:
     entries = {e.path: e for e in changeset.entries}
     wanted = {e.path: e.before if expect == "before" else e.after for e in changeset.entries}
     bad: list[str] = []
-    with Tree(root) as tree:
+    with Tree(root) as tree, tree.cached_dirs():
         for entry in changeset.entries:
             want = wanted[entry.path]
             now = _current(tree, entry.path, wanted)
@@ -136,7 +136,7 @@ def blocked_paths(root: Path, changeset: Changeset) -> list[str]:
     """Paths of ``changeset`` that lie below a link or a file the changeset does not change."""
     befores = {e.path: e.before for e in changeset.entries}
     out = []
-    with Tree(root) as tree:
+    with Tree(root) as tree, tree.cached_dirs():
         for path in changeset.paths:
             try:
                 tree.lstat(path)  # no content is read: only whether the path resolves
@@ -153,7 +153,7 @@ def protected_refusals(root: Path, changeset: Changeset, protection: Protection)
     """Why ``changeset`` may not be applied to ``root``: protected names, link targets and
     identities (an existing entry or its directory that is a protected file or directory)."""
     reasons = protection.refusals((e.path, e.after) for e in changeset.entries)
-    with Tree(root) as tree:
+    with Tree(root) as tree, tree.cached_dirs():
         for entry in changeset.entries:
             reason = _identity(tree, entry.path, protection)
             if reason is not None:
@@ -193,6 +193,8 @@ class _Ops:
         # Undoing a snapshot attempt removes whole trees it made, however deep (a scan
         # does not enter paths longer than MAX_PATH, so their contents are not listed).
         self.whole_dirs = whole_dirs
+        # Directories this pass made where nothing was: what goes into them is new.
+        self.fresh: set[str] = set()
 
     def _tick(self) -> None:
         if self.faults.before_op is not None:
@@ -252,6 +254,10 @@ class _Ops:
                 self._tick()
                 # Owner-writable until set_dir_mode gives it its mode, after its children.
                 self.tree.mkdir(rel, 0o700)
+                if now is None:
+                    self.fresh.add(rel)
+            return
+        if entry.before is None and rel.rpartition("/")[0] in self.fresh and self._create(entry):
             return
         if self._now(rel) == after:
             self.tree.discard_tmp(rel)
@@ -263,6 +269,36 @@ class _Ops:
         else:
             sha = after.sha256 or ""
             self.tree.write_file(rel, lambda fd: self.objects.copy_into(sha, fd), after.mode)
+
+    def _create(self, entry: ChangeEntry) -> bool:
+        """Write a new path straight under its final name in a directory this pass made:
+        no temporary, no rename, no check of what was there (nothing was). False if
+        something is there after all (then the ordinary, checked way writes it).
+
+        A crash can leave a partial file under the final name; recovery compares every
+        path with the changeset and rewrites it (temporary and rename), as for any other.
+        """
+        after = entry.after
+        assert after is not None
+        with self.tree.parent(entry.path) as (fd, name):
+            self._tick()
+            if after.kind == "symlink":
+                try:
+                    os.symlink(after.target or "", name, dir_fd=fd)
+                except FileExistsError:
+                    return False
+                return True
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                out = os.open(name, flags, 0o600, dir_fd=fd)
+            except FileExistsError:
+                return False
+            try:
+                self.objects.copy_into(after.sha256 or "", out)
+                os.fchmod(out, after.mode & KEPT_MODE)
+            finally:
+                os.close(out)
+            return True
 
     def set_dir_mode(self, entry: ChangeEntry, after: FileState | None) -> None:
         if after is None:
@@ -286,16 +322,21 @@ class _Ops:
             if refused:
                 raise ProtectedPathChanged(summary(refused), details=refused)
         deepest_first = sorted(entries, key=lambda e: e.path.count("/"), reverse=True)
-        for entry in deepest_first:
-            before, after = entry.before, entry.after
-            if before is not None and (after is None or after.kind != before.kind):
-                self._step(self.remove, entry)
-        for entry in entries:
-            if entry.after is not None:
-                self._step(lambda e: self.put(e, e.after), entry)
-        for entry in deepest_first:
-            if entry.after is not None and entry.after.kind == "dir":
-                self._step(lambda e: self.set_dir_mode(e, e.after), entry)
+        # Each phase resolves a directory once (beneath the root, no link followed). Removals
+        # go deepest first, so no directory is looked into after it was removed; the later
+        # phases remove nothing.
+        with self.tree.cached_dirs():
+            for entry in deepest_first:
+                before, after = entry.before, entry.after
+                if before is not None and (after is None or after.kind != before.kind):
+                    self._step(self.remove, entry)
+        with self.tree.cached_dirs():
+            for entry in entries:
+                if entry.after is not None:
+                    self._step(lambda e: self.put(e, e.after), entry)
+            for entry in deepest_first:
+                if entry.after is not None and entry.after.kind == "dir":
+                    self._step(lambda e: self.set_dir_mode(e, e.after), entry)
 
     def _step(self, op: Callable[[ChangeEntry], None], entry: ChangeEntry) -> None:
         """One operation; a directory that vanished or became a link under it is a conflict."""
@@ -368,17 +409,18 @@ class Applier:
                 "vigil never writes through links: put the directory back, then try again.",
                 details=blocked,
             )
-        for entry in changeset.entries:
-            sha = entry.after.sha256 if entry.after is not None else None
-            if sha is not None and not self.objects.has(sha):
-                raise FileNotFoundError(f"object {sha} for {entry.path} is missing")
+        with self.objects.reading():
+            for entry in changeset.entries:
+                sha = entry.after.sha256 if entry.after is not None else None
+                if sha is not None and not self.objects.has(sha):
+                    raise FileNotFoundError(f"object {sha} for {entry.path} is missing")
         sync_filesystem(self.objects.root)
         intent = self._write_intent(changeset, purpose)
         self._run(changeset, protection, purpose)
         self._finish(intent)
 
     def _run(self, changeset: Changeset, protection: Protection | None, purpose: str) -> None:
-        with Tree(self.root) as tree:
+        with Tree(self.root) as tree, self.objects.reading():
             faults = self.faults or FAULTS
             ops = _Ops(tree, self.objects, protection, faults, whole_dirs=purpose == RESTORE)
             ops.run(changeset)

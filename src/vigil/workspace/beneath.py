@@ -163,6 +163,10 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+_CACHED_DIRS = 128
+"""The most directory descriptors :meth:`Tree.cached_dirs` keeps open at once."""
+
+
 def tmp_name(name: str) -> str:
     """The temporary name a new version of ``name`` is written under before the rename."""
     if len(os.fsencode(name)) + len(TMP_SUFFIX) <= _NAME_MAX:
@@ -177,6 +181,32 @@ class Tree:
         # The root itself is the caller's (resolved) choice; only what lies below is not.
         self.root = root
         self.fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._dirs: dict[tuple[str, ...], int] | None = None
+        self._missing: set[tuple[str, ...]] = set()
+
+    @contextlib.contextmanager
+    def cached_dirs(self) -> Iterator[None]:
+        """Within the block, each parent directory is resolved once and its descriptor
+        reused: a pass over thousands of paths makes one ``openat2`` per directory, not
+        several per path.
+
+        A descriptor names the directory itself, so nothing reached through it follows a
+        link; a directory moved or swapped for a link after it was resolved is written
+        where it went, never through the link. A directory found missing stays missing
+        until :meth:`mkdir` makes it. Only for passes that remove no directory, or
+        remove the deepest first.
+        """
+        if self._dirs is not None:
+            yield
+            return
+        self._dirs = {}
+        try:
+            yield
+        finally:
+            dirs, self._dirs = self._dirs, None
+            self._missing.clear()
+            for fd in dirs.values():
+                os.close(fd)
 
     def close(self) -> None:
         """Release the root's descriptor."""
@@ -230,6 +260,22 @@ class Tree:
     def parent(self, rel: str) -> Iterator[tuple[int, str]]:
         """The descriptor of ``rel``'s directory and ``rel``'s last name."""
         parts = components(rel)
+        if self._dirs is not None:
+            key = tuple(parts[:-1])
+            if key in self._missing:  # a new tree's paths: its directory is not made yet
+                raise FileNotFoundError(errno.ENOENT, "no such directory", "/".join(key))
+            fd = self._dirs.pop(key, None)  # put back last: least recently used goes first
+            if fd is None:
+                if len(self._dirs) >= _CACHED_DIRS:
+                    os.close(self._dirs.pop(next(iter(self._dirs))))
+                try:
+                    fd = self.open_dir(parts[:-1])
+                except FileNotFoundError:
+                    self._missing.add(key)
+                    raise
+            self._dirs[key] = fd
+            yield fd, parts[-1]
+            return
         fd = self.open_dir(parts[:-1])
         try:
             yield fd, parts[-1]
@@ -273,6 +319,7 @@ class Tree:
     def mkdir(self, rel: str, mode: int = 0o755) -> None:
         """Create directory ``rel``; an existing directory is left alone."""
         with self.parent(rel) as (fd, name):
+            self._missing.discard(tuple(components(rel)))
             try:
                 os.mkdir(name, mode & KEPT_MODE, dir_fd=fd)
             except FileExistsError:

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from vigil.errors import StoreError
@@ -58,6 +59,23 @@ class ObjectStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._held: Tree | None = None
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Within the block, reads share one descriptor of the store and of each of its
+        directories (a commit of thousands of files opens the store once). Nothing may be
+        stored within it: a directory it found missing stays missing for it."""
+        if self._held is not None:
+            yield
+            return
+        private_dir(self.root.parent)
+        with Tree(self.root.parent) as tree, tree.cached_dirs():
+            self._held = tree
+            try:
+                yield
+            finally:
+                self._held = None
 
     def path_of(self, sha256: str) -> Path:
         """Where the blob with this hash lives (it may not exist)."""
@@ -75,13 +93,18 @@ class ObjectStore:
     def has(self, sha256: str) -> bool:
         """Whether the blob is stored (as a regular file, not a link)."""
         try:
-            with self._tree() as tree:
-                st = tree.lstat(self._rel(sha256))
+            if self._held is not None:
+                st = self._held.lstat(self._rel(sha256))
+            else:
+                with self._tree() as tree:
+                    st = tree.lstat(self._rel(sha256))
         except OSError:
             return False
         return st is not None and stat.S_ISREG(st.st_mode)
 
     def _open(self, sha256: str) -> int:
+        if self._held is not None:
+            return self._held.open_file(self._rel(sha256))
         with self._tree() as tree:
             return tree.open_file(self._rel(sha256))
 

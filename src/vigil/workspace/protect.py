@@ -20,6 +20,7 @@ protected file only through a link is a conflict before it is ever written.
 
 from __future__ import annotations
 
+import functools
 import os
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -61,7 +62,9 @@ class Protection:
                     inodes.add((st.st_dev, st.st_ino))
         return cls(kept, frozenset(inodes))
 
+    @functools.cached_property
     def _folded(self) -> list[list[str]]:
+        # Computed once: a commit asks for every path of a changeset of thousands.
         return [[fold(c) for c in p.split("/")] for p in self.paths]
 
     def path_reason(self, rel: str) -> str | None:
@@ -73,14 +76,14 @@ class Protection:
         why = git_reason(rel, parts)
         if why is not None:
             return why
-        for path, folded in zip(self.paths, self._folded(), strict=True):
+        for path, folded in zip(self.paths, self._folded, strict=True):
             if parts[: len(folded)] == folded:
                 return f"{rel} is {path}" if len(parts) == len(folded) else f"{rel} is in {path}"
         return None
 
     def link_reason(self, rel: str, target: str) -> str | None:
         """Why a symbolic link at ``rel`` to ``target`` may not be made, or None."""
-        names = {folded[-1] for folded in self._folded()}
+        names = {folded[-1] for folded in self._folded}
         for part in target.split("/"):
             if fold(part) in names:
                 return f"{rel} is a link to {target!r}, which names a protected path"
