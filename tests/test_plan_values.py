@@ -82,6 +82,8 @@ def test_inputs_reach_steps_typed_and_are_recorded_and_shown(ws: Path) -> None:
     ("args", "says"),
     [
         ((), "input 'version' is required"),
+        (("-i", "version="), "input 'version' is required and was given empty"),
+        (("-i", "version=  "), "input 'version' is required and was given empty"),
         (("-i", "version=1", "-i", "replicas=many"), "input 'replicas' is a number, not 'many'"),
         (("-i", "version=1", "-i", "dry=maybe"), "input 'dry' is a boolean"),
         (("-i", "version=1", "-i", "target=qa"), "must be one of staging, prod, not 'qa'"),
