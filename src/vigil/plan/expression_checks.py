@@ -19,7 +19,7 @@ from vigil.plan.expressions import (
     references,
     syntax_problem,
 )
-from vigil.plan.matrix import expansion_ids
+from vigil.plan.matrix import check_matrix, expansion_ids
 from vigil.plan.models import Plan, Task
 from vigil.plan.sourcemap import DataPath
 
@@ -174,7 +174,12 @@ def _check_use(plan: Plan, use: _Use, scope: _Scope) -> list[ExpressionProblem]:
 def check_expressions(plan: Plan) -> list[ExpressionProblem]:
     """Every problem with the plan's expressions, each at the data path it is written at."""
     problems: list[ExpressionProblem] = []
-    groups = {t.id: expansion_ids(t) for _, t in plan.tasks() if t.matrix is not None}
+    groups = {
+        t.id: expansion_ids(t)
+        for i, p in enumerate(plan.phases)
+        for j, t in enumerate(p.tasks)
+        if t.matrix is not None and not check_matrix(t, ("phases", i, "tasks", j))
+    }
     outside = _Scope()
     for name, value in plan.env.items():
         problems += _check_use(plan, _Use(("env", name), value, f"env.{name}"), outside)

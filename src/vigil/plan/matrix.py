@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vigil.plan.expressions import as_text
+from vigil.plan.problems import MatrixTooLarge
 from vigil.plan.models import RECORDED, Expansion, Matrix, MatrixValue, Plan, Task
 from vigil.plan.sourcemap import DataPath
 
@@ -30,7 +31,7 @@ MAX_EXPANSIONS = 256
 MAX_ID_CHARS = 200
 """The longest expansion id: ids name log directories (file names stop at 255 bytes)."""
 
-MATRIX_TOO_LARGE = "VIGIL-PLAN-MATRIX-TOO-LARGE"
+MATRIX_TOO_LARGE = MatrixTooLarge.code
 """The code of a matrix with more than :data:`MAX_EXPANSIONS` combinations."""
 
 _NOT_IN_ID = re.compile(r"[^A-Za-z0-9_.+-]")

@@ -142,7 +142,10 @@ def _str_list(value: object) -> object:
 
 IdList = Annotated[tuple[Id, ...], BeforeValidator(_str_list)]
 
-TaskIdList = Annotated[tuple[TaskId, ...], BeforeValidator(_str_list)]
+TaskIdList = Annotated[
+    tuple[Annotated[str, Field(pattern=f"{ID_PATTERN}|{EXPANSION_ID_PATTERN}")], ...],
+    BeforeValidator(_str_list),
+]
 """Task ids a task needs: a matrix's id stands for all its expansions."""
 
 NameList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
@@ -274,11 +277,11 @@ class Matrix(Model):
         for key, values in (self.__pydantic_extra__ or {}).items():
             if re.fullmatch(MATRIX_KEY_PATTERN, key) is None:
                 raise ValueError(
-                    f"'{key}' is not a valid matrix key: use letters, digits, '_' and '-', "
-                    "starting with a letter or '_'"
+                    f"key '{key}' is not valid: a matrix key has letters, digits, '_' and "
+                    "'-', and starts with a letter or '_'"
                 )
             if not values:
-                raise ValueError(f"matrix key '{key}' has no values")
+                raise ValueError(f"key '{key}' has no values")
         return self
 
     @property

@@ -323,11 +323,8 @@ def validate_plan(
         line, col = source_map.position(issue.path, key=issue.key)
         problems.append(PlanProblem(filename, line, col, issue.cause, issue.fix))
     if plan is not None:
-        matrices = matrix_problems(plan)
-        checks = [*check_input_declarations(plan), *matrices]
-        if not matrices:
-            checks += check_expressions(plan)
-        for found in checks:
+        checks = [*check_input_declarations(plan), *matrix_problems(plan)]
+        for found in [*checks, *check_expressions(plan)]:
             line, col = source_map.position(found.path)
             problems.append(PlanProblem(filename, line, col, found.cause, found.fix, found.code))
     if plan is None or problems:
