@@ -163,7 +163,8 @@ def test_plan_check_reports_matrix_mistakes_at_their_place(ws: Path) -> None:
     assert code == ExitCode.USAGE
     lines = [line.strip() for line in err.splitlines()]
     assert any(
-        line.startswith("p.yaml:11:9:") and "exclude[0] names 'arch', which is not a matrix key" in line
+        line.startswith("p.yaml:11:9:")
+        and "exclude[0] names 'arch', which is not a matrix key" in line
         for line in lines
     ), err
     assert any(
@@ -173,7 +174,9 @@ def test_plan_check_reports_matrix_mistakes_at_their_place(ws: Path) -> None:
     assert "'matrix' is known only in a task with a 'matrix:'" in err
     assert "'c' is a matrix of 1 tasks: read one of them, e.g. needs['c[os=linux]']" in err
     code, err = _problems(ws, plan_of(bad_key))
-    assert code == ExitCode.USAGE and "p.yaml:8:7:" in err and "matrix key 'os' has no values" in err
+    assert (
+        code == ExitCode.USAGE and "p.yaml:8:7:" in err and "matrix key 'os' has no values" in err
+    )
     code, err = _problems(ws, plan_of(in_script))
     assert "VIGIL-PLAN-EXPRESSION-IN-SCRIPT" in err
     written = {"id": "g", "expansion": {"group": "g", "values": {}}, "run": "true"}

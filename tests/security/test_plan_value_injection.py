@@ -223,9 +223,7 @@ def test_the_outputs_directory_counts_against_the_attempts_disk_limit(workspace:
     assert task["attempts"][0]["reason"].startswith("VIGIL-LIMIT"), task["attempts"][0]
 
 
-def test_hostile_matrix_values_reach_the_step_as_data_only(
-    workspace: Path, tmp_path: Path
-) -> None:
+def test_hostile_matrix_values_reach_the_step_as_data_only(workspace: Path, tmp_path: Path) -> None:
     """A matrix value is data too: it reaches its expansion's step byte for byte through
     ``env:``, runs nothing, and its expansion's id (a log directory's name) holds no path
     separator, space or quote."""

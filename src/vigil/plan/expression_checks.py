@@ -1,8 +1,8 @@
 """Where a plan uses ``${{ ... }}`` expressions, and whether each use is allowed.
 
-Checked when a plan is loaded (before its matrices are expanded), so a misspelt input, a ``needs`` context of a task not
-needed, an operator from another language or an expression pasted into a shell script
-is reported at its ``file:line:col`` before anything runs.
+Checked when a plan is loaded (before its matrices are expanded), so a misspelt input,
+a ``needs`` context of a task not needed, an operator from another language or an
+expression pasted into a shell script is reported at its ``file:line:col`` before anything runs.
 """
 
 from __future__ import annotations

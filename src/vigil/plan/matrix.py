@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vigil.plan.expressions import as_text
-from vigil.plan.problems import MatrixTooLarge
 from vigil.plan.models import RECORDED, Expansion, Matrix, MatrixValue, Plan, Task
+from vigil.plan.problems import MatrixTooLarge
 from vigil.plan.sourcemap import DataPath
 
 MAX_EXPANSIONS = 256
@@ -236,7 +236,9 @@ def expand_plan(plan: Plan) -> Plan:
         for task in phase.tasks:
             needs = needs_of(task)
             if task.matrix is None:
-                tasks.append(task if needs == task.needs else task.model_copy(update={"needs": needs}))
+                tasks.append(
+                    task if needs == task.needs else task.model_copy(update={"needs": needs})
+                )
                 continue
             matrix = task.matrix
             for tid, (combo, _) in zip(groups[task.id], combinations(matrix), strict=True):

@@ -254,7 +254,7 @@ class Matrix(Model):
             "propertyNames": {"pattern": MATRIX_KEY_PATTERN},
         },
     )
-    __pydantic_extra__: dict[str, list[MatrixValue]] = Field(init=False)  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, list[MatrixValue]] = Field(init=False)
 
     include: tuple[dict[str, MatrixValue], ...] = Field(
         default=(),
@@ -313,8 +313,7 @@ class Task(Model):
     escalate: EscalateSpec | None = Field(None, description="when to ask a person for help")
     needs: TaskIdList = Field(
         default=(),
-        description="ids of tasks that must succeed first; a matrix's id needs all its "
-        "expansions",
+        description="ids of tasks that must succeed first; a matrix's id needs all its expansions",
     )
     if_: Condition | None = Field(None, alias="if")
     matrix: Matrix | None = Field(

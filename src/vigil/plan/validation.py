@@ -15,11 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from vigil.plan.expression_checks import check_expressions
+from vigil.plan.expression_checks import ExpressionProblem, check_expressions
 from vigil.plan.graph import check_graph, shape_of_data
 from vigil.plan.ids import slug
 from vigil.plan.inputs import check_input_declarations
-from vigil.plan.matrix import expand_plan, matrix_problems
+from vigil.plan.matrix import MatrixProblem, expand_plan, matrix_problems
 from vigil.plan.models import Plan
 from vigil.plan.problems import PlanProblem
 from vigil.plan.sourcemap import DataPath, SourceMap, resolve
@@ -323,8 +323,12 @@ def validate_plan(
         line, col = source_map.position(issue.path, key=issue.key)
         problems.append(PlanProblem(filename, line, col, issue.cause, issue.fix))
     if plan is not None:
-        checks = [*check_input_declarations(plan), *matrix_problems(plan)]
-        for found in [*checks, *check_expressions(plan)]:
+        found_problems: list[MatrixProblem | ExpressionProblem] = [
+            *check_input_declarations(plan),
+            *matrix_problems(plan),
+            *check_expressions(plan),
+        ]
+        for found in found_problems:
             line, col = source_map.position(found.path)
             problems.append(PlanProblem(filename, line, col, found.cause, found.fix, found.code))
     if plan is None or problems:
