@@ -137,3 +137,31 @@ def test_output_is_readable() -> None:
         "    validate:\n"
         "      - test -f out\n"
     )
+
+
+def test_a_matrix_is_written_back_once_and_loads_to_the_same_expansions() -> None:
+    text = """
+name: m
+project: m
+phases:
+  - id: p
+    tasks:
+      - id: test
+        matrix:
+          python: ["3.11", "3.12"]
+          db: [pg, sqlite]
+          exclude: [{python: "3.11", db: sqlite}]
+          include: [{python: "3.12", db: pg, extra: true}, {python: "3.13"}]
+          max_parallel: 2
+          fail_fast: true
+        env: {PY: "${{ matrix.python }}"}
+        run: echo "$PY"
+      - {id: all, needs: test, run: "true"}
+      - {id: one, needs: ["test[python=3.13]"], run: "true"}
+"""
+    plan = load_plan_text(text, "m.yaml").plan
+    written = to_yaml(plan)
+    assert "expansion" not in written and written.count("- id: test\n") == 1
+    assert "python: ['3.11', '3.12']" in written and "needs: [test]" in written
+    again = load_plan_text(written, "converted.yaml").plan
+    assert again == plan and again.content_hash() == plan.content_hash()

@@ -242,12 +242,7 @@ def expand_plan(plan: Plan) -> Plan:
                 continue
             matrix = task.matrix
             for tid, (combo, _) in zip(groups[task.id], combinations(matrix), strict=True):
-                expansion = Expansion(
-                    group=task.id,
-                    values=combo,
-                    max_parallel=matrix.max_parallel,
-                    fail_fast=matrix.fail_fast,
-                )
+                expansion = Expansion(group=task.id, values=combo, matrix=matrix)
                 tasks.append(
                     task.model_copy(
                         update={"id": tid, "needs": needs, "matrix": None, "expansion": expansion}

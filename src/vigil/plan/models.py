@@ -296,8 +296,18 @@ class Expansion(Model):
 
     group: Id
     values: dict[str, MatrixValue]
-    max_parallel: int | None = None
-    fail_fast: bool = False
+    matrix: Matrix
+    """The matrix as written (``vigil plan convert`` writes it back)."""
+
+    @property
+    def max_parallel(self) -> int | None:
+        """How many expansions of the group may run at once (None: no limit)."""
+        return self.matrix.max_parallel
+
+    @property
+    def fail_fast(self) -> bool:
+        """Whether a failed expansion skips the group's expansions not started yet."""
+        return self.matrix.fail_fast
 
 
 class Task(Model):
