@@ -96,6 +96,11 @@ def test_fail_fast_skips_the_expansions_not_started_and_says_why(ws: Path) -> No
         assert view[other]["reason"] == "fail_fast: shard[n=1] of matrix shard failed"
         assert view[other]["blocked_by"] == "shard[n=1]"
     assert not (ws / "ran-2").exists() and not (ws / "ran-3").exists()
+    # The report's next step can be pasted into a shell: the id is quoted, not a glob.
+    report = vigil("report", "r1", cwd=ws)
+    assert "`vigil logs r1 'shard[n=1]'`" in report.stdout, report.stdout
+    logs = vigil("logs", "r1", "shard[n=1]", cwd=ws)
+    assert logs.returncode == 0 and "==> shard[n=1] attempt 1 (failed) <==" in logs.stdout
 
 
 def test_without_fail_fast_every_combination_runs(ws: Path) -> None:
