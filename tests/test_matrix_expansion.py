@@ -123,6 +123,8 @@ phases:
     assert plan.task("all").needs == ("t[v=1]", "t[v=2]")
     assert plan.task("one").needs == ("t[v=2]",)
     assert plan.groups == {"t": ("t[v=1]", "t[v=2]")}
+    named = load_plan_text(text.replace("{id: t,", "{id: t, name: Unit tests,"), "m.yaml").plan
+    assert [t.title for t in named.phases[0].tasks[:2]] == ["Unit tests [v=1]", "Unit tests [v=2]"]
     # The recorded plan reads back to the same plan; a plan file may not write expansions.
     assert Plan.from_record(plan.canonical_json()) == plan
     try:

@@ -401,7 +401,10 @@ class Task(Model):
 
     @property
     def title(self) -> str:
-        """What to call the task in reports."""
+        """What to call the task in reports; an expansion of a matrix with a name keeps
+        its values: ``Unit tests [python=3.12]``."""
+        if self.name and self.expansion is not None:
+            return f"{self.name} {self.id[len(self.expansion.group) :]}"
         return self.name or self.id
 
 
