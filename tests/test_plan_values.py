@@ -411,6 +411,7 @@ def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
     ]
     states = {t["id"]: t["state"] for t in status("ok", ws)["tasks"]}
     assert states["rollback-release"] == "skipped"
+    assert states["smoke[probe=count]"] == states["smoke[probe=content]"] == "succeeded"
     broken = vigil(
         "run", str(EXAMPLE), "-i", "version=2.0.2", "-i", "break_smoke=true",
         "-i", "target=prod", "--run-id", "broken", cwd=ws,
@@ -420,7 +421,8 @@ def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
     assert states == {
         "package": "succeeded",
         "deploy": "succeeded",
-        "smoke": "failed",
+        "smoke[probe=count]": "failed",
+        "smoke[probe=content]": "skipped",
         "rollback-release": "succeeded",
         "announce": "skipped",
     }
@@ -433,7 +435,8 @@ def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
     assert only.returncode == ExitCode.OK, only.stderr
     states = {t["id"]: (t["state"], t["left_out"]) for t in status("tags", ws)["tasks"]}
     assert states["package"] == ("succeeded", False)
-    assert states["deploy"] == ("skipped", True) and states["smoke"] == ("skipped", True)
+    assert states["deploy"] == ("skipped", True)
+    assert states["smoke[probe=count]"] == states["smoke[probe=content]"] == ("skipped", True)
     assert (ws / "dist" / "app-3.0.0.txt").exists()
 
 
