@@ -21,6 +21,11 @@ Rounds are interleaved (every runner once per round, in a rotating order), and t
 shows medians and the ratio to plain xargs. Prints numbers; passes or fails nothing.
 
     python bench/compare.py [--quick] [--rounds 3] [--only true,chain,dag,work]
+                            [--baseline-src OTHER_CHECKOUT/src] [--modes off,overlay]
+
+``--baseline-src`` adds, for each vigil mode, the same ``vigil run`` with another
+checkout's ``src`` first on ``PYTHONPATH`` (an older commit, say), in the same rounds.
+``--modes`` keeps only the named isolation modes.
 """
 
 from __future__ import annotations
@@ -147,23 +152,27 @@ def vigil_exe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "vigil.cli.main"]
 
 
-def vigil_env(mode: str) -> dict[str, str]:
-    """Environment for one isolation mode, with the default local SQLite store."""
+def vigil_env(mode: str, src: Path | None = None) -> dict[str, str]:
+    """Environment for one isolation mode, with the default local SQLite store; ``src``
+    (another checkout's ``src``) is imported instead of the installed vigil."""
     env = dict(os.environ, VIGIL_ISOLATION=mode)
     for name in ("VIGIL_DATABASE_URL", "VIGIL_WORKSPACE"):
         env.pop(name, None)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     return env
 
 
-def vigil_runner(mode: str) -> Callable[[Workload, Path], None]:
+def vigil_runner(mode: str, src: Path | None = None) -> Callable[[Workload, Path], None]:
     """``vigil run plan.yaml -j 2`` in a fresh workspace."""
+    exe = vigil_exe() if src is None else [sys.executable, "-m", "vigil.cli.main"]
 
     def run(w: Workload, tmp: Path) -> None:
         ws = tmp / "ws"
         ws.mkdir()
         (ws / "plan.yaml").write_text(plan_yaml(w))
-        argv = [*vigil_exe(), "run", "plan.yaml", "-j", "2", "-o", "json", "-w", str(ws)]
-        run_checked(argv, cwd=ws, env=vigil_env(mode))
+        argv = [*exe, "run", "plan.yaml", "-j", "2", "-o", "json", "-w", str(ws)]
+        run_checked(argv, cwd=ws, env=vigil_env(mode, src))
 
     return run
 
@@ -226,6 +235,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller workloads, 2 rounds")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--only", default=None, help="comma list: true,chain,dag,work")
+    parser.add_argument("--baseline-src", type=Path, default=None, help="another vigil's src")
+    parser.add_argument("--modes", default=None, help="comma list of isolation modes to keep")
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 3)
     loads = workloads(args.quick)
@@ -240,7 +251,11 @@ def main() -> None:
         "make": make_runner,
     }
     for value, mode in isolation_modes():
+        if args.modes and mode not in args.modes.split(","):
+            continue
         candidates[f"vigil {mode}"] = vigil_runner(value)
+        if args.baseline_src is not None:
+            candidates[f"vigil {mode}, baseline"] = vigil_runner(value, args.baseline_src.resolve())
     for name, runner in candidates.items():
         if name.startswith("make") and shutil.which("make") is None:
             print(f"  {name}: skipped, make not found")

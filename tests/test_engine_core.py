@@ -20,6 +20,7 @@ from vigil.engine.backoff import retry_delay, unit_jitter
 from vigil.engine.decide import blocked_by_failed_checks, decide, final_state
 from vigil.engine.options import RunOptions
 from vigil.engine.state import FREE_INTERRUPTIONS, TERMINAL, RunState
+from vigil.plan.matrix import expand_plan
 from vigil.plan.models import Plan, RetryPolicy
 
 
@@ -61,6 +62,13 @@ def plans(draw: Any) -> Plan:
                     }
                 if draw(hs.integers(0, 3)) == 0:
                     task["review"] = "required"
+                if draw(hs.integers(0, 2)) == 0:
+                    task["matrix"] = {
+                        "k": list(range(draw(hs.integers(1, 5)))),
+                        "fail_fast": draw(hs.booleans()),
+                    }
+                    if draw(hs.booleans()):
+                        task["matrix"]["max_parallel"] = draw(hs.integers(1, 2))
             tasks.append(task)
             in_phase.append(tid)
         phase: dict[str, Any] = {"id": f"p{p}", "tasks": tasks}
@@ -68,7 +76,8 @@ def plans(draw: Any) -> Plan:
             phase["validate"] = ["true"]
         phases.append(phase)
         earlier += in_phase
-    return Plan.model_validate({"name": "prop", "project": "prop", "phases": phases})
+    # Expanded as the loader does: the engine sees each expansion as a task of its own.
+    return expand_plan(Plan.model_validate({"name": "prop", "project": "prop", "phases": phases}))
 
 
 OUTCOMES = [ev.SUCCEEDED, ev.SUCCEEDED, ev.FAILED, ev.TIMED_OUT, ev.INTERRUPTED, "refused"]
@@ -116,6 +125,11 @@ class Model:
             for earlier in state.phases[: ts.phase_index]:
                 assert earlier.state == "passed", "a task started before its phase opened"
             assert len(state.running) < self.capacity, "more attempts than capacity"
+            expansion = ts.task.expansion
+            if expansion is not None and expansion.max_parallel is not None:
+                siblings = state.plan.groups[expansion.group]
+                in_group = sum(1 for t in state.running if t in siblings)
+                assert in_group < expansion.max_parallel, "a matrix ran beyond max_parallel"
         elif e.kind == ev.CHANGESET_COMMITTING:
             key = (e.data["task"], e.data["attempt"])
             self.committing_events[key] += 1
@@ -296,6 +310,12 @@ def test_invariants_hold_for_any_plan_and_outcomes(
                 assert state.phases[state._phase_index(blocker[6:])].state == "failed"
             else:
                 assert state.tasks[blocker].state in ("failed", "skipped", "cancelled")
+            if ts.reason.startswith("fail_fast:"):
+                # Skipped by a failed sibling of a fail_fast matrix, before it started.
+                expansion = ts.task.expansion
+                assert expansion is not None and expansion.fail_fast
+                assert blocker in state.plan.groups[expansion.group]
+                assert state.tasks[blocker].state == "failed" and not ts.attempts
         if ts.state == "succeeded" and ts.task.approval is None:
             assert ts.attempts[-1].state == ev.SUCCEEDED
             assert ts.degraded == (ts.attempts[-1].command == "fallback")
@@ -308,7 +328,7 @@ def test_invariants_hold_for_any_plan_and_outcomes(
     for ts in state.tasks.values():
         needs_ok = all(state.tasks[n].state == "succeeded" for n in ts.task.needs)
         phase_opened = all(p.state == "passed" for p in state.phases[: ts.phase_index])
-        if needs_ok and phase_opened:
+        if needs_ok and phase_opened and not ts.reason.startswith("fail_fast:"):
             assert ts.state != "skipped", ts.task.id
     if cancelled:
         assert final_state(state) == "cancelled"

@@ -172,6 +172,23 @@ def test_the_newest_batch_cut_off_is_found_only_with_the_head_noted(tmp_path: Pa
         attest.verify_journal(RUN, cut, TRUSTED, noted=noted)
 
 
+def test_the_head_is_rewritten_in_place_and_reads_back_after_every_batch(tmp_path: Path) -> None:
+    path = tmp_path / "journal.head"
+    # A head an older vigil wrote (longer, another layout) is replaced, not appended to.
+    path.write_text(json.dumps({"count": 1, "chain": "ab" * 32}, indent=8) + " " * 300)
+    signer = attest.JournalSigner(RUN, KEY, head=path)
+    for n in range(1, 40):
+        signer.sign([(ev.TASK_SKIPPED, {"task": f"t{n}"})] * (n % 3 + 1), float(n))
+        signer.appended()
+        assert attest.read_head(path) == signer.at
+        assert path.stat().st_size == attest.HEAD_WIDTH
+        assert path.stat().st_mode & 0o777 == 0o600
+    inode = path.stat().st_ino
+    signer.sign([(ev.TASK_SKIPPED, {"task": "last"})], 99.0)
+    signer.appended()
+    assert path.stat().st_ino == inode  # written in place, not a new file each batch
+
+
 def test_a_batch_whose_append_failed_is_signed_again_with_the_same_numbers() -> None:
     start = attest.Head().extended(["00" * 32] * 3)
     signer = attest.JournalSigner(RUN, KEY, start)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
+import json
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,8 @@ PLAN = {
                 {"id": "alpha", "run": "echo alpha-says-hello; sleep 600"},
                 {"id": "beta", "run": "echo beta-line-1; echo beta-line-2"},
                 {"id": "gamma", "needs": ["alpha"], "run": "echo gamma-ran"},
+                # A real question for a person, opened by the driver while alpha runs.
+                {"id": "ask", "approval": {"question": "Ship it?"}},
             ],
         }
     ],
@@ -90,25 +92,15 @@ def test_monitor_follows_a_live_run(tmp_path: Path) -> None:
                     assert "log: beta attempt 1/1 (succeeded)" in text
                     assert "alpha-says-hello" not in text
                     # A question for a person shows while it is open, and goes once answered.
-                    question = {
-                        "id": "e1",
-                        "task": "gamma",
-                        "kind": "question",
-                        "question": "Ship it?",
-                        "choices": ["yes", "no"],
-                        "context": {},
-                    }
-                    store.append("m1", [("escalation.opened", question)], at=time.time())
-                    await until(pilot, app, "escalation e1 on gamma: Ship it? [yes / no]")
-                    answer = {"id": "e1", "decision": "approve", "value": "yes", "by": "ana"}
-                    store.append("m1", [("escalation.answered", answer)], at=time.time())
-                    await until(pilot, app, "running: alpha", gone="escalation e1")
-                    # Another process ends the run; the monitor catches up on its own. (The
-                    # question above went into the store unsigned, as no vigil process writes
-                    # one: once the driver has stopped, `cancel` reads the journal and calls
-                    # it tampered; the run has ended cancelled all the same.)
+                    text = await until(pilot, app, "on ask: Ship it?")
+                    listed = vigil("escalations", "--format", "json", cwd=ws)
+                    (question,) = json.loads(listed.stdout)
+                    answered = vigil("escalations", "answer", question["id"], "--approve", cwd=ws)
+                    assert answered.returncode == 0, answered.stderr
+                    await until(pilot, app, "running: alpha", gone="on ask: Ship it?")
+                    # Another process ends the run; the monitor catches up on its own.
                     cancelled = vigil("cancel", "m1", cwd=ws)
-                    assert cancelled.returncode in (0, ExitCode.REFUSED), cancelled.stderr
+                    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
                     text = await until(pilot, app, "watched (shop)  cancelled")
                     assert "running: nothing" in text
                     await pilot.press("up")

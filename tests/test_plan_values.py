@@ -82,6 +82,8 @@ def test_inputs_reach_steps_typed_and_are_recorded_and_shown(ws: Path) -> None:
     ("args", "says"),
     [
         ((), "input 'version' is required"),
+        (("-i", "version="), "input 'version' is required and was given empty"),
+        (("-i", "version=  "), "input 'version' is required and was given empty"),
         (("-i", "version=1", "-i", "replicas=many"), "input 'replicas' is a number, not 'many'"),
         (("-i", "version=1", "-i", "dry=maybe"), "input 'dry' is a boolean"),
         (("-i", "version=1", "-i", "target=qa"), "must be one of staging, prod, not 'qa'"),
@@ -409,6 +411,7 @@ def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
     ]
     states = {t["id"]: t["state"] for t in status("ok", ws)["tasks"]}
     assert states["rollback-release"] == "skipped"
+    assert states["smoke[probe=count]"] == states["smoke[probe=content]"] == "succeeded"
     broken = vigil(
         "run", str(EXAMPLE), "-i", "version=2.0.2", "-i", "break_smoke=true",
         "-i", "target=prod", "--run-id", "broken", cwd=ws,
@@ -418,7 +421,8 @@ def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
     assert states == {
         "package": "succeeded",
         "deploy": "succeeded",
-        "smoke": "failed",
+        "smoke[probe=count]": "failed",
+        "smoke[probe=content]": "skipped",
         "rollback-release": "succeeded",
         "announce": "skipped",
     }
@@ -431,7 +435,8 @@ def test_the_inputs_example_runs_as_its_comments_say(ws: Path) -> None:
     assert only.returncode == ExitCode.OK, only.stderr
     states = {t["id"]: (t["state"], t["left_out"]) for t in status("tags", ws)["tasks"]}
     assert states["package"] == ("succeeded", False)
-    assert states["deploy"] == ("skipped", True) and states["smoke"] == ("skipped", True)
+    assert states["deploy"] == ("skipped", True)
+    assert states["smoke[probe=count]"] == states["smoke[probe=content]"] == ("skipped", True)
     assert (ws / "dist" / "app-3.0.0.txt").exists()
 
 

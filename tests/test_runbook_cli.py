@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clitools import status, vigil
 from vigil.errors import ExitCode
@@ -81,3 +82,77 @@ def test_prose_is_never_an_instruction(tmp_path: Path) -> None:
     ran = vigil("run", "rb.md", "--run-id", "rb", cwd=tmp_path)
     assert ran.returncode == 0
     assert states("rb", tmp_path) == {"ship": "succeeded"}
+
+
+ORDERED = """# Release
+
+## Ship
+
+```bash {id=build}
+touch built; test ! -f broken
+```
+
+```bash {id=lint parallel}
+touch linted
+```
+
+```bash {id=package}
+test -f built && touch packaged
+```
+
+```bash {id=notes needs=build}
+touch noted
+```
+
+```bash {id=upload}
+touch uploaded
+```
+
+## Tell
+
+```bash {id=mail}
+touch mailed
+```
+
+```bash {id=chat}
+touch chatted
+```
+"""
+
+
+def test_plan_convert_shows_the_document_order_as_needs(tmp_path: Path) -> None:
+    (tmp_path / "rb.md").write_text(ORDERED)
+    converted = vigil("plan", "convert", "rb.md", cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+    data = yaml.safe_load(converted.stdout)
+    needs = {t["id"]: t.get("needs", []) for p in data["phases"] for t in p["tasks"]}
+    # Top to bottom within a section; `parallel` and an explicit `needs` step out of the
+    # chain; a new section starts a new chain (phases already run in order).
+    assert needs == {
+        "build": [],
+        "lint": [],
+        "package": ["build"],
+        "notes": ["build"],
+        "upload": ["package"],
+        "mail": [],
+        "chat": ["mail"],
+    }
+
+
+@pytest.mark.slow
+def test_a_failed_block_stops_the_blocks_below_it_but_not_a_parallel_one(tmp_path: Path) -> None:
+    (tmp_path / "rb.md").write_text(ORDERED)
+    (tmp_path / "broken").touch()
+    done = vigil("run", "rb.md", "--run-id", "r1", cwd=tmp_path)
+    assert done.returncode == ExitCode.RUN_FAILED, done.stderr
+    got = states("r1", tmp_path)
+    assert got["build"] == "failed" and got["lint"] == "succeeded"
+    assert got["package"] == "skipped" and got["notes"] == "skipped"
+    assert got["upload"] == "skipped"
+    reasons = {t["id"]: t["reason"] for t in status("r1", tmp_path)["tasks"]}
+    assert reasons["upload"] == "needs build, which did not succeed"
+    assert not (tmp_path / "uploaded").exists() and (tmp_path / "linted").exists()
+    (tmp_path / "broken").unlink()
+    ok = vigil("run", "rb.md", "--run-id", "r2", cwd=tmp_path)
+    assert ok.returncode == ExitCode.OK, ok.stderr
+    assert set(states("r2", tmp_path).values()) == {"succeeded"}

@@ -221,3 +221,37 @@ def test_the_outputs_directory_counts_against_the_attempts_disk_limit(workspace:
     assert done.returncode == ExitCode.RUN_FAILED, done.stderr
     task = status("r1", workspace, env)["tasks"][0]
     assert task["attempts"][0]["reason"].startswith("VIGIL-LIMIT"), task["attempts"][0]
+
+
+def test_hostile_matrix_values_reach_the_step_as_data_only(workspace: Path, tmp_path: Path) -> None:
+    """A matrix value is data too: it reaches its expansion's step byte for byte through
+    ``env:``, runs nothing, and its expansion's id (a log directory's name) holds no path
+    separator, space or quote."""
+    include = [{"n": k, "v": payload} for k, payload in enumerate(PAYLOADS)]
+    task = {
+        "id": "each",
+        "matrix": {"include": include},
+        "env": {"V": "${{ matrix.v }}", "N": "${{ matrix.n }}"},
+        "run": 'printf "%s" "$V" > "got-$N"',
+    }
+    plan = {
+        "name": "inj",
+        "project": "inj",
+        "inputs": {"a": {"type": "string", "default": "INJECTED"}},
+        "phases": [{"id": "p", "tasks": [task]}],
+    }
+    write_plan(workspace / "p.yaml", plan)
+    env = _home(tmp_path)
+    done = vigil("run", "p.yaml", "--run-id", "r1", cwd=workspace, env=env)
+    assert done.returncode == ExitCode.OK, done.stderr
+    for k, payload in enumerate(PAYLOADS):
+        assert (workspace / f"got-{k}").read_bytes() == payload.encode(), k
+    assert _pwned(workspace) == []
+    assert (tmp_path / "home" / "canary").read_text() == "alive"
+    ids = [t["id"] for t in status("r1", workspace, env)["tasks"]]
+    assert len(ids) == len(PAYLOADS)
+    assert ids[0] == "each[n=0,v=___rm_-rf____echo__]"
+    for tid in ids:
+        assert not set(tid) & set("/\\ \"'$`\n;~")
+    logs = workspace / ".vigil" / "logs" / "r1"
+    assert sorted(p.name for p in logs.iterdir() if p.is_dir()) == sorted(ids)

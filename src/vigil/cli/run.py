@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -183,7 +184,7 @@ def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> No
             # The lines its output ended with that say what went wrong (already redacted).
             console.print(
                 f"[red]{escape(t['id'])}[/] said (all of it: vigil logs "
-                f"{escape(outcome.run_id)} {escape(t['id'])}):",
+                f"{escape(outcome.run_id)} {escape(shlex.quote(t['id']))}):",
                 markup=True,
                 highlight=False,
             )

@@ -36,6 +36,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from vigil.engine import events as ev
 from vigil.errors import RunTampered, VigilError
-from vigil.layout import logs_dir, write_private
+from vigil.layout import logs_dir, open_private, private_dir
 from vigil.safety.keys import SigningKey, TrustedKey, trusted_keys
 
 if TYPE_CHECKING:
@@ -111,6 +112,33 @@ def head_file(state_dir: Path, run_id: str) -> Path:
     weakens the check, never fails an honest journal.
     """
     return logs_dir(state_dir, run_id) / "journal.head"
+
+
+HEAD_WIDTH = 128
+"""Bytes of a head record: JSON padded with spaces to a fixed width and a newline."""
+
+
+def note_head(path: Path, head: Head) -> None:
+    """Write ``head`` to ``path`` in place: one ``pwrite`` of :data:`HEAD_WIDTH` bytes.
+
+    Not a truncate and rewrite: on ext4 truncating a file that holds data makes the next
+    close wait for the new data to reach the disk (``auto_da_alloc``), about as long as
+    the journal's own commit, once per batch. A record of fixed width written at offset 0
+    replaces the last one whole (one write within one disk sector), so a crash leaves the
+    old head or the new one.
+    """
+    text = json.dumps({"count": head.count, "chain": head.chain})
+    record = text.ljust(HEAD_WIDTH - 1).encode("ascii") + b"\n"
+    if len(record) != HEAD_WIDTH:
+        raise ValueError(f"a journal head does not fit {HEAD_WIDTH} bytes")
+    private_dir(path.parent)
+    fd = open_private(path, os.O_WRONLY)
+    try:
+        if os.fstat(fd).st_size != HEAD_WIDTH:
+            os.ftruncate(fd, 0)  # a head of another shape (an older vigil's), or a new file
+        os.pwrite(fd, record, 0)
+    finally:
+        os.close(fd)
 
 
 def read_head(path: Path | None) -> Head | None:
@@ -181,10 +209,9 @@ class JournalSigner:
         self.at = self.at.extended(self._digests)
         self._digests = []
         if self.head is not None:
-            noted = json.dumps({"count": self.at.count, "chain": self.at.chain})
             # On failure the check it feeds only gets weaker; the journal itself is whole.
             with contextlib.suppress(OSError):
-                write_private(self.head, noted)
+                note_head(self.head, self.at)
 
     def append(
         self,

@@ -44,14 +44,21 @@ def task_env(state: RunState, task: Task) -> tuple[dict[str, str], dict[str, str
     """The plan's and the task's ``env:``, expressions evaluated; the task's values see
     the plan's in ``env``. Values are data: they reach the step as variables only."""
     outer = plan_env(state)
-    context = {**_base(state), "env": outer, "needs": _needs(state, task)}
+    context = {**_base(state), **_own(state, task), "env": outer}
     return outer, {k: substitute(v, context) for k, v in task.env.items()}
 
 
 def task_context(state: RunState, task: Task) -> dict[str, Any]:
     """What a task's expressions see (``env`` includes the task's own values)."""
     outer, own = task_env(state, task)
-    return {**_base(state), "env": {**outer, **own}, "needs": _needs(state, task)}
+    return {**_base(state), **_own(state, task), "env": {**outer, **own}}
+
+
+def _own(state: RunState, task: Task) -> dict[str, Any]:
+    """The contexts of one task: what it needs, and its matrix values if it is an
+    expansion of a matrix."""
+    matrix = dict(task.expansion.values) if task.expansion is not None else {}
+    return {"needs": _needs(state, task), "matrix": matrix}
 
 
 def _base(state: RunState) -> dict[str, Any]:

@@ -102,6 +102,9 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     _check_conditions(state, d)
     if d.events:
         return d
+    _fail_fast(state, d)
+    if d.events:
+        return d
     _advance_phase(state, d)
     if d.events or d.checks:
         return d
@@ -111,8 +114,12 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     # No attempt starts while a commit lands: every attempt sees each other task's
     # changes wholly applied or not at all.
     free = 0 if state.committing else capacity - len(state.running)
-    for start in retries[: max(0, free)]:
-        d.starts.append(start)
+    fits = _GroupLimits(state)
+    for start in retries:
+        if len(d.starts) >= free:
+            break
+        if fits(start.task):
+            d.starts.append(start)
     free -= len(d.starts)
     for task_id in list(state.ready_approvals):
         d.events.append(_open_question(state, state.tasks[task_id], "approval", {}))
@@ -122,6 +129,8 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     for task_id in state.ready:
         if free <= 0:
             break
+        if not fits(task_id):
+            continue
         d.starts.append(StartAttempt(task_id, _next_number(state.tasks[task_id]), "main"))
         free -= 1
     if (
@@ -133,6 +142,61 @@ def decide(state: st.RunState, now: float, capacity: int) -> Decision:
     ):
         d.waiting = True
     return d
+
+
+class _GroupLimits:
+    """Whether one more expansion of a matrix may start under its ``max_parallel``,
+    counting those running and those started in this decision."""
+
+    def __init__(self, state: st.RunState) -> None:
+        self.state = state
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, task_id: str) -> bool:
+        expansion = self.state.tasks[task_id].task.expansion
+        if expansion is None or expansion.max_parallel is None:
+            return True
+        group = expansion.group
+        if group not in self.counts:
+            self.counts[group] = sum(
+                1 for tid in self.state.running if tid in self.state.plan.groups[group]
+            )
+        if self.counts[group] >= expansion.max_parallel:
+            return False
+        self.counts[group] += 1
+        return True
+
+
+def _fail_fast(state: st.RunState, d: Decision) -> None:
+    """In a matrix with ``fail_fast``, an expansion that failed (and stops the run) skips
+    the expansions not started yet; those running finish. A skip is journalled with the
+    failed expansion as its blocker, so it is evaluated once."""
+    for group, members in state.plan.groups.items():
+        first = state.tasks[members[0]].task
+        if first.expansion is None or not first.expansion.fail_fast:
+            continue
+        failed = next(
+            (
+                m
+                for m in members
+                if state.tasks[m].state == st.FAILED and state.tasks[m].task.on_failure == "stop"
+            ),
+            None,
+        )
+        if failed is None:
+            continue
+        skipped: set[str] = set()
+        for member in members:
+            ts = state.tasks[member]
+            if ts.state != st.PENDING or ts.attempts or ts.escalations:
+                continue
+            reason = f"fail_fast: {failed} of matrix {group} failed"
+            d.events.append(ev.task_skipped(member, reason, blocked_by=failed))
+            skipped.add(member)
+        for member in sorted(skipped):
+            # What an earlier call skipped is not skipped (nor walked through) again.
+            already = {data["task"] for kind, data in d.events if kind == ev.TASK_SKIPPED}
+            _skip_dependents(state, member, d, exclude=skipped | already)
 
 
 def final_state(state: st.RunState) -> str:

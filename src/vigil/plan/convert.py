@@ -23,6 +23,7 @@ _TASK_KEYS = (
     "description",
     "needs",
     "if",
+    "matrix",
     "tags",
     "workdir",
     "env",
@@ -123,11 +124,38 @@ def _task(task: Task) -> dict[str, Any]:
     for key in ("needs", "tags"):
         if key in data:
             data[key] = _Flow(data[key])
+    if task.matrix is not None:
+        # The keys first, as people write a matrix; their values on one line.
+        axes = {k: _Flow(v) for k, v in task.matrix.axes.items()}
+        rest = {k: v for k, v in data["matrix"].items() if k not in axes}
+        data["matrix"] = {**axes, **rest}
     if task.retry is not None:
         data["retry"] = _retry(task.retry)
     if task.checks:
         data["validate"] = _checks(task.checks)
     return _ordered(data, _TASK_KEYS)
+
+
+def _as_written(plan: Plan, tasks: tuple[Task, ...]) -> list[Task]:
+    """The tasks as a plan writes them: each matrix once, with its ``matrix:``, and a
+    need of all a matrix's expansions as a need of the matrix."""
+    groups = plan.groups
+    out: list[Task] = []
+    for task in tasks:
+        needs: list[str] = []
+        for need in task.needs:
+            group = next((g for g, ids in groups.items() if need in ids), None)
+            if group is not None and set(groups[group]) <= set(task.needs):
+                need = group
+            if need not in needs:
+                needs.append(need)
+        expansion = task.expansion
+        if expansion is None:
+            out.append(task.model_copy(update={"needs": tuple(needs)}))
+        elif task.id == groups[expansion.group][0]:
+            update = {"id": expansion.group, "needs": tuple(needs), "expansion": None}
+            out.append(task.model_copy(update={**update, "matrix": expansion.matrix}))
+    return out
 
 
 def plan_data(plan: Plan) -> dict[str, Any]:
@@ -147,7 +175,7 @@ def plan_data(plan: Plan) -> dict[str, Any]:
         entry: dict[str, Any] = phase.model_dump(
             mode="json", by_alias=True, exclude_defaults=True, exclude={"tasks", "checks"}
         )
-        entry["tasks"] = [_task(t) for t in phase.tasks]
+        entry["tasks"] = [_task(t) for t in _as_written(plan, phase.tasks)]
         if phase.checks:
             entry["validate"] = _checks(phase.checks)
         phases.append(_ordered(entry, _PHASE_KEYS))

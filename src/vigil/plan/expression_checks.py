@@ -1,14 +1,14 @@
 """Where a plan uses ``${{ ... }}`` expressions, and whether each use is allowed.
 
-Checked when a plan is loaded, so a misspelt input, a ``needs`` context of a task not
-needed, an operator from another language or an expression pasted into a shell script
-is reported at its ``file:line:col`` before anything runs.
+Checked when a plan is loaded (before its matrices are expanded), so a misspelt input,
+a ``needs`` context of a task not needed, an operator from another language or an
+expression pasted into a shell script is reported at its ``file:line:col`` before anything runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from vigil.plan.expressions import (
     CONTEXTS,
@@ -19,6 +19,7 @@ from vigil.plan.expressions import (
     references,
     syntax_problem,
 )
+from vigil.plan.matrix import check_matrix, expansion_ids
 from vigil.plan.models import Plan, Task
 from vigil.plan.sourcemap import DataPath
 
@@ -85,14 +86,52 @@ def _sources(use: _Use) -> list[str]:
     return [source for _, source in expressions_in(use.text)]
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """What a task's expressions may read besides inputs, env and vigil."""
+
+    needs: tuple[str, ...] | None = None
+    matrix: tuple[str, ...] | None = None
+    groups: Mapping[str, list[str]] = field(default_factory=dict)
+
+
+def _matrix_keys(task: Task) -> tuple[str, ...] | None:
+    if task.matrix is None:
+        return None
+    keys = dict.fromkeys(task.matrix.axes)
+    for entry in task.matrix.include:
+        keys.update(dict.fromkeys(entry))
+    return tuple(keys)
+
+
+def _need_problem(scope: _Scope, key: str, path: tuple[str, ...]) -> str | None:
+    needs = scope.needs
+    if needs is None:
+        return "'needs' is known only inside a task"
+    group = next((g for g, ids in scope.groups.items() if key in ids), None)
+    if key in scope.groups and key in needs:
+        first = scope.groups[key][0]
+        return (
+            f"'{key}' is a matrix of {len(scope.groups[key])} tasks: read one of them, "
+            f"e.g. needs['{first}'].outputs.NAME"
+        )
+    if key not in needs and (group is None or group not in needs):
+        return f"'{key}' is not in this task's needs: add it to 'needs:' to read its results"
+    if len(path) > 2 and path[2] not in ("outputs", "result"):
+        return f"needs.{key}.{path[2]}: write needs.{key}.outputs.NAME or needs.{key}.result"
+    return None
+
+
 def _reference_problem(
-    plan: Plan, needs: tuple[str, ...] | None, path: tuple[str, ...], condition: bool
+    plan: Plan, scope: _Scope, path: tuple[str, ...], condition: bool
 ) -> str | None:
     name = path[0]
     if name in STATUS_FUNCTIONS:
         return None if condition else f"{name}() can be used only in 'if:'"
     if name not in CONTEXTS:
         return f"'{name}' is not a context: use one of {', '.join(CONTEXTS)}"
+    if name == "matrix" and scope.matrix is None:
+        return "'matrix' is known only in a task with a 'matrix:'"
     if len(path) < 2:
         return None
     key = path[1]
@@ -100,18 +139,15 @@ def _reference_problem(
         declared = ", ".join(plan.inputs) or "none"
         return f"input '{key}' is not declared under 'inputs:' (declared: {declared})"
     if name == "needs":
-        if needs is None:
-            return "'needs' is known only inside a task"
-        if key not in needs:
-            return f"'{key}' is not in this task's needs: add it to 'needs:' to read its results"
-        if len(path) > 2 and path[2] not in ("outputs", "result"):
-            return f"needs.{key}.{path[2]}: write needs.{key}.outputs.NAME or needs.{key}.result"
+        return _need_problem(scope, key, path)
+    if name == "matrix" and scope.matrix is not None and key not in scope.matrix:
+        return f"matrix.{key} is not a key of this task's matrix (keys: {', '.join(scope.matrix)})"
     if name == "vigil" and key not in VIGIL_FACTS:
         return f"vigil.{key} is unknown: use one of {', '.join(VIGIL_FACTS)}"
     return None
 
 
-def _check_use(plan: Plan, use: _Use, needs: tuple[str, ...] | None) -> list[ExpressionProblem]:
+def _check_use(plan: Plan, use: _Use, scope: _Scope) -> list[ExpressionProblem]:
     problems: list[ExpressionProblem] = []
     for source in _sources(use):
         wrong = syntax_problem(source)
@@ -125,7 +161,7 @@ def _check_use(plan: Plan, use: _Use, needs: tuple[str, ...] | None) -> list[Exp
             )
             continue
         for ref in references(source):
-            cause = _reference_problem(plan, needs, ref.path, use.condition)
+            cause = _reference_problem(plan, scope, ref.path, use.condition)
             if cause is not None:
                 problems.append(
                     ExpressionProblem(
@@ -138,13 +174,20 @@ def _check_use(plan: Plan, use: _Use, needs: tuple[str, ...] | None) -> list[Exp
 def check_expressions(plan: Plan) -> list[ExpressionProblem]:
     """Every problem with the plan's expressions, each at the data path it is written at."""
     problems: list[ExpressionProblem] = []
+    groups = {
+        t.id: expansion_ids(t)
+        for i, p in enumerate(plan.phases)
+        for j, t in enumerate(p.tasks)
+        if t.matrix is not None and not check_matrix(t, ("phases", i, "tasks", j))
+    }
+    outside = _Scope()
     for name, value in plan.env.items():
-        problems += _check_use(plan, _Use(("env", name), value, f"env.{name}"), None)
+        problems += _check_use(plan, _Use(("env", name), value, f"env.{name}"), outside)
     for i, phase in enumerate(plan.phases):
         phase_path: DataPath = ("phases", i)
         if phase.if_ is not None:
             use = _Use((*phase_path, "if"), phase.if_, "if", condition=True)
-            problems += _check_use(plan, use, None)
+            problems += _check_use(plan, use, outside)
         for k, check in enumerate(phase.checks):
             if "${{" in check.run:
                 problems.append(_in_script((*phase_path, "validate", k), f"validate[{k}]"))
@@ -153,8 +196,9 @@ def check_expressions(plan: Plan) -> list[ExpressionProblem]:
             for script_path, text, what in _scripts(task, path):
                 if "${{" in text:
                     problems.append(_in_script(script_path, what))
+            scope = _Scope(task.needs, _matrix_keys(task), groups)
             for use in _uses(task, path):
-                problems += _check_use(plan, use, task.needs)
+                problems += _check_use(plan, use, scope)
     return problems
 
 

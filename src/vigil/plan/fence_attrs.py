@@ -30,8 +30,9 @@ ATTRIBUTES = (
     "review",
 )
 
-FLAGS = ("example",)
-"""Attributes written as a bare word: ``{example}`` keeps a block as text; it never runs."""
+FLAGS = ("example", "parallel")
+"""Attributes written as a bare word: ``{example}`` keeps a block as text (it never runs);
+``{parallel}`` runs a block beside the one before it instead of after it."""
 
 _ATTR = re.compile(
     r"""(?P<key>[A-Za-z_][A-Za-z0-9_-]*)\s*=\s*
@@ -130,7 +131,7 @@ def read_fence_info(line: str, markup: str) -> FenceInfo:
                     body_start + pos + 1,
                     f"cannot read attribute {shown!r}",
                     'write key=value and quote values with spaces: name="Run migrations"; '
-                    "the one bare word allowed is 'example'",
+                    "the bare words allowed are 'example' and 'parallel'",
                 )
             )
             pos += len(shown) or 1

@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from vigil.plan.matrix import raw_expansion_ids
 from vigil.plan.models import Plan
 from vigil.plan.sourcemap import DataPath
 
@@ -24,6 +25,8 @@ class GraphTask:
     workdir: str | None = None
     path: DataPath = ()
     needs_is_list: bool = True
+    expansions: tuple[str, ...] = ()
+    """The ids of the task's matrix expansions (``test[python=3.12]``), if it has one."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ def shape_of_data(data: object) -> list[GraphPhase]:
             if not isinstance(names, list):
                 names = []
             workdir = raw.get("workdir")
+            matrix = raw.get("matrix")
             tasks.append(
                 GraphTask(
                     raw["id"],
@@ -96,6 +100,7 @@ def shape_of_data(data: object) -> list[GraphPhase]:
                     workdir if isinstance(workdir, str) else None,
                     ("phases", i, "tasks", j),
                     listed,
+                    tuple(raw_expansion_ids(raw["id"], matrix)) if matrix is not None else (),
                 )
             )
         phases.append(
@@ -214,6 +219,17 @@ def check_graph(phases: Sequence[GraphPhase]) -> list[GraphProblem]:
         else:
             seen_phases[phase.id] = phase
     phase_of: dict[str, int] = {}
+    # A need of one expansion (``test[python=3.12]``) is checked as a need of its matrix.
+    group_of = {e: t.id for phase in phases for t in phase.tasks for e in t.expansions}
+    phases = [
+        replace(
+            phase,
+            tasks=tuple(
+                replace(t, needs=tuple(group_of.get(n, n) for n in t.needs)) for t in phase.tasks
+            ),
+        )
+        for phase in phases
+    ]
     for k, phase in enumerate(phases):
         for task in phase.tasks:
             if task.id in phase_of:

@@ -153,6 +153,10 @@ def resolve_inputs(
         else:
             values[name] = _empty(spec)
             continue
+        if spec.required and isinstance(raw, str) and not raw.strip():
+            # `-i version=` from a script whose variable was unset: as good as not given.
+            problems.append(f"input '{name}' is required and was given empty")
+            continue
         try:
             values[name] = read_value(name, spec, raw)
         except ValueError as exc:

@@ -57,6 +57,7 @@ class _Block:
     description: str | None
     heading: tuple[str, int] | None
     index: int
+    parallel: bool = False
 
 
 @dataclass
@@ -240,6 +241,7 @@ class _Reader:
                 description,
                 heading,
                 len(phase.blocks) + 1,
+                "parallel" in info.flags,
             )
         )
 
@@ -306,6 +308,19 @@ def _task(
     return task, problems
 
 
+def _in_document_order(blocks: list[_Block], tasks: list[dict[str, object]]) -> None:
+    """Blocks of one section run top to bottom, as people read a runbook: each block
+    needs the block above it. A ``{parallel}`` block, or one with its own ``needs=``, is
+    out of that chain: it waits for nothing else and nothing waits for it."""
+    previous: str | None = None
+    for block, task in zip(blocks, tasks, strict=True):
+        if block.parallel or any(a.key == "needs" for a in block.attributes):
+            continue
+        if previous is not None:
+            task["needs"] = [previous]
+        previous = str(task["id"])
+
+
 def read_runbook(text: str, filename: str) -> Runbook:
     """Read a Markdown runbook into plan data; problems instead of exceptions."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -348,6 +363,7 @@ def read_runbook(text: str, filename: str) -> Runbook:
             task, more = _task(block, phase_id, taken, ("phases", k, "tasks", j), source_map)
             tasks.append(task)
             raw_problems.extend(more)
+        _in_document_order(phase.blocks, tasks)
         entry["tasks"] = tasks
         phases.append(entry)
     if not phases:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
@@ -20,9 +21,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from vigil.actions.specs import AgentSpec, LlmSpec
 from vigil.plan.duration import parse_duration
@@ -34,6 +38,28 @@ INPUT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 """A phase or task id: letters, digits, ``_``, ``.``, ``-``; starts with a letter or digit."""
+
+EXPANSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\[[A-Za-z0-9_.+=,-]{0,200}\]$"
+"""The id of one expansion of a matrix: ``test[python=3.12,db=pg]``. No path separator,
+no space, no quote: ids name log directories and appear in commands people copy."""
+
+TaskId = Annotated[
+    str,
+    Field(
+        pattern=f"{ID_PATTERN}|{EXPANSION_ID_PATTERN}",
+        json_schema_extra={"pattern": ID_PATTERN},
+    ),
+]
+"""A task id as a plan writes it, or the id of a matrix expansion (``test[python=3.12]``)."""
+
+RECORDED = "recorded"
+"""Validation context key: the data is a plan a run recorded (its matrices expanded)."""
+
+MATRIX_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+"""A matrix key: read as ``${{ matrix.KEY }}`` and shown in expansion ids."""
+
+MatrixValue = bool | int | float | str
+"""One value of a matrix key: text, a number or a boolean."""
 
 Duration = Annotated[
     float,
@@ -115,6 +141,12 @@ def _str_list(value: object) -> object:
 
 
 IdList = Annotated[tuple[Id, ...], BeforeValidator(_str_list)]
+
+TaskIdList = Annotated[
+    tuple[Annotated[str, Field(pattern=f"{ID_PATTERN}|{EXPANSION_ID_PATTERN}")], ...],
+    BeforeValidator(_str_list),
+]
+"""Task ids a task needs: a matrix's id stands for all its expansions."""
 
 NameList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
 """A list of names (capabilities, secrets); a single string is a list of one."""
@@ -200,10 +232,88 @@ class InputSpec(Model):
         return self
 
 
+MATRIX_WORDS = ("include", "exclude", "max_parallel", "fail_fast")
+"""The keys of ``matrix:`` that are not matrix keys."""
+
+
+class Matrix(Model):
+    """``matrix:`` of a task: keys with lists of values, expanded into one task per
+    combination, as GitHub Actions' ``strategy.matrix`` is (see :mod:`vigil.plan.matrix`)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="allow",
+        populate_by_name=True,
+        json_schema_extra={
+            "additionalProperties": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": ["string", "number", "boolean"]},
+                "description": "a matrix key and its values: ${{ matrix.KEY }}",
+            },
+            "propertyNames": {"pattern": MATRIX_KEY_PATTERN},
+        },
+    )
+    __pydantic_extra__: dict[str, list[MatrixValue]] = Field(init=False)
+
+    include: tuple[dict[str, MatrixValue], ...] = Field(
+        default=(),
+        description="combinations to add, or keys to add to the combinations they match",
+    )
+    exclude: tuple[dict[str, MatrixValue], ...] = Field(
+        default=(), description="combinations to leave out (each matches on the keys it names)"
+    )
+    max_parallel: int | None = Field(
+        None, ge=1, description="at most this many expansions run at once (default: no limit)"
+    )
+    fail_fast: bool = Field(
+        False,
+        description="true: when one expansion fails, the ones not yet started are skipped "
+        "(default false: every combination runs, as every other branch of a plan does)",
+    )
+
+    @model_validator(mode="after")
+    def _keys_and_values(self) -> Matrix:
+        for key, values in (self.__pydantic_extra__ or {}).items():
+            if re.fullmatch(MATRIX_KEY_PATTERN, key) is None:
+                raise ValueError(
+                    f"key '{key}' is not valid: a matrix key has letters, digits, '_' and "
+                    "'-', and starts with a letter or '_'"
+                )
+            if not values:
+                raise ValueError(f"key '{key}' has no values")
+        return self
+
+    @property
+    def axes(self) -> dict[str, list[MatrixValue]]:
+        """The matrix keys and their values, as written (``include``/``exclude`` aside)."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+class Expansion(Model):
+    """What a task expanded from a matrix carries: its group and its values. Set by
+    :func:`vigil.plan.matrix.expand_plan`, never written in a plan."""
+
+    group: Id
+    values: dict[str, MatrixValue]
+    matrix: Matrix
+    """The matrix as written (``vigil plan convert`` writes it back)."""
+
+    @property
+    def max_parallel(self) -> int | None:
+        """How many expansions of the group may run at once (None: no limit)."""
+        return self.matrix.max_parallel
+
+    @property
+    def fail_fast(self) -> bool:
+        """Whether a failed expansion skips the group's expansions not started yet."""
+        return self.matrix.fail_fast
+
+
 class Task(Model):
     """One unit of work. Its attempts run ``run``; ``validate`` decides whether it counts."""
 
-    id: Id
+    id: TaskId
     name: str | None = None
     description: str | None = None
     run: str | None = Field(None, min_length=1, description="shell command or multi-line script")
@@ -211,8 +321,17 @@ class Task(Model):
     llm: LlmSpec | None = Field(None, description="ask an OpenAI-compatible model")
     approval: ApprovalSpec | None = Field(None, description="ask a person and wait for the answer")
     escalate: EscalateSpec | None = Field(None, description="when to ask a person for help")
-    needs: IdList = Field(default=(), description="ids of tasks that must succeed first")
+    needs: TaskIdList = Field(
+        default=(),
+        description="ids of tasks that must succeed first; a matrix's id needs all its expansions",
+    )
     if_: Condition | None = Field(None, alias="if")
+    matrix: Matrix | None = Field(
+        None,
+        description="run the task once per combination of values, as test[python=3.12,db=pg]; "
+        "values reach steps through env: ${{ matrix.KEY }}",
+    )
+    expansion: SkipJsonSchema[Expansion | None] = None
     tags: NameList = Field(
         default=(), description="labels for partial runs: vigil run --tags T / --skip-tags T"
     )
@@ -252,6 +371,23 @@ class Task(Model):
         "--all` in reverse order of completion",
     )
 
+    @field_validator("expansion")
+    @classmethod
+    def _expansion_is_recorded(
+        cls, value: Expansion | None, info: ValidationInfo
+    ) -> Expansion | None:
+        if value is not None and not (info.context or {}).get(RECORDED):
+            raise ValueError("is set by vigil when it expands a matrix: write 'matrix:'")
+        return value
+
+    @model_validator(mode="after")
+    def _expansion_ids(self) -> Task:
+        if self.expansion is None and "[" in self.id:
+            raise ValueError(
+                f"id '{self.id}' has '[': brackets are kept for the expansions of a matrix"
+            )
+        return self
+
     @model_validator(mode="after")
     def _exactly_one_action(self) -> Task:
         given = [k for k in ACTION_KINDS if getattr(self, k) is not None]
@@ -265,11 +401,14 @@ class Task(Model):
 
     @property
     def title(self) -> str:
-        """What to call the task in reports."""
+        """What to call the task in reports; an expansion of a matrix with a name keeps
+        its values: ``Unit tests [python=3.12]``."""
+        if self.name and self.expansion is not None:
+            return f"{self.name} {self.id[len(self.expansion.group) :]}"
         return self.name or self.id
 
 
-_LATER_TASK_KEYS = ("pass_env",)
+_LATER_TASK_KEYS = ("pass_env", "matrix", "expansion")
 """Task keys that are not part of a plan's hash while unset (see ``canonical_json``)."""
 
 
@@ -314,11 +453,22 @@ class Plan(Model):
     # Task by id, built once: the engine looks tasks up on every step, and a scan per lookup
     # made a run quadratic in the number of tasks.
     _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
+    _groups: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: object, /) -> None:
-        """Index the tasks by id (the first one wins if a plan repeats an id)."""
+        """Index the tasks by id (the first one wins if a plan repeats an id), and the
+        expansions of each matrix by the matrix's id."""
+        groups: dict[str, list[str]] = {}
         for _, task in self.tasks():
             self._by_id.setdefault(task.id, task)
+            if task.expansion is not None:
+                groups.setdefault(task.expansion.group, []).append(task.id)
+        self._groups = {k: tuple(v) for k, v in groups.items()}
+
+    @property
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """The id of each expanded matrix -> the ids of its expansions, in plan order."""
+        return self._groups
 
     @classmethod
     def from_record(cls, text: str) -> Plan:
@@ -331,7 +481,7 @@ class Plan(Model):
         data = json.loads(text)
         if isinstance(data, dict):
             data.pop("secrets", None)
-        return cls.model_validate(data)
+        return cls.model_validate(data, context={RECORDED: True})
 
     def tasks(self) -> Iterator[tuple[Phase, Task]]:
         """Every task with its phase, in plan order."""

@@ -67,10 +67,26 @@ class ExpressionInScript(PlanInvalid):
         return (ExpressionInScript, (self.problems,))
 
 
+class MatrixTooLarge(PlanInvalid):
+    """A task's ``matrix:`` expands to more tasks than a plan may hold for one task."""
+
+    code = "VIGIL-PLAN-MATRIX-TOO-LARGE"
+    title = "a matrix expands to too many tasks"
+    remedy = (
+        "A matrix may expand to at most 256 tasks: use fewer keys or values, exclude "
+        "combinations, or split the task."
+    )
+
+    def __reduce__(self) -> tuple[type[PlanInvalid], tuple[list[PlanProblem]]]:
+        return (MatrixTooLarge, (self.problems,))
+
+
 def plan_invalid(problems: Sequence[PlanProblem]) -> PlanInvalid:
-    """The error for ``problems``: :class:`ExpressionInScript` if one of them is that."""
-    if any(p.code == ExpressionInScript.code for p in problems):
-        return ExpressionInScript(problems)
+    """The error for ``problems``: the one of a problem's stable kind if one is of one
+    (:class:`ExpressionInScript`, :class:`MatrixTooLarge`), else :class:`PlanInvalid`."""
+    for kind in (ExpressionInScript, MatrixTooLarge):
+        if any(p.code == kind.code for p in problems):
+            return kind(problems)
     return PlanInvalid(problems)
 
 

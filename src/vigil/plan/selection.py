@@ -62,15 +62,17 @@ def left_out(plan: Plan, selection: Selection) -> dict[str, str]:
     lacks or a selection that leaves nothing to run."""
     ids = [task.id for _, task in plan.tasks()]
     tags = sorted({tag for _, task in plan.tasks() for tag in task.tags})
-    problems = _unknown(selection.only, ids, "task")
-    problems += _unknown(selection.skip, ids, "task")
+    # A matrix's id names all its expansions, as it does in ``needs``.
+    names_of = {**{tid: (tid,) for tid in ids}, **plan.groups}
+    problems = _unknown(selection.only, list(names_of), "task")
+    problems += _unknown(selection.skip, list(names_of), "task")
     problems += _unknown(selection.tags, tags, "tag")
     problems += _unknown(selection.skip_tags, tags, "tag")
     if problems:
         raise SelectionInvalid(problems[0], details=problems)
     reasons: dict[str, str] = {}
     if selection.only or selection.tags:
-        chosen = set(selection.only)
+        chosen = {tid for name in selection.only for tid in names_of[name]}
         chosen |= {t.id for _, t in plan.tasks() if set(t.tags) & set(selection.tags)}
         if selection.with_needs:
             stack = list(chosen)
@@ -87,8 +89,9 @@ def left_out(plan: Plan, selection: Selection) -> dict[str, str]:
         for tid in ids:
             if tid not in chosen:
                 reasons[tid] = f"left out: not selected by {' '.join(asked)}"
+    skipped = {tid for name in selection.skip for tid in names_of[name]}
     for _, task in plan.tasks():
-        if task.id in selection.skip:
+        if task.id in skipped:
             reasons[task.id] = "left out by --skip"
         elif set(task.tags) & set(selection.skip_tags):
             hit = ",".join(sorted(set(task.tags) & set(selection.skip_tags)))

@@ -15,10 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from vigil.plan.expression_checks import check_expressions
+from vigil.plan.expression_checks import ExpressionProblem, check_expressions
 from vigil.plan.graph import check_graph, shape_of_data
 from vigil.plan.ids import slug
 from vigil.plan.inputs import check_input_declarations
+from vigil.plan.matrix import MatrixProblem, expand_plan, matrix_problems
 from vigil.plan.models import Plan
 from vigil.plan.problems import PlanProblem
 from vigil.plan.sourcemap import DataPath, SourceMap, resolve
@@ -55,6 +56,13 @@ FIELD_FIXES = {
     "options": "list the allowed values of a choice, e.g. options: [staging, prod]",
     "required": "write true or false",
     "if": "write a condition, e.g. if: failure(), or if: ${{ inputs.deploy }}",
+    "matrix": 'give each key a list of values, e.g. matrix: {python: ["3.11", "3.12"], '
+    "db: [pg, sqlite]}; also include:, exclude:, max_parallel: N, fail_fast: true",
+    "include": "list combinations as mappings, e.g. include: [{python: '3.13', db: pg}]",
+    "exclude": "list combinations as mappings, e.g. exclude: [{python: '3.11', db: sqlite}]",
+    "max_parallel": "write a whole number of expansions that may run at once, e.g. 2",
+    "fail_fast": "write true or false",
+    "expansion": "write 'matrix:'; vigil expands it into one task per combination",
 }
 
 _MODEL_NAMES = {
@@ -64,6 +72,7 @@ _MODEL_NAMES = {
     "RetryPolicy": "retry",
     "Check": "check",
     "Defaults": "defaults",
+    "Matrix": "matrix",
 }
 
 
@@ -314,10 +323,17 @@ def validate_plan(
         line, col = source_map.position(issue.path, key=issue.key)
         problems.append(PlanProblem(filename, line, col, issue.cause, issue.fix))
     if plan is not None:
-        for found in [*check_input_declarations(plan), *check_expressions(plan)]:
+        found_problems: list[MatrixProblem | ExpressionProblem] = [
+            *check_input_declarations(plan),
+            *matrix_problems(plan),
+            *check_expressions(plan),
+        ]
+        for found in found_problems:
             line, col = source_map.position(found.path)
             problems.append(PlanProblem(filename, line, col, found.cause, found.fix, found.code))
-    return (plan if not problems else None), problems
+    if plan is None or problems:
+        return None, problems
+    return expand_plan(plan), problems
 
 
 __all__ = ["FIELD_FIXES", "allowed_keys", "model_at", "validate_plan"]

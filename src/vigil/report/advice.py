@@ -10,6 +10,7 @@ timeout, a command killed by a signal, a failure of vigil's own.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,7 +44,7 @@ def exit_advice(task: str, exit_code: int, run_id: str) -> str:
     """For a task whose command exited ``exit_code`` on its own."""
     return (
         f"`{task}` exited with code {exit_code}: its output says why (the lines quoted here, "
-        f"all of it with `vigil logs {run_id} {task}`). Fix that cause; a retry or a "
+        f"all of it with `vigil logs {run_id} {shlex.quote(task)}`). Fix that cause; a retry or a "
         "fallback would only run it again."
     )
 

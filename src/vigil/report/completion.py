@@ -7,6 +7,7 @@ printed by ``vigil report RUN_ID --format md|json``.
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +106,8 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
         else:
             recommendations.append(
                 f"Start with {first['id']}: {first['reason'] or 'it failed'} "
-                f"(`vigil logs {view['id']} {first['id']}`)."
+                # Quoted: a matrix expansion's id (``test[python=3.12]``) is a glob to a shell.
+                f"(`vigil logs {view['id']} {shlex.quote(first['id'])}`)."
             )
     ungranted = [t["id"] for t in tasks if t.get("needs_grant")]
     if ungranted:
