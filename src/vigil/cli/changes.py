@@ -11,11 +11,13 @@ import typer
 from vigil.cli.common import (
     Format,
     FormatOpt,
+    RunArg,
     WorkspaceOpt,
     config_for,
     console,
     emit_json,
     opened_store,
+    run_named,
 )
 from vigil.cli.terminal import escape
 from vigil.errors import UsageError, VigilError
@@ -36,7 +38,7 @@ def _show_diff(text: str) -> None:
 
 
 def review(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: RunArg,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
     stat: Annotated[bool, typer.Option("--stat", help="Summary per file, no diff.")] = False,
     approve: Annotated[bool, typer.Option("--approve", help="Commit the held changes.")] = False,
@@ -64,6 +66,7 @@ def review(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         if approve or reject:
             from vigil.cli.progress import progress_for
             from vigil.engine.escalations import continue_run
@@ -117,7 +120,7 @@ def review(
 
 
 def diff(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: RunArg,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The combined diff of everything a run changed (or, for a dry run, would change)."""
@@ -125,12 +128,13 @@ def diff(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         text = run_diff(config, store, run_id)
     _show_diff(text)
 
 
 def rollback(
-    run_id: Annotated[str, typer.Argument(help="The run to undo.")],
+    run_id: RunArg,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
     file: Annotated[str | None, typer.Option("--file", help="Only this path.")] = None,
     all_: Annotated[
@@ -152,6 +156,7 @@ def rollback(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         outcome = rollback_run(
             config, store, run_id, task=task, file=file, compensate=all_, force=force, grant=grant
         )

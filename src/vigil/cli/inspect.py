@@ -11,12 +11,14 @@ import typer
 from vigil.cli.common import (
     Format,
     FormatOpt,
+    RunArg,
     WorkspaceOpt,
     config_for,
     console,
     emit_json,
     opened_store,
     print_table,
+    run_named,
 )
 from vigil.cli.terminal import escape, for_terminal, printable
 from vigil.errors import UsageError
@@ -32,6 +34,7 @@ def runs(
 ) -> None:
     """List runs, newest first."""
     from vigil.cli.progress import STYLE
+    from vigil.engine.runref import short_id
     from vigil.plan.duration import format_duration
     from vigil.report.view import run_row
 
@@ -39,6 +42,12 @@ def runs(
     with opened_store(config) as store:
         records = store.list_runs(project=project, limit=limit)
         rows = [run_row(store, r) for r in records]
+        # Whole ids for pipes and files (a script may use them); on a terminal, the
+        # shortest prefix that still names the run (every command takes one).
+        shown = {
+            r.id: short_id(store, r.id) if fmt is Format.text and console.is_terminal else r.id
+            for r in records
+        }
     if fmt is Format.json:
         emit_json(rows)
         return
@@ -49,7 +58,7 @@ def runs(
     for row in rows:
         dur = format_duration(row["duration"]) if row["duration"] is not None else ""
         started = (row["started_at"] or "")[:19].replace("T", " ")
-        lines.append((row["id"], row["plan"], row["state"], started, dur))
+        lines.append((shown[row["id"]], row["plan"], row["state"], started, dur))
     print_table(
         ("run", "plan", "state", "started", "duration"),
         lines,
@@ -67,7 +76,7 @@ STATUS_LIST_ALL = 50
 
 
 def status(
-    run_id: Annotated[str, typer.Argument(help="The run to show.")],
+    run_id: RunArg,
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
     all_tasks: Annotated[
@@ -84,6 +93,7 @@ def status(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         record, state = load_state(store, run_id)
     view = run_view(record, state)
     if fmt is Format.json:
@@ -134,7 +144,7 @@ def status(
 
 
 def logs(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: RunArg,
     task: Annotated[str | None, typer.Argument(help="One task (default: all, in order).")] = None,
     attempt: Annotated[int | None, typer.Option("--attempt", "-a", help="Attempt number.")] = None,
     workspace: WorkspaceOpt = None,
@@ -145,6 +155,7 @@ def logs(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         _record, state = load_state(store, run_id)
     if task is not None and task not in state.tasks:
         raise UsageError(
@@ -169,7 +180,7 @@ def logs(
 
 
 def report(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: RunArg,
     fmt: Annotated[str, typer.Option("--format", "-o", help="md or json.")] = "md",
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -180,6 +191,7 @@ def report(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         record, state = load_state(store, run_id)
     data = build_report(run_view(record, state))
     if fmt == "json":

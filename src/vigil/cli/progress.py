@@ -49,6 +49,8 @@ class PlainProgress:
     def __call__(self, events: list[ev.Event], state: RunState) -> None:
         for e in events:
             line = describe(e)
+            if e.kind == ev.DRIVER_STOPPED:
+                line = f"stopped; resume with `vigil resume {state.run_id}`"
             if line:
                 shown = printable(f"{state.run_id} {line}", multiline=False)
                 self.stream.write(f"{_stamp(e.at)} {shown}\n")
@@ -85,7 +87,7 @@ def describe(e: ev.Event) -> str | None:
     if e.kind == ev.CANCEL_REQUESTED:
         return f"cancel requested: {d.get('reason', '')}"
     if e.kind == ev.DRIVER_STOPPED:
-        return "stopped; resume with `vigil resume " + "RUN_ID`"
+        return "stopped; resume with `vigil resume RUN`"
     return None
 
 

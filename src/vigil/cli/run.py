@@ -11,12 +11,14 @@ import typer
 from vigil.cli.common import (
     Format,
     FormatOpt,
+    RunArg,
     WorkspaceOpt,
     config_for,
     console,
     emit_json,
     err_console,
     opened_store,
+    run_named,
 )
 from vigil.cli.terminal import escape, for_terminal
 from vigil.errors import ExitCode, UsageError
@@ -301,6 +303,7 @@ def run(
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
     from vigil.cli.progress import progress_for
     from vigil.engine.environment import withheld_from_network
+    from vigil.engine.runref import LAST
     from vigil.engine.runs import start_run
     from vigil.plan import load_plan
     from vigil.plan.inputs import parse_input_args, read_inputs_file, resolve_inputs
@@ -311,6 +314,11 @@ def run(
         raise UsageError(
             f"--run-id {run_id!r} is not a valid run id",
             "Use 1 to 200 letters, digits, '_', '.' or '-', starting with a letter or digit.",
+        )
+    if run_id == LAST:
+        raise UsageError(
+            "--run-id last is reserved: `last` names the newest run of the workspace",
+            "Choose another id, or leave --run-id out for a generated one.",
         )
     config = config_for(workspace, create=create)
     loaded = load_plan(plan)
@@ -366,7 +374,14 @@ def run(
 
 
 def resume(
-    run_id: Annotated[str | None, typer.Argument(help="The run to continue.")] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[RUN]",
+            help="The run to continue: its id, a unique prefix, or `last`.",
+            show_default=False,
+        ),
+    ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Resume every unfinished run.")] = False,
     max_parallel: Annotated[int | None, typer.Option("--max-parallel", "-j", min=1)] = None,
     workspace: WorkspaceOpt = None,
@@ -382,7 +397,7 @@ def resume(
             "give either a RUN_ID or --all", "e.g. `vigil resume 20261121-101500-ab12cd`"
         )
     with opened_store(config) as store:
-        ids = [run_id] if run_id else resumable_runs(store)
+        ids = [run_named(store, config, run_id)] if run_id else resumable_runs(store)
         if not ids:
             err_console.print("no unfinished runs")
             raise typer.Exit(0)
@@ -404,7 +419,7 @@ def resume(
 
 
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
+    run_id: RunArg,
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the journal.")] = "",
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
@@ -414,6 +429,7 @@ def cancel(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         state = cancel_run(config, store, run_id, reason=reason)
     if fmt is Format.json:
         emit_json({"id": run_id, "state": state})
