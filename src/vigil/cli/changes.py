@@ -84,7 +84,7 @@ def review(
             # The run goes on here, showing its progress as `vigil run` does.
             progress = progress_for(fmt is Format.json)
             try:
-                continue_run(config, store, run_id, inline=True, observer=progress)
+                ended = continue_run(config, store, run_id, inline=True, observer=progress)
             finally:
                 if progress is not None:
                     progress.close()
@@ -94,8 +94,13 @@ def review(
             if fmt is Format.json:
                 emit_json({"run": run_id, verdict: decided, "state": now})
             else:
+                from vigil.cli.run import waiting_steps
+
                 console.print(f"{verdict}: {', '.join(decided)}")
                 console.print(f"run {run_id}: {now}")
+                if ended == "interrupted":
+                    console.print(f"resume with: vigil resume {run_id}", markup=False)
+                waiting_steps(store, run_id)
             return
         # Shown from the verified journal: what a person approves is what vigil recorded.
         _, state = load_state(store, run_id, verify=True, state_dir=config.state_dir)

@@ -121,11 +121,16 @@ def answer(
             if progress is not None:
                 progress.close()
         run = store.get_run(esc.run_id)
-    state = run.state if run is not None else "unknown"
-    if fmt is Format.json:
-        emit_json({"escalation": esc.id, "decision": decision, "run": esc.run_id, "state": state})
-        return
-    console.print(f"{esc.id}: {decision}; run {esc.run_id} is {state}")
+        state = run.state if run is not None else "unknown"
+        if fmt is Format.json:
+            emit_json(
+                {"escalation": esc.id, "decision": decision, "run": esc.run_id, "state": state}
+            )
+            return
+        console.print(f"{esc.id}: {decision}; run {esc.run_id} is {state}")
+        from vigil.cli.run import waiting_steps
+
+        waiting_steps(store, esc.run_id)
 
 
 def register(root: typer.Typer) -> None:

@@ -20,13 +20,14 @@ from vigil.cli.common import (
     opened_store,
     run_named,
 )
-from vigil.cli.terminal import escape, for_terminal
+from vigil.cli.terminal import escape, for_terminal, plural
 from vigil.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     # The engine is imported by the commands that run it, not by every vigil command.
     from vigil.config import Config
     from vigil.engine.runs import RunOutcome
+    from vigil.report.next_steps import NextStep
     from vigil.store import RunStore
 
 EXIT_FOR_STATE = {
@@ -138,17 +139,47 @@ def _dry_run_summary(
 
 def _finish(config: Config, store: RunStore, outcome: RunOutcome, fmt: Format) -> None:
     from vigil.report import load_state, run_view
+    from vigil.report.next_steps import next_steps
 
     record, state = load_state(store, outcome.run_id)
     view = run_view(record, state)
+    steps = next_steps(state) if outcome.state == "waiting" else []
     if outcome.state == "interrupted":
         view["state"] = "running"
         view["driver"] = "stopped"
     if fmt is Format.json:
+        view["next"] = [step.to_dict() for step in steps]
         emit_json(view)
     else:
         _summary(view, outcome, config)
+        print_next_steps(steps)
     raise typer.Exit(int(EXIT_FOR_STATE.get(outcome.state, ExitCode.RUN_FAILED)))
+
+
+def print_next_steps(steps: list[NextStep]) -> None:
+    """Each open question of a waiting run with the exact command that answers it."""
+    if not steps:
+        return
+    console.print(f"waiting for a person ({plural(len(steps), 'question')}); next:", markup=False)
+    for step in steps:
+        console.print(f"  {step.task}: {step.what}", markup=False, soft_wrap=True)
+        if step.look is not None:
+            console.print(f"    look:   {step.look}", markup=False, soft_wrap=True)
+        console.print(
+            f"    answer: {step.command}   (or {step.alternative})", markup=False, soft_wrap=True
+        )
+
+
+def waiting_steps(store: RunStore, run_id: str) -> None:
+    """After a command drove a run on: what it now waits for, if it waits."""
+    from vigil.report import load_state
+    from vigil.report.next_steps import next_steps
+
+    record = store.get_run(run_id)
+    if record is None or record.state != "waiting":
+        return
+    _, state = load_state(store, run_id)
+    print_next_steps(next_steps(state))
 
 
 def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> None:
@@ -430,11 +461,13 @@ def cancel(
     config = config_for(workspace)
     with opened_store(config) as store:
         run_id = run_named(store, config, run_id)
-        state = cancel_run(config, store, run_id, reason=reason)
+        done = cancel_run(config, store, run_id, reason=reason)
     if fmt is Format.json:
-        emit_json({"id": run_id, "state": state})
+        emit_json({"id": run_id, "state": done.state, "already_ended": done.already_ended})
+    elif done.already_ended:
+        console.print(f"run {run_id} had already ended ({done.state}); nothing to cancel")
     else:
-        console.print(f"run {run_id}: {state}")
+        console.print(f"run {run_id}: {done.state}")
 
 
 def register(app: typer.Typer) -> None:
