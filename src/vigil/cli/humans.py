@@ -29,6 +29,7 @@ from vigil.cli.common import (
 )
 from vigil.errors import UsageError
 from vigil.plan.duration import DurationSyntaxError, format_duration, parse_duration
+from vigil.words import plural
 
 _STATUS_STYLE = {"met": "green", "missed": "bold red", "n/a": "dim"}
 
@@ -105,7 +106,7 @@ def _print_slo(data: dict[str, Any]) -> None:
         target = _show(i["target"], i["unit"])
         target = ("≤ " if i["unit"] == "seconds" else "≥ ") + target
         if i["unit"] == "seconds":
-            basis = f"{i['failures']} failed run(s), {i['unrecovered']} not recovered"
+            basis = f"{plural(i['failures'], 'failed run')}, {i['unrecovered']} not recovered"
         else:
             basis = f"{i['numerator']}/{i['denominator']}"
         table.add_row(

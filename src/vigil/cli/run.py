@@ -20,8 +20,9 @@ from vigil.cli.common import (
     opened_store,
     run_named,
 )
-from vigil.cli.terminal import escape, for_terminal, plural
+from vigil.cli.terminal import escape, for_terminal
 from vigil.errors import ExitCode, UsageError
+from vigil.words import plural
 
 if TYPE_CHECKING:
     # The engine is imported by the commands that run it, not by every vigil command.

@@ -46,11 +46,6 @@ def printable(text: object, *, multiline: bool = True) -> str:
     return pattern.sub(_visible, str(text))
 
 
-def plural(count: int, word: str, words: str | None = None) -> str:
-    """``count`` and the noun agreeing with it: "1 task", "2 tasks", "0 tasks"."""
-    return f"{count:,} {word if count == 1 else (words or word + 's')}"
-
-
 def escape(value: object) -> str:
     """A value to put into a rich markup string: one line, printable, markup escaped."""
     return _markup_escape(printable(value, multiline=False))
