@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
-import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from clitools import VIGIL, cli_env, status, vigil, write_plan
+from clitools import on_a_terminal, status, vigil, write_plan
 from vigil.errors import ExitCode
 
 pytestmark = pytest.mark.slow
@@ -28,33 +24,6 @@ def ws(tmp_path: Path, backend: str) -> Path:
 
 def plan_of(*tasks: dict[str, object]) -> dict[str, object]:
     return {"name": "n", "project": "n", "phases": [{"id": "main", "tasks": list(tasks)}]}
-
-
-def on_a_terminal(*args: str, cwd: Path) -> str:
-    """What ``vigil ARGS`` prints when its stdout is a terminal (a real pseudo-terminal)."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [*VIGIL, *args],
-        cwd=cwd,
-        env=cli_env({**OFF, "COLUMNS": "200", "TERM": "xterm"}),
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        text=False,
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the other end closed
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    proc.wait(timeout=120)
-    os.close(leader)
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
 
 
 def test_a_prefix_and_last_name_a_run_everywhere(ws: Path) -> None:
@@ -140,7 +109,7 @@ def test_runs_shows_whole_ids_in_a_pipe_and_short_ones_on_a_terminal(ws: Path) -
     piped = vigil("runs", cwd=ws, env={"COLUMNS": "40"}).stdout
     for rid in ids:
         assert rid in piped.split()  # whole, even when narrower than the ids
-    screen = on_a_terminal("runs", cwd=ws)
+    screen = on_a_terminal("runs", cwd=ws, env=OFF)
     shown = [line.split()[0] for line in screen.splitlines()[1:] if line.strip()]
     assert len(shown) == 2
     for short, rid in zip(shown, ids, strict=True):

@@ -83,7 +83,7 @@ def review(
                 resume=False,
             )
             # The run goes on here, showing its progress as `vigil run` does.
-            progress = progress_for(fmt is Format.json)
+            progress = progress_for(fmt is Format.json, state_dir=config.state_dir)
             try:
                 ended = continue_run(config, store, run_id, inline=True, observer=progress)
             finally:

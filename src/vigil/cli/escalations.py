@@ -105,7 +105,9 @@ def answer(
     decision = chosen[0]
     config = config_for(workspace)
     with opened_store(config) as store:
-        progress = None if no_resume else progress_for(fmt is Format.json)
+        progress = (
+            None if no_resume else progress_for(fmt is Format.json, state_dir=config.state_dir)
+        )
         try:
             esc = answer_escalation(
                 config,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +23,9 @@ from vigil.cli.common import (
 )
 from vigil.cli.terminal import escape, for_terminal, printable
 from vigil.errors import UsageError
+
+if TYPE_CHECKING:
+    from vigil.store import RunStore
 
 # Each command imports what it needs: `vigil runs` should not load the engine.
 
@@ -88,7 +92,7 @@ def status(
     A run of more than 50 tasks lists only the tasks that did not succeed, after a count
     of every state; ``--all`` lists them all, and ``--format json`` always has them all.
     """
-    from vigil.cli.progress import STYLE
+    from vigil.cli.progress import STYLE, task_label
     from vigil.report.view import load_state, run_view
 
     config = config_for(workspace)
@@ -125,16 +129,20 @@ def status(
         hidden = len(tasks) - len(shown)
         tasks = shown
     lines = []
+    styles: list[str] = []
     for t in tasks:
         last = t["attempts"][-1] if t["attempts"] else None
         note = t["reason"] or (last["reason"] if last and last["reason"] else "") or ""
-        label = t["state"] + (" (degraded)" if t["degraded"] else "")
+        label, style = task_label(
+            t["state"], critical=t.get("critical", True), degraded=t["degraded"]
+        )
+        styles.append(style)
         lines.append((t["phase"], t["id"], label, str(len(t["attempts"])), note))
     if lines:
         print_table(
             ("phase", "task", "state", "attempts", "last"),
             lines,
-            [STYLE.get(t["state"], "") for t in tasks],
+            styles,
         )
     if hidden:
         console.print(
@@ -147,9 +155,18 @@ def logs(
     run_id: RunArg,
     task: Annotated[str | None, typer.Argument(help="One task (default: all, in order).")] = None,
     attempt: Annotated[int | None, typer.Option("--attempt", "-a", help="Attempt number.")] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep printing output as it is written until the task (without TASK, the "
+            "run) ends or stops.",
+        ),
+    ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Print captured output of a run, a task, or one attempt."""
+    """Print captured output of a run, a task, or one attempt (secrets already masked)."""
     from vigil.layout import attempt_log, logs_dir
     from vigil.report.view import load_state
 
@@ -157,10 +174,13 @@ def logs(
     with opened_store(config) as store:
         run_id = run_named(store, config, run_id)
         _record, state = load_state(store, run_id)
-    if task is not None and task not in state.tasks:
-        raise UsageError(
-            f"run {run_id} has no task {task!r}", "See the tasks with `vigil status RUN_ID`."
-        )
+        if task is not None and task not in state.tasks:
+            raise UsageError(
+                f"run {run_id} has no task {task!r}", "See the tasks with `vigil status RUN_ID`."
+            )
+        if follow:
+            _follow_logs(store, config.state_dir, run_id, task, attempt)
+            return
     out = sys.stdout
     for ts in state.tasks.values():
         if task is not None and ts.task.id != task:
@@ -177,6 +197,58 @@ def logs(
         for path in sorted(logs_dir(config.state_dir, run_id).glob("_phase.*.log")):
             out.write(for_terminal(f"==> {path.stem} <==\n"))
             out.write(for_terminal(path.read_text(encoding="utf-8", errors="replace")))
+
+
+FOLLOW_POLL = 0.2
+"""Seconds between two looks at a followed run."""
+
+
+def _follow_logs(
+    store: RunStore, state_dir: Path, run_id: str, task: str | None, attempt: int | None
+) -> None:
+    """Print the logs of ``run_id`` (or of one task) as they grow, attempt after attempt,
+    until the task or the run has ended, waits for a person, or lost its driver."""
+    import time
+
+    from vigil.cli.stream import LogTail
+    from vigil.layout import attempt_log
+    from vigil.report.view import load_state
+
+    out = sys.stdout
+    tails: dict[tuple[str, int], LogTail] = {}
+    done: set[tuple[str, int]] = set()
+    while True:
+        record, state = load_state(store, run_id)
+        driven = store.run_lock_held(run_id)
+        # A run not driven (its driver ended or died) gets no more output; a pending one
+        # may be about to start.
+        over = record.state not in ("pending", "running") or (
+            driven is False and record.state != "pending"
+        )
+        for ts in state.tasks.values():
+            if task is not None and ts.task.id != task:
+                continue
+            for a in ts.attempts:
+                key = (ts.task.id, a.number)
+                if key in done or (attempt is not None and a.number != attempt):
+                    continue
+                if key not in tails:
+                    shown = a.state if a.ended_at is not None else "running"
+                    out.write(for_terminal(f"==> {ts.task.id} attempt {a.number} ({shown}) <==\n"))
+                    path = attempt_log(state_dir, run_id, ts.task.id, a.number)
+                    tails[key] = LogTail(path)
+                ended = a.ended_at is not None or over
+                for line in tails[key].rest() if ended else tails[key].lines():
+                    out.write(for_terminal(line + "\n"))
+                if ended:
+                    done.add(key)
+        out.flush()
+        if task is not None:
+            ts = state.tasks[task]
+            over = over or (ts.state not in ("pending", "running") and ts.running is None)
+        if over:
+            return
+        time.sleep(FOLLOW_POLL)
 
 
 def report(

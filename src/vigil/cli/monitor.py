@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Log, Static
 
-from vigil.cli.progress import STYLE
+from vigil.cli.progress import STYLE, task_label
 from vigil.cli.terminal import literal, printable
 from vigil.engine import events as ev
 from vigil.engine.options import RunOptions
@@ -117,14 +117,14 @@ def _elapsed(ts: TaskState, now: float) -> str:
 
 def _row(ts: TaskState, now: float) -> list[Any]:
     last = ts.attempts[-1] if ts.attempts else None
-    label = ts.state + (" (degraded)" if ts.degraded else "")
+    label, style = task_label(ts.state, critical=ts.task.on_failure == "stop", degraded=ts.degraded)
     note = ts.reason or (last.reason if last else "") or ""
     if ts.blocked_by:
         note = f"blocked by {ts.blocked_by}"
     return [
         literal(ts.phase),
         literal(ts.task.id),
-        Text(label, style=STYLE.get(ts.state, "")),
+        Text(label, style=style),
         literal(last.number if last else ""),
         literal(_elapsed(ts, now)),
         literal(note),

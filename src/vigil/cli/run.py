@@ -330,6 +330,15 @@ def run(
         bool,
         typer.Option("--create", help="Create the --workspace directory if it does not exist."),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Do not stream the steps' output (shown, without a terminal, line by line "
+            "with the task in front); `vigil logs` has it.",
+        ),
+    ] = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
@@ -378,7 +387,7 @@ def run(
         )
     left_out(loaded.plan, selection)  # every problem before anything exists (exit 2)
     with opened_store(config) as store:
-        progress = progress_for(fmt is Format.json)
+        progress = progress_for(fmt is Format.json, state_dir=config.state_dir, quiet=quiet)
         try:
             outcome = start_run(
                 config,
@@ -417,6 +426,15 @@ def resume(
     all_runs: Annotated[bool, typer.Option("--all", help="Resume every unfinished run.")] = False,
     max_parallel: Annotated[int | None, typer.Option("--max-parallel", "-j", min=1)] = None,
     workspace: WorkspaceOpt = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Do not stream the steps' output (shown, without a terminal, line by line "
+            "with the task in front); `vigil logs` has it.",
+        ),
+    ] = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Continue a run from its journal after a crash, Ctrl-C or reboot."""
@@ -435,7 +453,7 @@ def resume(
             raise typer.Exit(0)
         worst = ExitCode.OK
         for rid in ids:
-            progress = progress_for(fmt is Format.json)
+            progress = progress_for(fmt is Format.json, state_dir=config.state_dir, quiet=quiet)
             try:
                 outcome = resume_run(
                     config, store, rid, max_parallel=max_parallel, observer=progress
