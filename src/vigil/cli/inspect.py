@@ -253,24 +253,65 @@ def _follow_logs(
 
 def report(
     run_id: RunArg,
-    fmt: Annotated[str, typer.Option("--format", "-o", help="md or json.")] = "md",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-o",
+            help="md, json, or html: one self-contained page with a Gantt chart of attempts.",
+        ),
+    ] = "md",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Print a run's completion report (Markdown or JSON)."""
-    if fmt not in ("md", "json", "text"):
-        raise UsageError(f"unknown report format {fmt!r}", "Use --format md or --format json.")
+    """Print a run's completion report (Markdown, JSON, or an HTML page)."""
+    if fmt not in ("md", "json", "text", "html"):
+        raise UsageError(
+            f"unknown report format {fmt!r}", "Use --format md, --format json or --format html."
+        )
     from vigil.report import build_report, load_state, render_markdown, run_view
 
     config = config_for(workspace)
     with opened_store(config) as store:
         run_id = run_named(store, config, run_id)
         record, state = load_state(store, run_id)
-    data = build_report(run_view(record, state))
+    view = run_view(record, state)
+    data = build_report(view)
     if fmt == "json":
         emit_json(data)
+    elif fmt == "html":
+        from vigil.report.gantt import gantt_svg
+        from vigil.report.html import render_html
+
+        # Escaped for HTML inside; printable() also shows control characters as escapes.
+        tails = _failed_log_tails(config.state_dir, run_id, view)
+        sys.stdout.write(printable(render_html(view, data, gantt_svg(state), tails)))
     else:
         # vigil's own document: escaped wherever it goes, a file included.
         sys.stdout.write(printable(render_markdown(data)))
+
+
+HTML_LOG_LINES = 30
+"""How many of a failed attempt's last log lines the HTML report shows."""
+
+
+def _failed_log_tails(
+    state_dir: Path, run_id: str, view: dict[str, object]
+) -> dict[tuple[str, int], str]:
+    """The last lines of each failed attempt's log (masked as written)."""
+    from vigil.cli.stream import read_tail
+    from vigil.layout import attempt_log
+
+    tails: dict[tuple[str, int], str] = {}
+    tasks = view["tasks"]
+    assert isinstance(tasks, list)
+    for t in tasks:
+        for a in t["attempts"]:
+            if a["state"] in ("failed", "timed_out"):
+                path = attempt_log(state_dir, run_id, t["id"], a["number"])
+                lines = read_tail(path, HTML_LOG_LINES)
+                if lines:
+                    tails[(t["id"], a["number"])] = "\n".join(lines)
+    return tails
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Log, Static
 
 from vigil.cli.progress import STYLE, task_label
+from vigil.cli.stream import read_tail
 from vigil.cli.terminal import literal, printable
 from vigil.engine import events as ev
 from vigil.engine.options import RunOptions
@@ -30,7 +31,6 @@ from vigil.plan.models import Plan
 if TYPE_CHECKING:
     from vigil.store import RunStore
 
-TAIL_BYTES = 64 * 1024
 TAIL_LINES = 200
 COLUMNS = ("phase", "task", "state", "attempt", "time", "note")
 
@@ -43,22 +43,6 @@ def newest_active_run(store: RunStore) -> str:
             "no run is in progress", "Name the run to watch: `vigil monitor RUN_ID` (`vigil runs`)."
         )
     return str(active[0].id)
-
-
-def read_tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
-    """The last ``lines`` lines of a (possibly growing, possibly missing) file."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - TAIL_BYTES))
-            data = fh.read()
-    except OSError:
-        return []
-    text = data.decode("utf-8", errors="replace")
-    if size > TAIL_BYTES:
-        text = text.split("\n", 1)[-1]  # the first line was cut mid-way
-    return text.splitlines()[-lines:]
 
 
 class RunWatch:
@@ -107,7 +91,7 @@ class RunWatch:
 
     def log_lines(self, task_id: str, attempt: int) -> list[str]:
         """The tail of one attempt's log."""
-        return read_tail(attempt_log(self.state_dir, self.run_id, task_id, attempt))
+        return read_tail(attempt_log(self.state_dir, self.run_id, task_id, attempt), TAIL_LINES)
 
 
 def _elapsed(ts: TaskState, now: float) -> str:

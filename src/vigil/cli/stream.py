@@ -17,6 +17,25 @@ from vigil.cli.terminal import for_terminal, printable
 POLL_SECONDS = 0.1
 """How often a followed log is read for new output."""
 
+TAIL_BYTES = 64 * 1024
+"""How much of the end of a log :func:`read_tail` reads."""
+
+
+def read_tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a (possibly growing, possibly missing) file."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - TAIL_BYTES))
+            data = fh.read()
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace")
+    if size > TAIL_BYTES:
+        text = text.split("\n", 1)[-1]  # the first line was cut mid-way
+    return text.splitlines()[-lines:]
+
 
 class LogTail:
     """One log file read as it grows, a whole line at a time."""
