@@ -27,6 +27,7 @@ from vigil.errors import RunNotFound, UsageError
 from vigil.layout import attempt_log
 from vigil.plan.duration import format_duration
 from vigil.plan.models import Plan
+from vigil.words import plural
 
 if TYPE_CHECKING:
     from vigil.store import RunStore
@@ -195,7 +196,7 @@ class MonitorApp(App[None]):
             (printable(watch.run_id, multiline=False), "bold cyan"),
             printable(f"  {state.plan.name} ({state.plan.project})  ", multiline=False),
             (run_state, f"bold {STYLE.get(run_state, '')}"),
-            f"  {elapsed}  {done}/{len(state.tasks)} tasks done",
+            f"  {elapsed}  {done} of {plural(len(state.tasks), 'task')} done",
         )
         phases = Text("phases: ")
         for i, phase in enumerate(state.phases):

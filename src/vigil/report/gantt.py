@@ -30,6 +30,8 @@ AXIS_H = 24
 MARGIN = 8
 LABEL_CHARS = 26
 TICKS = 6
+STEPS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
+"""Round distances between two ticks of the time axis, in seconds."""
 
 FILL = {
     "succeeded": "#22c55e",
@@ -96,7 +98,7 @@ def gantt_rows(state: RunState, now: float | None = None) -> list[Row]:
 
 def _tick_step(span: float) -> float:
     """A round step that puts about TICKS ticks on ``span`` seconds."""
-    for step in (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
+    for step in STEPS:
         if span / step <= TICKS:
             return step
     return 3600 * max(1, round(span / TICKS / 3600))
