@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from clitools import on_a_terminal, spawn, status, tagged, vigil, wait_for, write_plan
+from clitools import kill9, on_a_terminal, spawn, status, tagged, vigil, wait_for, write_plan
 from enginetools import HANG
+from vigil.errors import ExitCode
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +135,22 @@ def test_a_non_critical_failure_is_shown_as_such(tmp_path: Path) -> None:
     lines = {line.split()[1]: line for line in table.splitlines() if line.startswith(" p ")}
     assert "failed (non-critical)" in lines["lint"] and "non-critical" not in lines["build"]
     assert status("nc1", ws)["state"] == "failed"
+
+
+def test_logs_follow_returns_for_a_waiting_run_and_one_without_a_driver(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    write_plan(
+        ws / "p.yaml",
+        plan_of({"id": "hi", "run": "echo hello"}, {"id": "ask", "approval": {"question": "?"}}),
+    )
+    assert vigil("run", "p.yaml", "--run-id", "w1", cwd=ws, env=OFF).returncode == ExitCode.WAITING
+    waiting = vigil("logs", "w1", "--follow", cwd=ws)
+    assert waiting.returncode == 0 and "hello" in waiting.stdout
+    write_plan(ws / "slow.yaml", plan_of({"id": "slow", "run": "echo started; sleep 300"}))
+    run = spawn("run", "slow.yaml", "--run-id", "k1", cwd=ws, env=OFF)
+    wait_for(lambda: bool(tagged("k1/slow/")))
+    kill9(run)
+    orphaned = vigil("logs", "k1", "slow", "--follow", cwd=ws)
+    assert orphaned.returncode == 0 and "started" in orphaned.stdout
+    assert vigil("cancel", "k1", cwd=ws).returncode == 0  # ends the step left behind
