@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from vigil.cli.terminal import for_terminal, printable
+from vigil.cli.terminal import printable
 
 POLL_SECONDS = 0.1
 """How often a followed log is read for new output."""
@@ -66,10 +66,12 @@ class LogTail:
         return found
 
 
-def prefixed(task: str, width: int, line: str, out: TextIO) -> str:
-    """``line`` of ``task``'s output as printed: ``task | line``."""
+def prefixed(task: str, width: int, line: str) -> str:
+    """``line`` of ``task``'s output as printed: ``task | line``, control characters shown
+    as escapes even into a pipe (CI log viewers obey escape sequences; `vigil logs` is
+    the way to the bytes)."""
     label = printable(task, multiline=False)
-    return f"{label.ljust(width)} | {for_terminal(line, out)}\n"
+    return f"{label.ljust(width)} | {printable(line, multiline=False)}\n"
 
 
 class OutputStream:
@@ -99,13 +101,13 @@ class OutputStream:
         with self._lock:
             tail = self._tails.pop((task, attempt), None)
             if tail is not None:
-                self._write([prefixed(task, self.width, line, self.out) for line in tail.rest()])
+                self._write([prefixed(task, self.width, line) for line in tail.rest()])
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
             with self._lock:
                 shown = [
-                    prefixed(task, self.width, line, self.out)
+                    prefixed(task, self.width, line)
                     for (task, _), tail in self._tails.items()
                     for line in tail.lines()
                 ]
