@@ -64,13 +64,17 @@ def test_an_ambiguous_prefix_is_a_usage_error_listing_the_candidates(ws: Path) -
     assert unknown.returncode == ExitCode.USAGE and "VIGIL-RUN-NOT-FOUND" in unknown.stderr
 
 
-def test_prefix_wildcards_are_plain_characters(ws: Path) -> None:
+def test_prefix_wildcards_and_case_are_plain_characters(ws: Path) -> None:
     write_plan(ws / "p.yaml", plan_of({"id": "t", "run": "true"}))
     assert vigil("run", "p.yaml", "--run-id", "a_b", cwd=ws, env=OFF).returncode == 0
     assert vigil("run", "p.yaml", "--run-id", "axb", cwd=ws, env=OFF).returncode == 0
     # `_` and `%` are SQL LIKE wildcards; in a prefix they are just characters.
     assert status("a_", ws)["id"] == "a_b"
     assert vigil("status", "a%", cwd=ws).returncode == ExitCode.USAGE
+    # Case counts, on every store.
+    assert vigil("run", "p.yaml", "--run-id", "Axe", cwd=ws, env=OFF).returncode == 0
+    assert status("ax", ws)["id"] == "axb"
+    assert status("Ax", ws)["id"] == "Axe"
 
 
 def test_an_exact_id_wins_over_a_longer_one(ws: Path) -> None:

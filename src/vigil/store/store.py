@@ -309,7 +309,8 @@ class Store:
             sa.select(runs.c.id).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
         )
         if prefix:
-            query = query.where(runs.c.id.startswith(prefix, autoescape=True))
+            # Not LIKE: SQLite's ignores case, and `_` and `%` would be wildcards.
+            query = query.where(sa.func.substr(runs.c.id, 1, len(prefix)) == prefix)
         if workspace is not None:
             query = query.where(runs.c.workspace == workspace)
         with self._read() as conn:
