@@ -25,7 +25,10 @@ def test_version(tmp_path: Path) -> None:
 
 
 def test_shell_completion_is_offered_and_completes_commands(tmp_path: Path) -> None:
-    script = vigil("--show-completion", "bash", cwd=tmp_path)
+    # Typer's switch for naming the shell rather than detecting it from the parent process
+    # (a test's parent is pytest, not a shell).
+    named = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    script = vigil("--show-completion", "bash", cwd=tmp_path, env=named)
     assert script.returncode == 0, script.stderr
     assert "_VIGIL_COMPLETE=complete_bash" in script.stdout
     # What the installed script asks the command when a person presses Tab.

@@ -315,7 +315,7 @@ def test_no_token_no_change(site: Site) -> None:
             json={"reason": "not tonight"},
         )
         assert done.status_code == 200, done.text
-        assert done.json() == {"id": run_id, "state": "cancelled"}
+        assert done.json() == {"id": run_id, "state": "cancelled", "already_ended": False}
     assert site.store.get_run(run_id).state == "cancelled"
     kinds = [e.kind for e in site.store.events(run_id)]
     assert ev.CANCEL_REQUESTED in kinds
