@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -131,3 +133,29 @@ def send_step(port: int, word: str) -> str:
         f"s.sendall(b'{word}'); s.close()"
     )
     return f"python3 -c {shlex.quote(code)}"
+
+
+def on_a_terminal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """What ``vigil ARGS`` prints when its stdout is a terminal (a real pseudo-terminal),
+    control sequences removed."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*VIGIL, *args],
+        cwd=cwd,
+        env=cli_env({**(env or {}), "COLUMNS": "200", "TERM": "xterm"}),
+        stdout=follower,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=120)
+    os.close(leader)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))

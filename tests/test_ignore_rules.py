@@ -364,9 +364,7 @@ def test_a_cache_the_step_creates_is_ignored_by_its_own_gitignore(ws: Workspace)
     assert len(cache) == 7 and ignored_of(cs) == cache
     diff = cs.diff(ws.objects)
     assert diff.count("diff --vigil") == 1 and "+x" in diff
-    assert diff.endswith(
-        "# 7 ignored path(s) changed (git ignore rules): .pytest_cache/ (7 paths)\n"
-    )
+    assert diff.endswith("# 7 ignored paths changed (git ignore rules): .pytest_cache/ (7 paths)\n")
     # Ignored or not, the changes land.
     ws.commit(cs)
     assert (ws.root / ".pytest_cache" / "v" / "cache" / "nodeids").read_text() == "[]\n"
@@ -449,7 +447,7 @@ def test_vigil_diff_summarises_a_run_that_only_made_caches(tmp_path: Path, home:
     diff = vigil("diff", "r1", "--workspace", str(ws), cwd=tmp_path, env=env)
     assert diff.returncode == 0, diff.stderr
     assert diff.stdout.strip() == (
-        "# 8 ignored path(s) changed (git ignore rules): .pytest_cache/ (7 paths), a.scratch"
+        "# 8 ignored paths changed (git ignore rules): .pytest_cache/ (7 paths), a.scratch"
     )
     review = vigil(
         "review", "r1", "--workspace", str(ws), "--format", "json", cwd=tmp_path, env=env

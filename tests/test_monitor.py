@@ -66,7 +66,7 @@ def test_monitor_follows_a_live_run(tmp_path: Path) -> None:
         wait_for(
             lambda: (
                 "alpha-says-hello"
-                in "\n".join(read_tail(ws / ".vigil" / "logs" / "m1" / "alpha" / "1.log"))
+                in "\n".join(read_tail(ws / ".vigil" / "logs" / "m1" / "alpha" / "1.log", 200))
             )
         )
         wait_for(

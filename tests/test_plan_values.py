@@ -237,7 +237,7 @@ def test_cleanup_if_failure_runs_after_a_failure_and_skips_are_explained(ws: Pat
     advice = " ".join(json.loads(report.stdout)["recommendations"])
     # deploy did not run because build failed; celebrate and gated by their conditions,
     # which is the plan working as written, not something to fix.
-    assert "1 task(s) did not run because of: build." in advice
+    assert "1 task did not run because of: build." in advice
 
 
 def test_a_run_whose_conditions_only_skip_succeeds(ws: Path) -> None:

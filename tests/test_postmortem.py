@@ -63,13 +63,13 @@ def test_postmortem_of_a_real_failed_run(ws: Path) -> None:
     # The tail of the failing task's own log, as stored.
     assert "compiling" in first and "error: missing semicolon" in first
     change = md.split("## What to change", 1)[1].split("## Timeline", 1)[0]
-    assert "`slow` timed out 1 time(s) (timeout 300ms): raise `timeout`" in change
+    assert "`slow` timed out 1 time (timeout 300ms): raise `timeout`" in change
     # A command that exited non-zero by itself said why: no fallback or retry advice.
     assert "`compile` exited with code 3: its output says why" in change
     assert "`compile` is critical and has no `fallback`" not in change
     assert "What it said:" in first and "error: missing semicolon" in first
-    assert "`flaky` is flaky: it passed only after 1 failed attempt(s)" in change
-    assert "1 task(s) never ran" in change
+    assert "`flaky` is flaky: it passed only after 1 failed attempt" in change
+    assert "1 task never ran" in change
     # A phase failed by a critical task is not blamed on its validation.
     assert "what its `validate` checks" not in change
     timeline = md.split("## Timeline", 1)[1]
@@ -193,6 +193,6 @@ def test_escalations_and_rollbacks_from_the_journal(
     assert "- e1 on `migrate` (approval): Drop the old table? → answered by ana" in md
     assert "- e2 on `migrate` (question): Retry now? → never answered" in md
     assert "`migrate` by ana: `db/schema.sql`, `db/seed.sql`" in md
-    assert "rolled back `migrate` by ana: 2 path(s)" in md
-    assert any("e2 were never answered" in s for s in data["suggestions"])
+    assert "rolled back `migrate` by ana: 2 paths" in md
+    assert any("Escalation e2 was never answered" in s for s in data["suggestions"])
     assert "migrating" in data["first_failure"]["log_tail"]

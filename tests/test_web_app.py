@@ -315,7 +315,7 @@ def test_no_token_no_change(site: Site) -> None:
             json={"reason": "not tonight"},
         )
         assert done.status_code == 200, done.text
-        assert done.json() == {"id": run_id, "state": "cancelled"}
+        assert done.json() == {"id": run_id, "state": "cancelled", "already_ended": False}
     assert site.store.get_run(run_id).state == "cancelled"
     kinds = [e.kind for e in site.store.events(run_id)]
     assert ev.CANCEL_REQUESTED in kinds
@@ -428,3 +428,23 @@ def test_escalation_approved_over_the_api(site: Site) -> None:
         time.sleep(0.2)
     assert site.store.get_run(run_id).state == "succeeded"
     assert os.path.exists(site.config.state_dir / "logs" / run_id / "deploy" / "1.log")
+
+
+def test_run_page_shows_the_attempts_over_time(site: Site, runs: dict[str, str]) -> None:
+    """The same Gantt chart as `vigil report --format html`: a bar per attempt, a line for
+    the wait before a retry, a label linking each task's page."""
+    with site.client() as web:
+        page = web.get(f"/runs/{runs['ok']}").text
+    start = page.index('<svg xmlns="http://www.w3.org/2000/svg" class="gantt"')
+    svg = ET.fromstring(page[start : page.index("</svg>", start) + len("</svg>")])
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = [
+        (r.findtext(f"{ns}title") or "", r.get("data-state"))
+        for r in svg.iter(f"{ns}rect")
+        if r.get("class") == "gantt-attempt"
+    ]
+    tasks = [title.split(":", 1)[0] for title, _ in bars]
+    assert Counter(tasks) == {"flaky": 2, "after": 1, "side": 1}
+    assert [s for t, s in bars if t.startswith("flaky:")] == ["failed", "succeeded"]
+    links = {a.get("href") for a in svg.iter(f"{ns}a")}
+    assert f"/runs/{runs['ok']}/tasks/flaky" in links

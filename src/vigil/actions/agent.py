@@ -27,6 +27,7 @@ from vigil.actions.specs import AgentConfig, AgentSpec, PassPrompt
 from vigil.errors import ExitCode, VigilError
 from vigil.plan.models import Plan
 from vigil.safety.redact import Redactor
+from vigil.words import plural
 
 PROMPT_FILE_VARIABLE = "VIGIL_PROMPT_FILE"
 PROMPT_FILE_PLACEHOLDER = "{prompt_file}"
@@ -229,7 +230,9 @@ def spec_gate(
     if offending:
         shown = ", ".join(offending[:5]) + (" ..." if len(offending) > 5 else "")
         return GateResult(
-            False, f"changed {len(offending)} path(s) outside allowed_paths: {shown}", (*offending,)
+            False,
+            f"changed {plural(len(offending), 'path')} outside allowed_paths: {shown}",
+            (*offending,),
         )
     failed = _first_failure(acceptance_results)
     if failed is not None:

@@ -11,14 +11,17 @@ import typer
 from vigil.cli.common import (
     Format,
     FormatOpt,
+    RunArg,
     WorkspaceOpt,
     config_for,
     console,
     emit_json,
     opened_store,
+    run_named,
 )
 from vigil.cli.terminal import escape
 from vigil.errors import UsageError, VigilError
+from vigil.words import plural
 
 AllPathsOpt = Annotated[
     bool,
@@ -52,7 +55,7 @@ def _show_diff(text: str) -> None:
 
 
 def review(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: RunArg,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
     stat: Annotated[bool, typer.Option("--stat", help="Summary per file, no diff.")] = False,
     approve: Annotated[bool, typer.Option("--approve", help="Commit the held changes.")] = False,
@@ -81,6 +84,7 @@ def review(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         if approve or reject:
             from vigil.cli.progress import progress_for
             from vigil.engine.escalations import continue_run
@@ -96,9 +100,9 @@ def review(
                 resume=False,
             )
             # The run goes on here, showing its progress as `vigil run` does.
-            progress = progress_for(fmt is Format.json)
+            progress = progress_for(fmt is Format.json, state_dir=config.state_dir)
             try:
-                continue_run(config, store, run_id, inline=True, observer=progress)
+                ended = continue_run(config, store, run_id, inline=True, observer=progress)
             finally:
                 if progress is not None:
                     progress.close()
@@ -108,8 +112,13 @@ def review(
             if fmt is Format.json:
                 emit_json({"run": run_id, verdict: decided, "state": now})
             else:
+                from vigil.cli.run import waiting_steps
+
                 console.print(f"{verdict}: {', '.join(decided)}")
                 console.print(f"run {run_id}: {now}")
+                if ended == "interrupted":
+                    console.print(f"resume with: vigil resume {run_id}", markup=False)
+                waiting_steps(store, run_id)
             return
         # Shown from the verified journal: what a person approves is what vigil recorded.
         _, state = load_state(store, run_id, verify=True, state_dir=config.state_dir)
@@ -134,7 +143,7 @@ def review(
 
 
 def diff(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: RunArg,
     all_paths: AllPathsOpt = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -143,12 +152,13 @@ def diff(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         text = run_diff(config, store, run_id, limit=_limit(all_paths))
     _show_diff(text)
 
 
 def rollback(
-    run_id: Annotated[str, typer.Argument(help="The run to undo.")],
+    run_id: RunArg,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
     file: Annotated[str | None, typer.Option("--file", help="Only this path.")] = None,
     all_: Annotated[
@@ -171,6 +181,7 @@ def rollback(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         outcome = rollback_run(
             config, store, run_id, task=task, file=file, compensate=all_, force=force, grant=grant
         )
@@ -184,7 +195,7 @@ def rollback(
             }
         )
         return
-    console.print(f"restored {len(outcome.restored)} path(s)")
+    console.print(f"restored {plural(len(outcome.restored), 'path')}")
     from vigil.workspace.render import ALL_PATHS_HINT, group_paths, quote_path
 
     keep, folded = group_paths([(p, "restored") for p in outcome.restored], limit=_limit(all_paths))
@@ -203,13 +214,15 @@ def rollback(
         if discarded:
             shown = ", ".join(discarded[:10]) + (" ..." if len(discarded) > 10 else "")
             console.print(
-                f"    its changes to {len(discarded)} workspace path(s) were discarded: {shown}",
+                f"    its changes to {plural(len(discarded), 'workspace path')} "
+                f"were discarded: {shown}",
                 markup=False,
             )
 
 
 def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None:
-    """What vigil will use here: isolation mode and why, store, keys, configuration."""
+    """What vigil will use here, on one screen, each with a tick or a cross: versions, keys,
+    store, isolation, limits, the state directory and configuration."""
     from vigil.config import user_config_dir
     from vigil.layout import state_dir_exposure
     from vigil.workspace import detect_isolation
@@ -219,10 +232,14 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
     steps = _steps_identity(config, isolation.mode)
     limits = _limits(isolation.mode)
     keys = user_config_dir() / "keys"
+    store_ok, store_detail = _store_check(config)
     report = {
+        "versions": _versions(),
         "workspace": str(config.workspace),
         "state_dir": str(config.state_dir),
         "store": config.database_url.split("@")[-1],
+        "store_ok": store_ok,
+        "store_detail": store_detail,
         "config_files": [str(p) for p in config.sources],
         "isolation": {
             "mode": isolation.mode,
@@ -233,6 +250,7 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
         },
         "limits": limits,
         "signing_key": (keys / "signing.key").exists(),
+        "keys": _keys_check(),
         "state_dir_exposed": state_dir_exposure(config.state_dir),
         "store_reachable_by_steps": [
             {"problem": r.problem, "remedy": r.remedy} for r in _store_reach(config)
@@ -241,39 +259,103 @@ def doctor(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> None
     if fmt is Format.json:
         emit_json(report)
         return
-    colour = "green" if isolation.mode == "overlay" else "yellow"
-    console.print(
-        f"isolation: [bold {colour}]{escape(isolation.mode)}[/] ({escape(isolation.reason)})",
-        markup=True,
+
+    def line(ok: bool, what: str, text: str) -> None:
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        console.print(f"{mark} {what:<9} {escape(text)}", markup=True, soft_wrap=True)
+
+    def note(text: str) -> None:
+        console.print(f"  {'':<9} {text}", markup=False, soft_wrap=True)
+
+    versions = report["versions"]
+    assert isinstance(versions, dict)
+    console.print("  ".join(f"{k} {v}" for k, v in versions.items()), markup=False, soft_wrap=True)
+    key_state = report["keys"]
+    assert isinstance(key_state, dict)
+    line(bool(key_state["ok"]), "keys", str(key_state["detail"]))
+    if not key_state["ok"]:
+        note("`vigil keys init` makes one: it signs grants, decisions and audit checkpoints")
+    line(store_ok, "store", f"{report['store']}: {store_detail}")
+    for reach in report["store_reachable_by_steps"]:  # type: ignore[attr-defined]
+        console.print(f"[yellow]warning:[/] {escape(reach['problem'])}", markup=True)
+        console.print(f"  remedy: {reach['remedy']}", markup=False, highlight=False)
+    line(
+        isolation.mode == "overlay",
+        "isolation",
+        f"{isolation.mode} ({isolation.reason})",
     )
     for c in isolation.checks:
-        console.print(f"  {'✓' if c.ok else '✗'} {c.name}: {c.detail}", markup=False)
+        note(f"{'✓' if c.ok else '✗'} {c.name}: {c.detail}")
     if isolation.warning:
         console.print(f"[yellow]warning:[/] {escape(isolation.warning)}", markup=True)
     if steps:
-        console.print(f"  steps run as: {steps}", markup=False)
-    console.print(f"limits: {limits['mechanism']} ({limits['detail']})", markup=False)
-    console.print(f"  {limits['meaning']}", markup=False)
-    console.print(f"store: {report['store']}")
-    console.print(f"workspace: {config.workspace} (state in {config.state_dir})")
-    files = ", ".join(report["config_files"]) or "none (defaults)"  # type: ignore[arg-type]
-    console.print(f"config: {files}")
-    if report["state_dir_exposed"]:
-        exposed = escape(str(report["state_dir_exposed"]))
-        console.print(f"[yellow]warning:[/] {exposed}", markup=True)
+        note(f"steps run as: {steps}")
+    line(limits["mechanism"] != "none", "limits", f"{limits['mechanism']} ({limits['detail']})")
+    note(limits["meaning"])
+    exposed = report["state_dir_exposed"]
+    line(not exposed, "state", f"{config.state_dir} (workspace {config.workspace})")
+    if exposed:
+        console.print(f"[yellow]warning:[/] {escape(str(exposed))}", markup=True)
         console.print(
             "  remedy: chmod 700 it as its owner (vigil does so itself when it runs as "
             "the owner); it holds copies of your files and the steps' output",
             markup=False,
             highlight=False,
         )
-    if not report["signing_key"]:
-        console.print(
-            "keys: none yet; `vigil keys init` to sign grants, decisions and audit checkpoints"
-        )
-    for reach in report["store_reachable_by_steps"]:  # type: ignore[attr-defined]
-        console.print(f"[yellow]warning:[/] {reach['problem']}", highlight=False)
-        console.print(f"  remedy: {reach['remedy']}", markup=False, highlight=False)
+    files = ", ".join(report["config_files"]) or "none (defaults)"  # type: ignore[arg-type]
+    line(True, "config", files)
+
+
+def _versions() -> dict[str, str]:
+    """vigil's version and those of what it runs on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from vigil import __version__
+
+    found = {"vigil": __version__, "python": platform.python_version()}
+    for name in ("sqlalchemy", "typer", "rich", "pydantic"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "missing"
+    found["kernel"] = f"{platform.system()} {platform.release()}"
+    return found
+
+
+def _keys_check() -> dict[str, object]:
+    """Whether there is a signing key, and which."""
+    from vigil.safety.keys import active_key, keys_dir, trusted_keys
+
+    try:
+        key = active_key()
+        trusted = trusted_keys()
+    except VigilError as exc:
+        return {"ok": False, "detail": f"{exc.cause} ({exc.code})"}
+    return {
+        "ok": True,
+        "detail": f"signing key {key.public_hex[:16]}…, {plural(len(trusted), 'trusted key')} "
+        f"in {keys_dir()}",
+    }
+
+
+def _store_check(config: Any) -> tuple[bool, str]:
+    """Whether the run store opens and answers (a SQLite store not created yet is fine)."""
+    from vigil.store import open_store
+    from vigil.store.connect import parse_target
+
+    try:
+        target = parse_target(config.database_url)
+        if target.sqlite_path is not None and not target.sqlite_path.exists():
+            return True, "not created yet; the first run creates it"
+        with open_store(config.database_url, history=config.state_dir) as store:
+            newest = store.run_ids(limit=1)
+    except VigilError as exc:
+        return False, f"{exc.cause} ({exc.code})"
+    except Exception as exc:  # a driver's error: the store does not answer
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return False, f"does not answer: {first}"
+    return True, "opens and answers" + ("" if newest else " (no runs yet)")
 
 
 def _store_reach(config: Any) -> list[Any]:

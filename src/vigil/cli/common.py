@@ -17,7 +17,7 @@ from vigil.cli.terminal import SafeConsole
 from vigil.config import Config, load_config
 
 if TYPE_CHECKING:
-    from vigil.store import Store
+    from vigil.store import RunStore, Store
 
 # Markup is parsed only where a call passes markup=True (values in it go through
 # vigil.cli.terminal.escape); control characters are escaped in everything printed.
@@ -71,6 +71,24 @@ def opened_store(config: Config) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def run_named(store: RunStore, config: Config, text: str) -> str:
+    """The full id of the run ``text`` names (id, unique prefix or ``last``); every command
+    taking a run calls this before it reads, verifies or changes the run."""
+    from vigil.engine.runref import resolve_run_id
+
+    return resolve_run_id(store, text, workspace=str(config.workspace))
+
+
+RunArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN",
+        help="The run: its id, a unique prefix of it, or `last` (the newest of this workspace).",
+        show_default=False,
+    ),
+]
 
 
 def print_table(

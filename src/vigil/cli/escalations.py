@@ -14,6 +14,7 @@ from vigil.cli.common import (
     console,
     emit_json,
     opened_store,
+    run_named,
 )
 from vigil.cli.terminal import escape
 from vigil.errors import UsageError
@@ -27,7 +28,10 @@ app = typer.Typer(
 @app.callback()
 def escalations(
     ctx: typer.Context,
-    run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Only this run (id, unique prefix, or `last`)."),
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Answered ones too.")] = False,
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
@@ -39,6 +43,8 @@ def escalations(
         return
     config = config_for(workspace)
     with opened_store(config) as store:
+        if run is not None:
+            run = run_named(store, config, run)
         found = list_escalations(store, run_id=run, open_only=not all_, state_dir=config.state_dir)
     if fmt is Format.json:
         emit_json([e.to_dict() for e in found])
@@ -99,7 +105,9 @@ def answer(
     decision = chosen[0]
     config = config_for(workspace)
     with opened_store(config) as store:
-        progress = None if no_resume else progress_for(fmt is Format.json)
+        progress = (
+            None if no_resume else progress_for(fmt is Format.json, state_dir=config.state_dir)
+        )
         try:
             esc = answer_escalation(
                 config,
@@ -115,11 +123,16 @@ def answer(
             if progress is not None:
                 progress.close()
         run = store.get_run(esc.run_id)
-    state = run.state if run is not None else "unknown"
-    if fmt is Format.json:
-        emit_json({"escalation": esc.id, "decision": decision, "run": esc.run_id, "state": state})
-        return
-    console.print(f"{esc.id}: {decision}; run {esc.run_id} is {state}")
+        state = run.state if run is not None else "unknown"
+        if fmt is Format.json:
+            emit_json(
+                {"escalation": esc.id, "decision": decision, "run": esc.run_id, "state": state}
+            )
+            return
+        console.print(f"{esc.id}: {decision}; run {esc.run_id} is {state}")
+        from vigil.cli.run import waiting_steps
+
+        waiting_steps(store, esc.run_id)
 
 
 def register(root: typer.Typer) -> None:

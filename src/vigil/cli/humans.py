@@ -19,14 +19,17 @@ from rich.text import Text
 from vigil.cli.common import (
     Format,
     FormatOpt,
+    RunArg,
     WorkspaceOpt,
     config_for,
     console,
     emit_json,
     opened_store,
+    run_named,
 )
 from vigil.errors import UsageError
 from vigil.plan.duration import DurationSyntaxError, format_duration, parse_duration
+from vigil.words import plural
 
 _STATUS_STYLE = {"met": "green", "missed": "bold red", "n/a": "dim"}
 
@@ -56,7 +59,8 @@ def monitor(
 
     config = config_for(workspace)
     with opened_store(config) as store:
-        run_monitor(store, run_id, config.state_dir, interval)
+        chosen = run_named(store, config, run_id) if run_id is not None else None
+        run_monitor(store, chosen, config.state_dir, interval)
 
 
 def slo(
@@ -102,7 +106,7 @@ def _print_slo(data: dict[str, Any]) -> None:
         target = _show(i["target"], i["unit"])
         target = ("≤ " if i["unit"] == "seconds" else "≥ ") + target
         if i["unit"] == "seconds":
-            basis = f"{i['failures']} failed run(s), {i['unrecovered']} not recovered"
+            basis = f"{plural(i['failures'], 'failed run')}, {i['unrecovered']} not recovered"
         else:
             basis = f"{i['numerator']}/{i['denominator']}"
         table.add_row(
@@ -116,7 +120,7 @@ def _print_slo(data: dict[str, Any]) -> None:
 
 
 def postmortem(
-    run_id: Annotated[str, typer.Argument(help="The failed run.")],
+    run_id: RunArg,
     output: Annotated[
         Path | None, typer.Option("--output", help="Write the Markdown here instead of stdout.")
     ] = None,
@@ -132,6 +136,7 @@ def postmortem(
 
     config = config_for(workspace)
     with opened_store(config) as store:
+        run_id = run_named(store, config, run_id)
         data = postmortem_for(config, store, run_id, force=force)
     text = json.dumps(data, indent=2) + "\n" if fmt is Format.json else render_markdown(data)
     if output is None:

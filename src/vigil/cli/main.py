@@ -26,7 +26,7 @@ app = typer.Typer(
     name="vigil",
     help="Run plans of work unattended and safely.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -105,6 +105,21 @@ def _store_failure(exc: BaseException) -> VigilError | None:
     return StoreError(f"the run store failed: {first}", failure="failed")
 
 
+def _usage_error(exc: typer.TyperException) -> VigilError:
+    """A command-line parse error (unknown option, missing argument, bad value) as
+    VIGIL-USAGE, with the command's usage line and where its help is."""
+    from vigil.errors import UsageError
+
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return UsageError(exc.format_message())
+    return UsageError(
+        exc.format_message(),
+        f"See `{ctx.command_path} --help`.",
+        details=[ctx.get_usage()],
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``vigil`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -120,8 +135,23 @@ def main(argv: list[str] | None = None) -> None:
         # Every run this process drives notifies and writes its report when it ends.
         hooks.install(_follow_up)
     try:
-        # Standalone mode lets typer print usage errors (exit 2) and handle --help itself.
-        app(args=args, prog_name="vigil", standalone_mode=True)
+        # Not standalone: a command-line mistake comes back here as click's UsageError,
+        # to be reported with a code like every other error.
+        code = app(args=args, prog_name="vigil", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.TyperException as exc:
+        # Typer's parse errors (its click's UsageError, BadParameter, NoSuchOption...).
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined]  # `vigil` or a group alone: its help
+            sys.exit(exc.exit_code)
+        err = _usage_error(exc)
+        if debug:
+            traceback.print_exc()
+        report_error(err, as_json=_wants_json(args))
+        sys.exit(int(err.exit_code))
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(int(ExitCode.CANCELLED))
     except VigilError as err:
         if debug:
             traceback.print_exc()

@@ -17,7 +17,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Log, Static
 
-from vigil.cli.progress import STYLE
+from vigil.cli.progress import STYLE, task_label
+from vigil.cli.stream import read_tail
 from vigil.cli.terminal import literal, printable
 from vigil.engine import events as ev
 from vigil.engine.options import RunOptions
@@ -26,11 +27,11 @@ from vigil.errors import RunNotFound, UsageError
 from vigil.layout import attempt_log
 from vigil.plan.duration import format_duration
 from vigil.plan.models import Plan
+from vigil.words import plural
 
 if TYPE_CHECKING:
     from vigil.store import RunStore
 
-TAIL_BYTES = 64 * 1024
 TAIL_LINES = 200
 COLUMNS = ("phase", "task", "state", "attempt", "time", "note")
 
@@ -43,22 +44,6 @@ def newest_active_run(store: RunStore) -> str:
             "no run is in progress", "Name the run to watch: `vigil monitor RUN_ID` (`vigil runs`)."
         )
     return str(active[0].id)
-
-
-def read_tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
-    """The last ``lines`` lines of a (possibly growing, possibly missing) file."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - TAIL_BYTES))
-            data = fh.read()
-    except OSError:
-        return []
-    text = data.decode("utf-8", errors="replace")
-    if size > TAIL_BYTES:
-        text = text.split("\n", 1)[-1]  # the first line was cut mid-way
-    return text.splitlines()[-lines:]
 
 
 class RunWatch:
@@ -107,7 +92,7 @@ class RunWatch:
 
     def log_lines(self, task_id: str, attempt: int) -> list[str]:
         """The tail of one attempt's log."""
-        return read_tail(attempt_log(self.state_dir, self.run_id, task_id, attempt))
+        return read_tail(attempt_log(self.state_dir, self.run_id, task_id, attempt), TAIL_LINES)
 
 
 def _elapsed(ts: TaskState, now: float) -> str:
@@ -117,14 +102,14 @@ def _elapsed(ts: TaskState, now: float) -> str:
 
 def _row(ts: TaskState, now: float) -> list[Any]:
     last = ts.attempts[-1] if ts.attempts else None
-    label = ts.state + (" (degraded)" if ts.degraded else "")
+    label, style = task_label(ts.state, critical=ts.task.on_failure == "stop", degraded=ts.degraded)
     note = ts.reason or (last.reason if last else "") or ""
     if ts.blocked_by:
         note = f"blocked by {ts.blocked_by}"
     return [
         literal(ts.phase),
         literal(ts.task.id),
-        Text(label, style=STYLE.get(ts.state, "")),
+        Text(label, style=style),
         literal(last.number if last else ""),
         literal(_elapsed(ts, now)),
         literal(note),
@@ -211,7 +196,7 @@ class MonitorApp(App[None]):
             (printable(watch.run_id, multiline=False), "bold cyan"),
             printable(f"  {state.plan.name} ({state.plan.project})  ", multiline=False),
             (run_state, f"bold {STYLE.get(run_state, '')}"),
-            f"  {elapsed}  {done}/{len(state.tasks)} tasks done",
+            f"  {elapsed}  {done} of {plural(len(state.tasks), 'task')} done",
         )
         phases = Text("phases: ")
         for i, phase in enumerate(state.phases):

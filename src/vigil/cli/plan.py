@@ -20,6 +20,7 @@ from vigil.cli.common import (
 )
 from vigil.cli.terminal import escape, for_terminal
 from vigil.errors import UsageError
+from vigil.words import plural
 
 if TYPE_CHECKING:
     from vigil.store import RunRecord
@@ -75,7 +76,7 @@ def check(plan: PlanArg, workspace: WorkspaceOpt = None, fmt: FormatOpt = Format
     tasks = sum(len(p.tasks) for p in loaded.plan.phases)
     console.print(
         f"[green]ok[/] {escape(plan)}: plan [bold]{escape(loaded.plan.name)}[/] "
-        f"({len(loaded.plan.phases)} phases, {tasks} tasks)",
+        f"({plural(len(loaded.plan.phases), 'phase')}, {plural(tasks, 'task')})",
         markup=True,
     )
     for name, spec in loaded.plan.inputs.items():
@@ -169,7 +170,7 @@ def plans_list(workspace: WorkspaceOpt = None, fmt: FormatOpt = Format.text) -> 
     for r in rows:
         last_run = r["last_run"]
         outcome = "never run" if last_run is None else f"last run {last_run['state']}"
-        bad = f"  [red]{r['problems']} problem(s)[/]" if r["problems"] else ""
+        bad = f"  [red]{plural(r['problems'], 'problem')}[/]" if r["problems"] else ""
         console.print(
             f"[bold]{escape(r['name'])}[/]  {escape(r['path'])}  ({escape(outcome)}){bad}",
             markup=True,

@@ -16,8 +16,11 @@ from vigil.plan.duration import format_duration
 
 if TYPE_CHECKING:
     # Only annotations: `vigil runs` imports STYLE from here and needs no engine state.
+    from pathlib import Path
+
     from rich.console import Group
 
+    from vigil.cli.stream import OutputStream
     from vigil.engine.state import RunState
 
 STYLE = {
@@ -36,26 +39,57 @@ STYLE = {
 }
 
 
+def task_label(state: str, *, critical: bool = True, degraded: bool = False) -> tuple[str, str]:
+    """How a task's state is shown and its style: a failure of a task with
+    ``on_failure: continue`` does not fail the run, so it is not shown as a plain red one."""
+    if state == "failed" and not critical:
+        return "failed (non-critical)", "yellow"
+    return state + (" (degraded)" if degraded else ""), STYLE.get(state, "")
+
+
 def _stamp(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 class PlainProgress:
-    """One line per event, for logs and pipes."""
+    """One line per event on stderr, for logs and pipes; with ``state_dir``, the steps'
+    output too, line by line on stdout with the task in front (see vigil.cli.stream)."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, *, state_dir: Path | None = None) -> None:
         self.stream = stream or sys.stderr
+        self.state_dir = state_dir
+        self.output: OutputStream | None = None
 
     def __call__(self, events: list[ev.Event], state: RunState) -> None:
         for e in events:
+            self._follow(e, state)
             line = describe(e)
+            if e.kind == ev.DRIVER_STOPPED:
+                line = f"stopped; resume with `vigil resume {state.run_id}`"
             if line:
                 shown = printable(f"{state.run_id} {line}", multiline=False)
                 self.stream.write(f"{_stamp(e.at)} {shown}\n")
         self.stream.flush()
 
+    def _follow(self, e: ev.Event, state: RunState) -> None:
+        if self.state_dir is None or e.kind not in (ev.ATTEMPT_STARTED, ev.ATTEMPT_FINISHED):
+            return
+        from vigil.cli.stream import OutputStream
+        from vigil.layout import attempt_log
+
+        if self.output is None:
+            self.output = OutputStream(width=min(24, max(len(t) for t in state.tasks)))
+        task, number = str(e.data["task"]), int(e.data["attempt"])
+        if e.kind == ev.ATTEMPT_STARTED:
+            path = attempt_log(self.state_dir, state.run_id, task, number)
+            self.output.follow(task, number, path)
+        else:
+            self.output.ended(task, number)
+
     def close(self) -> None:
-        """Nothing to tear down."""
+        """Print the output not shown yet and stop following it."""
+        if self.output is not None:
+            self.output.close()
 
 
 def describe(e: ev.Event) -> str | None:
@@ -85,7 +119,7 @@ def describe(e: ev.Event) -> str | None:
     if e.kind == ev.CANCEL_REQUESTED:
         return f"cancel requested: {d.get('reason', '')}"
     if e.kind == ev.DRIVER_STOPPED:
-        return "stopped; resume with `vigil resume " + "RUN_ID`"
+        return "stopped; resume with `vigil resume RUN`"
     return None
 
 
@@ -112,7 +146,10 @@ class LiveProgress:
         from rich.console import Group
         from rich.table import Table
 
-        counts = Counter(ts.state for ts in state.tasks.values())
+        counts = Counter(
+            task_label(ts.state, critical=ts.task.on_failure == "stop")[0]
+            for ts in state.tasks.values()
+        )
         head = Text.assemble(
             ("vigil ", "bold"),
             (state.run_id, "bold cyan"),
@@ -138,11 +175,13 @@ class LiveProgress:
             if last is not None:
                 end = last.ended_at or now
                 elapsed = format_duration(max(0.0, end - last.started_at))
-            label = ts.state + (" (degraded)" if ts.degraded else "")
+            label, style = task_label(
+                ts.state, critical=ts.task.on_failure == "stop", degraded=ts.degraded
+            )
             table.add_row(
                 ts.phase,
                 ts.task.id,
-                Text(label, style=STYLE.get(ts.state, "")),
+                Text(label, style=style),
                 str(last.number) if last else "",
                 elapsed,
             )
@@ -154,10 +193,14 @@ class LiveProgress:
         self._live.stop()
 
 
-def progress_for(fmt_json: bool) -> PlainProgress | LiveProgress | None:
-    """The right progress display for where output goes."""
+def progress_for(
+    fmt_json: bool, *, state_dir: Path | None = None, quiet: bool = False
+) -> PlainProgress | LiveProgress | None:
+    """The right progress display for where output goes: a live view on a terminal;
+    otherwise a line per event and, given the ``state_dir`` and unless ``quiet``, the
+    steps' output as it is written."""
     if fmt_json:
         return None
     if console.is_terminal:
         return LiveProgress()
-    return PlainProgress()
+    return PlainProgress(state_dir=None if quiet else state_dir)

@@ -12,20 +12,24 @@ import typer
 from vigil.cli.common import (
     Format,
     FormatOpt,
+    RunArg,
     WorkspaceOpt,
     config_for,
     console,
     emit_json,
     err_console,
     opened_store,
+    run_named,
 )
 from vigil.cli.terminal import escape, for_terminal
 from vigil.errors import ExitCode, UsageError
+from vigil.words import plural
 
 if TYPE_CHECKING:
     # The engine is imported by the commands that run it, not by every vigil command.
     from vigil.config import Config
     from vigil.engine.runs import RunOutcome
+    from vigil.report.next_steps import NextStep
     from vigil.store import RunStore
 
 EXIT_FOR_STATE = {
@@ -137,17 +141,47 @@ def _dry_run_summary(
 
 def _finish(config: Config, store: RunStore, outcome: RunOutcome, fmt: Format) -> None:
     from vigil.report import load_state, run_view
+    from vigil.report.next_steps import next_steps
 
     record, state = load_state(store, outcome.run_id)
     view = run_view(record, state)
+    steps = next_steps(state) if outcome.state == "waiting" else []
     if outcome.state == "interrupted":
         view["state"] = "running"
         view["driver"] = "stopped"
     if fmt is Format.json:
+        view["next"] = [step.to_dict() for step in steps]
         emit_json(view)
     else:
         _summary(view, outcome, config)
+        print_next_steps(steps)
     raise typer.Exit(int(EXIT_FOR_STATE.get(outcome.state, ExitCode.RUN_FAILED)))
+
+
+def print_next_steps(steps: list[NextStep]) -> None:
+    """Each open question of a waiting run with the exact command that answers it."""
+    if not steps:
+        return
+    console.print(f"waiting for a person ({plural(len(steps), 'question')}); next:", markup=False)
+    for step in steps:
+        console.print(f"  {step.task}: {step.what}", markup=False, soft_wrap=True)
+        if step.look is not None:
+            console.print(f"    look:   {step.look}", markup=False, soft_wrap=True)
+        console.print(
+            f"    answer: {step.command}   (or {step.alternative})", markup=False, soft_wrap=True
+        )
+
+
+def waiting_steps(store: RunStore, run_id: str) -> None:
+    """After a command drove a run on: what it now waits for, if it waits."""
+    from vigil.report import load_state
+    from vigil.report.next_steps import next_steps
+
+    record = store.get_run(run_id)
+    if record is None or record.state != "waiting":
+        return
+    _, state = load_state(store, run_id)
+    print_next_steps(next_steps(state))
 
 
 def _summary(view: dict[str, object], outcome: RunOutcome, config: Config) -> None:
@@ -316,11 +350,21 @@ def run(
         bool,
         typer.Option("--create", help="Create the --workspace directory if it does not exist."),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Do not stream the steps' output (shown, without a terminal, line by line "
+            "with the task in front); `vigil logs` has it.",
+        ),
+    ] = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
     from vigil.cli.progress import progress_for
     from vigil.engine.environment import withheld_from_network
+    from vigil.engine.runref import LAST
     from vigil.engine.runs import start_run
     from vigil.plan import load_plan
     from vigil.plan.inputs import parse_input_args, read_inputs_file, resolve_inputs
@@ -331,6 +375,11 @@ def run(
         raise UsageError(
             f"--run-id {run_id!r} is not a valid run id",
             "Use 1 to 200 letters, digits, '_', '.' or '-', starting with a letter or digit.",
+        )
+    if run_id == LAST:
+        raise UsageError(
+            "--run-id last is reserved: `last` names the newest run of the workspace",
+            "Choose another id, or leave --run-id out for a generated one.",
         )
     config = config_for(workspace, create=create)
     loaded = load_plan(plan)
@@ -358,7 +407,7 @@ def run(
         )
     left_out(loaded.plan, selection)  # every problem before anything exists (exit 2)
     with opened_store(config) as store:
-        progress = progress_for(fmt is Format.json)
+        progress = progress_for(fmt is Format.json, state_dir=config.state_dir, quiet=quiet)
         try:
             outcome = start_run(
                 config,
@@ -386,10 +435,26 @@ def run(
 
 
 def resume(
-    run_id: Annotated[str | None, typer.Argument(help="The run to continue.")] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[RUN]",
+            help="The run to continue: its id, a unique prefix, or `last`.",
+            show_default=False,
+        ),
+    ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Resume every unfinished run.")] = False,
     max_parallel: Annotated[int | None, typer.Option("--max-parallel", "-j", min=1)] = None,
     workspace: WorkspaceOpt = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Do not stream the steps' output (shown, without a terminal, line by line "
+            "with the task in front); `vigil logs` has it.",
+        ),
+    ] = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Continue a run from its journal after a crash, Ctrl-C or reboot."""
@@ -402,13 +467,13 @@ def resume(
             "give either a RUN_ID or --all", "e.g. `vigil resume 20261121-101500-ab12cd`"
         )
     with opened_store(config) as store:
-        ids = [run_id] if run_id else resumable_runs(store)
+        ids = [run_named(store, config, run_id)] if run_id else resumable_runs(store)
         if not ids:
             err_console.print("no unfinished runs")
             raise typer.Exit(0)
         worst = ExitCode.OK
         for rid in ids:
-            progress = progress_for(fmt is Format.json)
+            progress = progress_for(fmt is Format.json, state_dir=config.state_dir, quiet=quiet)
             try:
                 outcome = resume_run(
                     config, store, rid, max_parallel=max_parallel, observer=progress
@@ -424,7 +489,7 @@ def resume(
 
 
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
+    run_id: RunArg,
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the journal.")] = "",
     workspace: WorkspaceOpt = None,
     fmt: FormatOpt = Format.text,
@@ -434,11 +499,14 @@ def cancel(
 
     config = config_for(workspace)
     with opened_store(config) as store:
-        state = cancel_run(config, store, run_id, reason=reason)
+        run_id = run_named(store, config, run_id)
+        done = cancel_run(config, store, run_id, reason=reason)
     if fmt is Format.json:
-        emit_json({"id": run_id, "state": state})
+        emit_json({"id": run_id, "state": done.state, "already_ended": done.already_ended})
+    elif done.already_ended:
+        console.print(f"run {run_id} had already ended ({done.state}); nothing to cancel")
     else:
-        console.print(f"run {run_id}: {state}")
+        console.print(f"run {run_id}: {done.state}")
 
 
 def register(app: typer.Typer) -> None:

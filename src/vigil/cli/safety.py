@@ -14,6 +14,7 @@ import typer
 from vigil.cli.common import Format, FormatOpt, WorkspaceOpt, config_for, console, emit_json
 from vigil.cli.terminal import escape, literal, printable
 from vigil.errors import ExitCode, UsageError, VigilError
+from vigil.words import plural
 
 keys_app = typer.Typer(
     help="The signing key of grants and audit checkpoints.", no_args_is_help=True
@@ -320,7 +321,12 @@ def halt_cmd(
     project: Annotated[str, typer.Option("--project", help="Project, or * for all.")] = "*",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Stop every privileged action of a project (default: all) until `vigil unhalt`."""
+    """Stop all runs of a project (default: every project) until `vigil unhalt`.
+
+    Runs under way stop at their next check (a fraction of a second): their attempts are
+    ended and discarded and the runs end `cancelled`. New runs of the project, and every
+    privileged action, are refused with VIGIL-HALTED. Runs of other projects go on.
+    """
     from vigil.cli.common import opened_store
     from vigil.config import user_config_dir
     from vigil.engine.audit import Auditor
@@ -406,7 +412,8 @@ def audit_verify(
             details=[f"{p.file}:{p.line}: {p.message}" for p in report.problems],
         )
     console.print(
-        f"[green]ok[/] {report.entries} entries, {report.checkpoints} signed checkpoints, "
+        f"[green]ok[/] {plural(report.entries, 'entry', 'entries')}, "
+        f"{plural(report.checkpoints, 'signed checkpoint')}, "
         f"sealed through {report.sealed}; root {report.root[:16]}…",
         markup=True,
     )

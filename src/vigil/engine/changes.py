@@ -21,6 +21,7 @@ from vigil.engine.state import WAITING, RunState
 from vigil.errors import ExitCode, UsageError, VigilError
 from vigil.safety.decisions import REVIEW_DECISION, decision_key, sign_statement
 from vigil.safety.keys import SigningKey
+from vigil.words import plural
 from vigil.workspace import Changeset, Workspace, combined_diff
 
 if TYPE_CHECKING:
@@ -277,7 +278,7 @@ def rollback_run(
         actor=who,
         run=run_id,
         task=task,
-        reason=f"restored {len(result.restored)} path(s)"
+        reason=f"restored {plural(len(result.restored), 'path')}"
         + (f", overwrote {len(result.overwritten)} drifted" if result.overwritten else ""),
     )
     return RollbackOutcome(result.restored, result.overwritten, ran)

@@ -34,6 +34,7 @@ from vigil.engine.audit import Auditor
 from vigil.engine.authority import Authority
 from vigil.engine.state import SUCCEEDED, RunState, TaskState
 from vigil.layout import rollback_log
+from vigil.words import plural
 from vigil.workspace import Changeset, Workspace
 
 LABEL = "rollback"
@@ -117,7 +118,11 @@ class Compensator:
         if not ok:
             entry["reason"] = result.reason
         how = f"exit code {result.exit_code}" if result.exit_code is not None else result.reason
-        note = f"; discarded its changes to {len(discarded)} workspace path(s)" if discarded else ""
+        note = (
+            f"; discarded its changes to {plural(len(discarded), 'workspace path')}"
+            if discarded
+            else ""
+        )
         self.auditor.record(
             action="rollback.compensate",
             decision="allow",

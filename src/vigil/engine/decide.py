@@ -18,6 +18,7 @@ from vigil.engine.backoff import retry_delay
 from vigil.engine.conditions import phase_condition, phase_waits_for_all, task_condition
 from vigil.errors import Category
 from vigil.plan.expressions import ExpressionFailed
+from vigil.words import plural
 
 Journal = list[ev.Entry]
 
@@ -340,7 +341,7 @@ def _open_question(
         )
     else:
         question = (
-            f"Task {ts.task.id} failed after {len(ts.attempts)} attempt(s): "
+            f"Task {ts.task.id} failed after {plural(len(ts.attempts), 'attempt')}: "
             f"{context.get('error', '')}. Approve to retry it, reject to give up."
         )
     return ev.escalation_opened(qid, ts.task.id, kind, context, question)

@@ -61,6 +61,7 @@ from vigil.plan.models import Check, Plan
 from vigil.safety.decisions import decision_key
 from vigil.safety.halt import halt_of
 from vigil.safety.policy import Decision
+from vigil.words import plural
 from vigil.workspace import Changeset, Conflict
 from vigil.workspace.apply import mismatches
 
@@ -530,7 +531,9 @@ class Driver:
                 return None
             reason = "interrupted"
             if in_flight:
-                reason += f"; {len(in_flight)} worker(s) did not stop within {self.stop_grace:g}s"
+                reason += (
+                    f"; {plural(len(in_flight), 'worker')} did not stop within {self.stop_grace:g}s"
+                )
             self._commit([ev.driver_stopped(reason)])
             return "interrupted"
         if not in_flight or not overdue:

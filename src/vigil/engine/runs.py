@@ -355,9 +355,18 @@ def _lock_once_free(store: RunStore, run_id: str, wait: float) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class Cancelled:
+    """How :func:`cancel_run` left a run: its final state, and whether it had ended before
+    the request (then nothing was cancelled)."""
+
+    state: str
+    already_ended: bool = False
+
+
 def cancel_run(
     config: Config, store: RunStore, run_id: str, *, reason: str = "", wait: float = 30.0
-) -> str:
+) -> Cancelled:
     """Cancel ``run_id``: its driver (if any) stops every process; returns the final state."""
     record = store.get_run(run_id)
     if record is None:
@@ -366,10 +375,12 @@ def cancel_run(
     why = reason or f"cancelled by {who}"
     # Whether the run ended is read from its signed journal, never from the summary row
     # (a writer of the store could mark a live run finished to make this a no-op).
+    requested = False
     try:
         lock = store.lock_run(run_id)
         lock.__enter__()
     except RunLocked:
+        requested = True
         # A driver is alive: it sees the request within a poll interval and stops; then
         # its journal (below) says how the run ended.
         store.append(run_id, [ev.cancel_requested(why, who)], at=time.time())
@@ -395,7 +406,9 @@ def cancel_run(
         signer = JournalSigner(run_id, decision_key(), signed, head=head)
         state = RunState.replay(run_id, recorded_plan(record), journal)
         if state.finished is not None:
-            return state.finished
+            # Ended by this request through its driver, or before it by itself.
+            ours = requested and state.finished == "cancelled"
+            return Cancelled(state.finished, already_ended=not ours)
         # The request goes in signed, with the attempts it ends: the resume below acts on
         # it, or, if the store dropped it, refuses the journal (its head is noted here).
         batch: list[ev.Entry] = [ev.cancel_requested(why, who)]
@@ -412,4 +425,4 @@ def cancel_run(
         lock.__exit__(None, None, None)
     # Settle the rest through the normal path so the journal tells one consistent story.
     outcome = resume_run(config, store, run_id)
-    return outcome.state
+    return Cancelled(outcome.state)

@@ -17,6 +17,7 @@ from vigil.layout import reports_dir, write_private
 from vigil.plan.duration import format_duration
 from vigil.report.advice import code_fence, conflict_advice, excerpt, exit_advice, plain_exit
 from vigil.report.view import load_state, run_view
+from vigil.words import plural
 
 if TYPE_CHECKING:
     from vigil.store import RunStore
@@ -128,7 +129,7 @@ def build_report(view: dict[str, Any]) -> dict[str, Any]:
     if skipped:
         blockers = sorted({str(t["blocked_by"]) for t in skipped if t["blocked_by"]})
         recommendations.append(
-            f"{len(skipped)} task(s) did not run because of: {', '.join(blockers)}."
+            f"{plural(len(skipped), 'task')} did not run because of: {', '.join(blockers)}."
         )
     durations = sorted(
         ((sum(a["duration"] or 0 for a in t["attempts"]), t["id"]) for t in tasks if t["attempts"]),

@@ -22,6 +22,7 @@ from vigil.plan.duration import format_duration
 from vigil.report.advice import code_fence, conflict_advice, excerpt, exit_advice, plain_exit
 from vigil.report.completion import build_report
 from vigil.report.view import iso, load_state, run_view
+from vigil.words import plural
 from vigil.workspace.errors import Conflict
 
 if TYPE_CHECKING:
@@ -97,7 +98,9 @@ def describe(kind: str, d: Mapping[str, Any], *, resumed: bool = False) -> str:
         return f"escalation {d.get('id')} answered by {d.get('by', '?')}: {answer}{comment}"
     if kind == ev.ROLLBACK_DONE:
         what = f"`{task}`" if task else "the run"
-        return f"rolled back {what} by {d.get('by', '?')}: {len(d.get('paths') or [])} path(s)"
+        return (
+            f"rolled back {what} by {d.get('by', '?')}: {plural(len(d.get('paths') or []), 'path')}"
+        )
     detail = ", ".join(f"{k}={v}" for k, v in d.items())
     return f"{kind} {detail}".strip()
 
@@ -164,7 +167,7 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
             limit = _task_timeout(state, ts)
             limit_text = format_duration(limit) if limit is not None else "none"
             out.append(
-                f"`{tid}` timed out {len(timeouts)} time(s) (timeout {limit_text}): raise "
+                f"`{tid}` timed out {plural(len(timeouts), 'time')} (timeout {limit_text}): raise "
                 "`timeout` if it is simply slow, or find out why it hangs."
             )
         offline = last_symptom(a.data for a in ts.attempts) if ts.state == FAILED else None
@@ -197,7 +200,8 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
             )
         if ts.state == "succeeded" and failures and not ts.degraded:
             out.append(
-                f"`{tid}` is flaky: it passed only after {len(failures)} failed attempt(s). "
+                f"`{tid}` is flaky: it passed only after "
+                f"{plural(len(failures), 'failed attempt')}. "
                 "Find the cause before it fails for good."
             )
         if ts.degraded:
@@ -216,19 +220,21 @@ def suggestions(state: RunState, events: Sequence[ev.Event]) -> list[str]:
     if skipped:
         blockers = sorted({ts.blocked_by for ts in skipped if ts.blocked_by})
         out.append(
-            f"{len(skipped)} task(s) never ran because of "
+            f"{plural(len(skipped), 'task')} never ran because of "
             f"{', '.join(f'`{b}`' for b in blockers) or 'earlier failures'}; "
             "they run once those are fixed."
         )
     if state.interruptions:
         out.append(
-            f"vigil itself was interrupted {state.interruptions} time(s) mid-attempt: "
+            f"vigil itself was interrupted {plural(state.interruptions, 'time')} mid-attempt: "
             "check the host (restarts, OOM kills) before blaming the tasks."
         )
     unanswered = _escalations(events)
     waiting = [e["id"] for e in unanswered if e["answer"] is None]
     if waiting:
-        out.append(f"Escalation(s) {', '.join(map(str, waiting))} were never answered.")
+        which = "Escalation " if len(waiting) == 1 else "Escalations "
+        verb = " was" if len(waiting) == 1 else " were"
+        out.append(f"{which}{', '.join(map(str, waiting))}{verb} never answered.")
     conflicts = [conflict_advice(c.to_dict()) for c in commit_conflicts(state)]
     return first + conflicts + out
 

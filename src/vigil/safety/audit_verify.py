@@ -24,6 +24,7 @@ from typing import Any
 from vigil.safety import merkle, note
 from vigil.safety.audit import FIELDS, GENESIS, checkpoints_path
 from vigil.safety.keys import TrustedKey
+from vigil.words import plural
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,8 @@ def verify(
             seq = len(lines) + 1
             problems.append(
                 Problem(
-                    f"the log has {len(lines)} entries but a signed checkpoint seals "
+                    f"the log has {plural(len(lines), 'entry', 'entries')} but a signed "
+                    "checkpoint seals "
                     f"{ckpt.size}: it was truncated",
                     seq,
                     seq,
@@ -248,7 +250,8 @@ def _compare_head(
         if leaves:
             return [
                 Problem(
-                    f"the store holds no record of this log, which has {len(leaves)} entries: "
+                    "the store holds no record of this log, which has "
+                    f"{plural(len(leaves), 'entry', 'entries')}: "
                     "the record was deleted or the store was replaced",
                     None,
                     None,

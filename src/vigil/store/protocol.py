@@ -46,6 +46,11 @@ class RunStore(Protocol):
     ) -> list[RunRecord]:
         """Runs newest first, optionally of one project and in some states."""
 
+    def run_ids(
+        self, *, prefix: str = "", workspace: str | None = None, limit: int = 10
+    ) -> list[str]:
+        """Ids of runs starting with ``prefix`` (of one workspace if given), newest first."""
+
     def append(
         self,
         run_id: str,

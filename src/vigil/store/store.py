@@ -299,6 +299,23 @@ class Store:
         with self._read() as conn:
             return [_record(row) for row in conn.execute(query)]
 
+    def run_ids(
+        self, *, prefix: str = "", workspace: str | None = None, limit: int = 10
+    ) -> list[str]:
+        """Ids of runs starting with ``prefix`` (of one workspace if given), newest first."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = (
+            sa.select(runs.c.id).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        )
+        if prefix:
+            # Not LIKE: SQLite's ignores case, and `_` and `%` would be wildcards.
+            query = query.where(sa.func.substr(runs.c.id, 1, len(prefix)) == prefix)
+        if workspace is not None:
+            query = query.where(runs.c.workspace == workspace)
+        with self._read() as conn:
+            return [str(row[0]) for row in conn.execute(query)]
+
     def append(
         self,
         run_id: str,

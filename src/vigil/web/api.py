@@ -127,8 +127,8 @@ async def cancel(request: Request) -> Response:
     data = await _body(request)
     run_id = request.path_params["run_id"]
     reason = _field(data, "reason") or f"cancelled through the API by {actor}"
-    state = await run_in_threadpool(cancel_run, board.config, board.store, run_id, reason=reason)
-    return JSONResponse({"id": run_id, "state": state})
+    done = await run_in_threadpool(cancel_run, board.config, board.store, run_id, reason=reason)
+    return JSONResponse({"id": run_id, "state": done.state, "already_ended": done.already_ended})
 
 
 def metrics(request: Request) -> Response:

@@ -23,6 +23,7 @@ from vigil.engine.runs import cancel_run, recorded_plan
 from vigil.errors import UsageError
 from vigil.plan.models import ACTION_KINDS, Task
 from vigil.report import build_report, load_state, render_markdown, run_view
+from vigil.report.gantt import gantt_svg
 from vigil.web import escalations
 from vigil.web.auth import SESSION_COOKIE, SESSION_SECONDS
 from vigil.web.context import dashboard, render
@@ -101,6 +102,8 @@ def run_page(request: Request) -> Response:
         "view": view,
         "report": build_report(view),
         "graph": Markup(graph),
+        # Escaped where it holds run data (vigil.report.gantt), so marked safe here.
+        "gantt": Markup(gantt_svg(state, href=lambda task_id: task_url(run_id, task_id))),
         "escalations": _open_escalations(board.store, run_id),
         "live": view["state"] in LIVE,
     }

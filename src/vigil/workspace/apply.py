@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vigil.layout import open_private, private_dir
+from vigil.words import plural
 from vigil.workspace.beneath import KEPT_MODE, Blocked, Tree, UnsafePath
 from vigil.workspace.changeset import ChangeEntry, Changeset
 from vigil.workspace.errors import Conflict, ProtectedPathChanged
@@ -404,7 +405,7 @@ class Applier:
         blocked = blocked_paths(self.root, changeset)
         if blocked:
             raise Conflict(
-                f"{len(blocked)} path(s) lie below a link or file that replaced a directory: "
+                f"{plural(len(blocked), 'path')} below a link or file that replaced a directory: "
                 + ", ".join(blocked[:5]),
                 "vigil never writes through links: put the directory back, then try again.",
                 details=blocked,
@@ -436,7 +437,7 @@ class Applier:
             purpose = str(data["purpose"])
             self._run(changeset, None if purpose == RESTORE else self.protection(), purpose)
             self._finish(intent)
-            done.append(f"finished {purpose} of {len(changeset.entries)} path(s)")
+            done.append(f"finished {purpose} of {plural(len(changeset.entries), 'path')}")
         for stray in self.intents.glob("*.tmp"):
             stray.unlink()
         return done

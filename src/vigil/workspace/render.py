@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
+from vigil.words import plural
 from vigil.workspace.changeset import ChangeEntry, Changeset, compose
 from vigil.workspace.objects import ObjectStore
 from vigil.workspace.state import FileState
@@ -182,7 +183,7 @@ def ignored_summary(ignored: Sequence[ChangeEntry], *, limit: int = 3) -> str:
         named.append(f"{quote_path(top)}/{count}" if is_dir else quote_path(top))
     more = f" and {len(named) - limit} more" if len(named) > limit else ""
     shown = ", ".join(named[:limit])
-    return f"{len(ignored)} ignored path(s) changed (git ignore rules): {shown}{more}"
+    return f"{plural(len(ignored), 'ignored path')} changed (git ignore rules): {shown}{more}"
 
 
 def _is_plain_dir(entry: ChangeEntry) -> bool:
@@ -234,8 +235,8 @@ def stat_summary(
     lines += [f" {line}" for line in folded]
     total = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no changes"
     if ignored:
-        total += f"; {ignored} ignored path(s)"
-    lines.append(f" {sum(kinds.values())} path(s) changed: {total}")
+        total += f"; {plural(ignored, 'ignored path')}"
+    lines.append(f" {plural(sum(kinds.values()), 'path')} changed: {total}")
     if folded:
         lines.append(f" ({ALL_PATHS_HINT})")
     return "\n".join(lines) + "\n"

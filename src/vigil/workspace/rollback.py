@@ -6,6 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vigil.words import plural
 from vigil.workspace.apply import Applier, locked, mismatches
 from vigil.workspace.beneath import Blocked, Tree, UnsafePath
 from vigil.workspace.changeset import Changeset, compose
@@ -68,7 +69,7 @@ def rollback(
         if drifted and not force:
             shown = ", ".join(drifted[:5]) + (" ..." if len(drifted) > 5 else "")
             raise Drift(
-                f"{len(drifted)} path(s) changed since vigil committed them: {shown}",
+                f"{plural(len(drifted), 'path')} changed since vigil committed them: {shown}",
                 details=drifted,
             )
         applier.apply(undo, purpose="rollback")

@@ -16,6 +16,7 @@ from typing import Literal
 
 from vigil.config import PROJECT_FILE
 from vigil.layout import make_state_dir, open_private, private_dir
+from vigil.words import plural
 from vigil.workspace.apply import Applier, locked, mismatches, protected_refusals
 from vigil.workspace.changeset import Changeset, compose
 from vigil.workspace.direct import DirectSandbox
@@ -249,7 +250,7 @@ class Workspace:
                 listed = sorted(conflicts)
                 shown = ", ".join(listed[:5]) + (" ..." if len(listed) > 5 else "")
                 raise Conflict(
-                    f"{len(listed)} path(s) changed since the attempt started: {shown}",
+                    f"{plural(len(listed), 'path')} changed since the attempt started: {shown}",
                     details=listed,
                 )
             self.applier.apply(changeset, purpose="commit")
@@ -267,7 +268,7 @@ class Workspace:
             done = self.applier.recover()
         for manifest in sorted((self.state_dir / "snapshots").glob("*.json")):
             paths = restore_interrupted(self.applier, self.root, manifest, self.exclude)
-            done.append(f"restored {len(paths)} path(s) changed by an interrupted attempt")
+            done.append(f"restored {plural(len(paths), 'path')} changed by an interrupted attempt")
         return done
 
     def rollback(
