@@ -48,7 +48,7 @@ def ws(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_a_failing_test_suite_is_quoted_and_not_told_to_add_a_fallback(ws: Path) -> None:
     write_plan(ws / "p.yaml", _plan([{"id": "tests", "run": PYTEST_LIKE}]))
-    run = vigil("run", "p.yaml", "--run-id", "t1", cwd=ws)
+    run = vigil("run", "p.yaml", "-q", "--run-id", "t1", cwd=ws)
     assert run.returncode == ExitCode.RUN_FAILED, run.stderr
     said = run.stdout.split("tests said", 1)[1]
     # The summary, both FAILED lines, without the terminal colours; not the noise above.
@@ -85,7 +85,7 @@ def test_a_failing_test_suite_is_quoted_and_not_told_to_add_a_fallback(ws: Path)
 def test_a_timeout_still_gets_the_fallback_and_retry_advice(ws: Path) -> None:
     # A hang is the kind of failure a retry, a fallback or `on_failure` can help with.
     write_plan(ws / "p.yaml", _plan([{"id": "hangs", "run": "sleep 30", "timeout": "0.3s"}]))
-    assert vigil("run", "p.yaml", "--run-id", "h1", cwd=ws).returncode == ExitCode.RUN_FAILED
+    assert vigil("run", "p.yaml", "-q", "--run-id", "h1", cwd=ws).returncode == ExitCode.RUN_FAILED
     change = vigil("postmortem", "h1", cwd=ws).stdout.split("## What to change", 1)[1]
     assert "`hangs` is critical and has no `fallback`" in change
     assert "exited with code" not in change.split("## Timeline", 1)[0]
@@ -97,7 +97,7 @@ def test_the_quoted_lines_are_redacted_like_the_log(ws: Path, tmp_path: Path) ->
     step = "echo \"error: login with $TOKEN refused\"; echo 'Error: giving up'; exit 2"
     write_plan(ws / "p.yaml", _plan([{"id": "login", "secrets": ["TOKEN"], "run": step}]))
     env = {"MY_TOKEN": "hunter2-very-secret", "VIGIL_CONFIG_DIR": str(tmp_path / "config")}
-    run = vigil("run", "p.yaml", "--run-id", "s1", cwd=ws, env=env)
+    run = vigil("run", "p.yaml", "-q", "--run-id", "s1", cwd=ws, env=env)
     assert run.returncode == ExitCode.RUN_FAILED, run.stderr
     assert "| error: login with *** refused" in run.stdout
     assert "| Error: giving up" in run.stdout
@@ -118,7 +118,7 @@ def test_a_conflict_names_both_tasks_and_the_needs_line_to_add(ws: Path) -> None
         {"id": "gen-b", "needs": ["setup"], "run": "sleep 0.5; echo b > shared.txt"},
     ]
     write_plan(ws / "p.yaml", _plan(tasks, name="clash"))
-    run = vigil("run", "p.yaml", "--run-id", "c1", cwd=ws)
+    run = vigil("run", "p.yaml", "-q", "--run-id", "c1", cwd=ws)
     assert run.returncode == ExitCode.RUN_FAILED, run.stdout + run.stderr
     # Whichever committed first, the later task in the plan is told to need the earlier,
     # keeping the `needs` it has.
@@ -147,14 +147,14 @@ def test_thousands_of_paths_are_summarised_by_top_level_directory(ws: Path) -> N
     (ws / "src").mkdir()
     (ws / "src" / "app.py").write_text("old\n")
     write_plan(ws / "p.yaml", _plan([{"id": "venv", "run": MANY}], name="big"))
-    held = vigil("run", "p.yaml", "--run-id", "b1", "--review", cwd=ws)
+    held = vigil("run", "p.yaml", "-q", "--run-id", "b1", "--review", cwd=ws)
     assert held.returncode == ExitCode.WAITING, held.stdout + held.stderr
     folded = "venv/: 3,000 paths (3,000 added)"
 
     stat = vigil("review", "b1", "--stat", cwd=ws)
     assert stat.returncode == 0, stat.stderr
     assert folded in stat.stdout and "src/app.py | modified" in stat.stdout
-    assert "3001 path(s) changed: 3000 added, 1 modified" in stat.stdout
+    assert "3,001 paths changed: 3,000 added, 1 modified" in stat.stdout
     assert "--all-paths" in stat.stdout and len(stat.stdout.splitlines()) < 10
     review = vigil("review", "b1", cwd=ws)
     assert f"# {folded} not shown" in review.stdout and "+new" in review.stdout
@@ -172,7 +172,7 @@ def test_thousands_of_paths_are_summarised_by_top_level_directory(ws: Path) -> N
     back = vigil("rollback", "b1", cwd=ws)
     assert back.returncode == 0, back.stderr
     lines = back.stdout.splitlines()
-    assert lines[0] == "restored 3033 path(s)" and "  src/app.py" in lines
+    assert lines[0] == "restored 3,033 paths" and "  src/app.py" in lines
     assert "  venv/: 3,032 paths (3,032 restored)" in lines and len(lines) < 8
     assert not (ws / "venv").exists() and (ws / "src" / "app.py").read_text() == "old\n"
 
@@ -180,9 +180,9 @@ def test_thousands_of_paths_are_summarised_by_top_level_directory(ws: Path) -> N
 @pytest.mark.slow
 def test_a_rollback_lists_every_path_when_asked(ws: Path) -> None:
     write_plan(ws / "p.yaml", _plan([{"id": "venv", "run": MANY.split("; echo new")[0]}]))
-    assert vigil("run", "p.yaml", "--run-id", "b2", cwd=ws).returncode == 0
+    assert vigil("run", "p.yaml", "-q", "--run-id", "b2", cwd=ws).returncode == 0
     back = vigil("rollback", "b2", "--all-paths", cwd=ws).stdout.splitlines()
-    assert back[0] == "restored 3032 path(s)" and len(back) == 3033
+    assert back[0] == "restored 3,032 paths" and len(back) == 3033
     assert not (ws / "venv").exists()
 
 

@@ -168,7 +168,7 @@ def unified_diff(
 
 def ignored_summary(ignored: Sequence[ChangeEntry], *, limit: int = 3) -> str:
     """One line for the ignored changes, grouped under their outermost changed path:
-    ``9 ignored path(s) changed (git ignore rules): .pytest_cache/ (8 paths), app.log``."""
+    ``9 ignored paths changed (git ignore rules): .pytest_cache/ (8 paths), app.log``."""
     paths = {e.path for e in ignored}
     groups: dict[str, list[ChangeEntry]] = {}
     for entry in ignored:
@@ -233,7 +233,7 @@ def stat_summary(
     width = max((len(p) for p, _ in rows), default=0)
     lines = [f" {p.ljust(width)} | {d}" for p, d in rows]
     lines += [f" {line}" for line in folded]
-    total = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no changes"
+    total = ", ".join(f"{n:,} {k}" for k, n in sorted(kinds.items())) or "no changes"
     if ignored:
         total += f"; {plural(ignored, 'ignored path')}"
     lines.append(f" {plural(sum(kinds.values()), 'path')} changed: {total}")
