@@ -218,6 +218,19 @@ VIGIL_TOML = '[workspace]\ncaches = ["~/.cache/pip"]\n'
 """The workspace's configuration: pip's cache kept across attempts and runs."""
 
 
+def shell_env(home: Path) -> dict[str, str]:
+    """The environment the shell's run gets: this process's, with its own ``HOME``, less
+    vigil's variables and ``PYTHONDONTWRITEBYTECODE`` (which vigil does not pass to steps:
+    both sides write bytecode, as Python does by default)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("VIGIL_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    env["HOME"] = str(home)
+    return env
+
+
 def run_direct(project: Project, ws: Path, logs: Path, env: dict[str, str]) -> dict[str, int]:
     """The nightly job's commands in a shell, one after the other, in ``ws``; each step's
     output in ``logs/ID.out`` (the validation's in ``logs/ID.validate.out``). Returns each

@@ -18,7 +18,6 @@ rolled back. The test asserts:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 from pathlib import Path
@@ -32,6 +31,7 @@ from projects import (
     plan,
     pytest_counts,
     run_direct,
+    shell_env,
     unpack,
     wheel_contents,
 )
@@ -64,11 +64,12 @@ def test_the_nightly_job_under_vigil_ends_as_it_does_in_a_shell(name: str, tmp_p
     nightly = write_plan(tmp_path / "nightly.yaml", plan(project))
 
     # The shell's run, meanwhile, with its own home (so its own pip cache).
-    shell_env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    shell_env["HOME"] = str(tmp_path / "home-shell")
+    env_of_shell = shell_env(tmp_path / "home-shell")
     codes: dict[str, int] = {}
     shell = threading.Thread(
-        target=lambda: codes.update(run_direct(project, direct, tmp_path / "shell-logs", shell_env))
+        target=lambda: codes.update(
+            run_direct(project, direct, tmp_path / "shell-logs", env_of_shell)
+        )
     )
     shell.start()
 
