@@ -7,7 +7,7 @@ project, runs the job once in ``bash`` and once as ``vigil run PLAN --grant G`` 
 or whatever isolation the machine gives, SQLite store, no review), each on a fresh copy
 of the unpacked tree, in alternating order (the shell gets this process's environment
 less ``PYTHONDONTWRITEBYTECODE``, which vigil does not pass to steps). Both sides keep
-their own pip cache across rounds; a first, untimed round fills them. Prints medians and
+their own pip cache across rounds; a first, untimed round warms them. Prints medians and
 the ratio; passes or fails nothing.
 
 Usage: python bench/realworld.py [ROUNDS] [--project NAME]...   (default: 3 rounds, all)
@@ -113,7 +113,7 @@ def main() -> None:
         print(f"machine: {_machine(Path(tmp))}")
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         benches = [Bench(p, Path(tmp)) for p in chosen]
-        print("untimed first round (fills both pip caches)...", flush=True)
+        print("untimed first round (warms both pip caches)...", flush=True)
         for bench in benches:
             bench.shell()
             bench.vigil()
