@@ -140,8 +140,14 @@ def unpack(project: Project, dest: Path) -> None:
                 continue
             assert member.name.startswith(top), member.name
             member.name = member.name[len(top) :]
+            # Plain files and directories inside the tree, owned by whoever unpacks them
+            # (as ``tar --no-same-owner``): Python before 3.11.4 has no extraction filters.
+            parts = member.name.split("/")
+            assert (member.isfile() or member.isdir()) and ".." not in parts, member.name
+            member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+            member.mode &= 0o755
             members.append(member)
-        tar.extractall(dest, members=members, filter="data")
+        tar.extractall(dest, members=members)
     git = ["git", "-C", str(dest), "-c", "user.name=Nightly", "-c", "user.email=n@example.com"]
     subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
     (dest / ".git" / "info" / "exclude").write_text("\n".join(EXCLUDES) + "\n")

@@ -12,7 +12,9 @@ rolled back. The test asserts:
 - the wheels built both ways have the same name and the same files with the same
   contents;
 - the change is held (nothing else is), lands when approved, and equals the shell's;
-  rolled back, the project's files are the sdist's again.
+  rolled back, the project's files are the sdist's again;
+- the venv's files keep their times when they land, so no later step rewrites them
+  (stale ``.pyc`` files would be).
 """
 
 from __future__ import annotations
@@ -98,9 +100,20 @@ def test_the_nightly_job_under_vigil_ends_as_it_does_in_a_shell(name: str, tmp_p
         cwd=ws, env=env, timeout=TIMEOUT,
     )  # fmt: skip
     assert real.returncode == ExitCode.WAITING, real.stdout[-3000:] + real.stderr[-3000:]
-    shown = json.loads(vigil("review", "nightly", "--format", "json", cwd=ws, env=env).stdout)
+    shown = json.loads(
+        vigil("review", "nightly", "--stat", "--format", "json", cwd=ws, env=env).stdout
+    )
     held = {c["task"] for c in shown if c["held"]}
     assert held == {"change"}, shown
+    # The venv landed with its files' times, so the bytecode pip compiled stays valid:
+    # the steps after it that run Python from it change none of its files.
+    rewritten = [
+        (c["task"], p["path"])
+        for c in shown
+        for p in c["paths"]
+        if p["path"].startswith(".venv/") and p["kind"] == "modified"
+    ]
+    assert rewritten == [], rewritten[:10]
     assert (ws / project.edit).read_bytes() == original(project, project.edit)
     approved = vigil("review", "nightly", "--approve", cwd=ws, env=env, timeout=TIMEOUT)
     assert approved.returncode == 0, approved.stdout + approved.stderr

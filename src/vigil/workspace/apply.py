@@ -262,7 +262,9 @@ class _Ops:
             self.tree.symlink(rel, after.target or "")
         else:
             sha = after.sha256 or ""
-            self.tree.write_file(rel, lambda fd: self.objects.copy_into(sha, fd), after.mode)
+            self.tree.write_file(
+                rel, lambda fd: self.objects.copy_into(sha, fd), after.mode, after.mtime_ns
+            )
 
     def set_dir_mode(self, entry: ChangeEntry, after: FileState | None) -> None:
         if after is None:
