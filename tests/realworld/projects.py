@@ -11,7 +11,7 @@ The nightly job, in the order a shell runs it:
 - ``venv``: a virtual environment, the project installed with its test dependency
   (pytest) from the package index (the network);
 - ``test``: the project's test suite;
-- ``lint``: ``compileall`` over its sources and tests;
+- ``lint``: ``compileall`` over its sources and tests, after the tests;
 - ``wheel``: ``pip wheel --no-deps`` (the build backend from the index: the network);
 - ``change``: a code change (one comment appended to the package's ``__init__.py``),
   validated by the test suite.
@@ -178,6 +178,7 @@ class Step:
     run: str
     network: bool = False
     validate: str | None = None
+    needs: tuple[str, ...] = ()
 
 
 def steps(project: Project) -> list[Step]:
@@ -190,7 +191,15 @@ def steps(project: Project) -> list[Step]:
             network=True,
         ),
         Step("check", "test", pytest),
-        Step("check", "lint", f".venv/bin/python -m compileall -q {' '.join(project.lint)}"),
+        # After the tests, as the dry run says: both write the bytecode of the same modules
+        # (`compileall` with relative paths in it, an import with absolute ones), so run
+        # side by side they would clash (VIGIL-CONFLICT).
+        Step(
+            "check",
+            "lint",
+            f".venv/bin/python -m compileall -q {' '.join(project.lint)}",
+            needs=("test",),
+        ),
         Step("check", "wheel", ".venv/bin/pip wheel -q --no-deps -w dist .", network=True),
         Step(
             "change",
@@ -211,6 +220,8 @@ def plan(project: Project) -> dict[str, Any]:
             task["retry"] = {"attempts": 2, "initial": "2s"}
         if step.validate:
             task["validate"] = [step.validate]
+        if step.needs:
+            task["needs"] = list(step.needs)
         phases.setdefault(step.phase, []).append(task)
     return {
         "name": f"nightly {project.name}",

@@ -6,7 +6,8 @@ two copies of the unpacked tree: one runs the nightly job directly, step after s
 dry run, then for real with the code change held for review, approved, and at last
 rolled back. The test asserts:
 
-- the dry run leaves the workspace as it was and predicts every task's end state;
+- the dry run leaves the workspace as it was, predicts every task's end state and no
+  conflict between tasks (there is none in the real run);
 - the test suites report the same counts (passed, failed, skipped, subtests...) under
   vigil, in its dry run and in the shell, and so does the change's validation;
 - the wheels built both ways have the same name and the same files with the same
@@ -88,10 +89,12 @@ def test_the_nightly_job_under_vigil_ends_as_it_does_in_a_shell(name: str, tmp_p
     before = tree_hash(ws)
     dry = vigil(
         "run", str(nightly), "--dry-run", "--grant", grant, "--run-id", "dry",
-        cwd=ws, env=env, timeout=TIMEOUT,
+        "--format", "json", cwd=ws, env=env, timeout=TIMEOUT,
     )  # fmt: skip
     assert dry.returncode == ExitCode.OK, dry.stdout[-3000:] + dry.stderr[-3000:]
     assert tree_hash(ws) == before, "the dry run changed the workspace"
+    listed = json.loads(dry.stdout)
+    assert listed["conflicts"] == [] and listed["not_run"] == [], listed["conflicts"]
     predicted = states("dry", ws, env)
 
     # The real run, holding the code change for review.
