@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -237,3 +238,42 @@ def test_kill_at_every_step_of_a_new_tree_commit_is_all_or_nothing(
     torn.write_bytes(torn.read_bytes()[:1000])  # what a crash in the middle of it leaves
     Workspace(ws.root, ws.root / ".vigil", mode="snapshot").recover()
     assert tree_hash(ws.root) == full
+
+
+def test_committed_files_keep_the_step_s_times_and_a_rollback_gives_back_the_old_ones(
+    ws: Workspace,
+) -> None:
+    # Tools compare times (Python checks a .pyc against its source's): a file lands with
+    # the time the step left on it, not the time of the commit.
+    readme = ws.root / "README.md"
+    os.utime(readme, ns=(1_400_000_000_123_456_789, 1_400_000_000_123_456_789))
+    changes = attempt(
+        ws,
+        "t",
+        [
+            "echo changed >> README.md && touch -d @1600000000 README.md"
+            " && echo new > added.txt && touch -d @1500000000 added.txt"
+        ],
+    )
+    ws.commit(changes)
+    assert readme.read_text() == "hello\nchanged\n"
+    assert readme.stat().st_mtime_ns == 1_600_000_000 * 10**9
+    assert (ws.root / "added.txt").stat().st_mtime_ns == 1_500_000_000 * 10**9
+    # Read back from its JSON, the changeset carries the same times.
+    assert Changeset.from_dict(json.loads(json.dumps(changes.to_dict()))).id == changes.id
+    ws.rollback([changes])
+    assert readme.read_text() == "hello\n"
+    assert readme.stat().st_mtime_ns == 1_400_000_000_123_456_789
+    assert not (ws.root / "added.txt").exists()
+    # Times are not compared: touching a file is no change.
+    assert attempt(ws, "touch", ["touch -d @1700000000 README.md"]).entries == ()
+
+
+def test_a_time_a_file_cannot_have_is_dropped_from_a_stored_changeset() -> None:
+    for bad in (-1, 2**70, "1600000000", 1.5, True, None):
+        state = FileState.from_dict(
+            {"kind": "file", "mode": 0o644, "sha256": "0" * 64, "size": 1, "mtime_ns": bad}
+        )
+        assert state.mtime_ns is None
+    good = FileState.from_dict({"kind": "file", "sha256": "0" * 64, "mtime_ns": 5})
+    assert good.mtime_ns == 5 and good == FileState("file", sha256="0" * 64)

@@ -269,7 +269,9 @@ class _Ops:
             self.tree.symlink(rel, after.target or "")
         else:
             sha = after.sha256 or ""
-            self.tree.write_file(rel, lambda fd: self.objects.copy_into(sha, fd), after.mode)
+            self.tree.write_file(
+                rel, lambda fd: self.objects.copy_into(sha, fd), after.mode, after.mtime_ns
+            )
 
     def _create(self, entry: ChangeEntry) -> bool:
         """Write a new path straight under its final name in a directory this pass made:
@@ -297,6 +299,9 @@ class _Ops:
             try:
                 self.objects.copy_into(after.sha256 or "", out)
                 os.fchmod(out, after.mode & KEPT_MODE)
+                if after.mtime_ns is not None:
+                    # The time the step left (a venv's .pyc files stay current).
+                    os.utime(out, ns=(after.mtime_ns, after.mtime_ns))
             finally:
                 os.close(out)
             return True

@@ -364,10 +364,12 @@ class Tree:
             os.symlink(target, tmp, dir_fd=fd)
             os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
 
-    def write_file(self, rel: str, fill: Callable[[int], None], mode: int) -> None:
+    def write_file(
+        self, rel: str, fill: Callable[[int], None], mode: int, mtime_ns: int | None = None
+    ) -> None:
         """Make ``rel`` a new file: ``fill`` writes the content to a fresh descriptor,
-        which is then given ``mode`` (cut to :data:`KEPT_MODE`) and renamed over whatever
-        ``rel`` held."""
+        which is then given ``mode`` (cut to :data:`KEPT_MODE`) and ``mtime_ns`` if any,
+        and renamed over whatever ``rel`` held."""
         with self.parent(rel) as (fd, name):
             tmp = tmp_name(name)
             _discard(fd, tmp)
@@ -376,6 +378,8 @@ class Tree:
             try:
                 fill(out)
                 os.fchmod(out, mode & KEPT_MODE)
+                if mtime_ns is not None:
+                    os.utime(out, ns=(mtime_ns, mtime_ns))
             except BaseException:
                 os.close(out)
                 with contextlib.suppress(OSError):

@@ -6,7 +6,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,10 @@ class FileState:
     sha256: str | None = None
     size: int = 0
     target: str | None = None
+    mtime_ns: int | None = field(default=None, compare=False)
+    """A file's modification time, given back to it when vigil writes it (so tools that
+    compare times, as Python does for its ``.pyc`` files, see the time the step left);
+    never part of what a state is compared on."""
 
     def __post_init__(self) -> None:
         if self.mode & ~KEPT_MODE:
@@ -52,6 +56,8 @@ class FileState:
         if self.kind == "file":
             out["sha256"] = self.sha256
             out["size"] = self.size
+            if self.mtime_ns is not None:
+                out["mtime_ns"] = self.mtime_ns
         if self.kind == "symlink":
             out["target"] = self.target
         return out
@@ -65,7 +71,15 @@ class FileState:
             sha256=data.get("sha256"),
             size=int(data.get("size", 0)),
             target=data.get("target"),
+            mtime_ns=_mtime(data.get("mtime_ns")),
         )
+
+
+def _mtime(value: Any) -> int | None:
+    """A stored modification time, or None for one a file could not be given."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62:
+        return value
+    return None
 
 
 def file_sha256(path: Path) -> str:
@@ -82,7 +96,7 @@ def _from_stat(
 ) -> FileState | None:
     mode = st.st_mode  # FileState keeps only the permission bits vigil writes
     if stat.S_ISREG(st.st_mode):
-        return FileState("file", mode, digest(), st.st_size)
+        return FileState("file", mode, digest(), st.st_size, mtime_ns=_mtime(st.st_mtime_ns))
     if stat.S_ISLNK(st.st_mode):
         return FileState("symlink", target=target())
     if stat.S_ISDIR(st.st_mode):

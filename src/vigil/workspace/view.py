@@ -177,7 +177,7 @@ def _put(
         tree.symlink(rel, after.target or "")
     else:
         sha = after.sha256 or ""
-        tree.write_file(rel, lambda fd: objects.copy_into(sha, fd), after.mode)
+        tree.write_file(rel, lambda fd: objects.copy_into(sha, fd), after.mode, after.mtime_ns)
 
 
 def _make_parents(tree: Tree, rel: str, below: StackedView, modes: dict[str, int]) -> None:
