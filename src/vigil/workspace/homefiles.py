@@ -19,6 +19,7 @@ home so that ``git commit`` finds the author's identity.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,28 @@ class Guarded:
 
     path: Path
     what: str
+
+
+def program_dirs(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Where the host finds programs, and vigil's own installation: each directory on
+    ``PATH``; vigil's prefixes, its interpreter's directory and ``sys.path``.
+
+    vigil runs programs from ``PATH`` on the host (``git`` for the ignore rules,
+    ``setpriv``, a secret's ``command``), and so do the user's shells; it imports its own
+    code from its installation. A cache holding either would let a step plant a program or
+    a module that runs on the host as vigil's user (root, when vigil is root)."""
+    env = os.environ if environ is None else environ
+    path = env.get("PATH", "").split(os.pathsep)
+    install = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path]
+
+    def real(dirs: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        for raw in dirs:
+            if raw and os.path.isabs(raw) and os.path.realpath(raw) not in found:
+                found.append(os.path.realpath(raw))
+        return found
+
+    return real(path), real(install)
 
 
 def expand(entry: str, home: str | None) -> str:
@@ -98,11 +121,14 @@ def check_caches(
     home: str | None,
     workspace: Path,
     guarded: Sequence[Guarded],
+    programs: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> list[str]:
     """The resolved cache directories of ``entries``; VIGIL-CACHE-PATH for one that is not
     absolute, is not a directory, or overlaps a ``guarded`` path, the workspace, the home
-    directory, ``/`` or a system tree."""
+    directory, ``/`` or a system tree, is or holds a directory on ``PATH``, or overlaps
+    vigil's installation (``programs``: both, by default from :func:`program_dirs`)."""
     found: list[str] = []
+    on_path, install = program_dirs() if programs is None else programs
     real_home = os.path.realpath(home) if home and os.path.isabs(home) else None
     for entry in entries:
         expanded = expand(entry, home)
@@ -127,6 +153,19 @@ def check_caches(
         for top in _SYSTEM:
             if _inside(real, top):
                 raise refuse(f"lies in the system tree {top}")
+        # Missing directories too: a step could create a PATH directory inside its cache.
+        for top in on_path:
+            if _inside(top, real):
+                raise refuse(
+                    f"is or holds {top}, a directory on PATH: a step could plant a program "
+                    "there that vigil or your shell then runs outside the sandbox"
+                )
+        for top in install:
+            if _inside(top, real) or _inside(real, top):
+                raise refuse(
+                    f"overlaps {top}, where vigil's own code is installed: a step could "
+                    "change the code vigil runs"
+                )
         places = [Guarded(workspace, "the workspace"), *guarded]
         for place in places:
             other = os.path.realpath(place.path)
