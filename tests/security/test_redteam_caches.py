@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sec_support import needs_overlay
 
 from clitools import vigil, write_plan
-from sec_support import needs_overlay
 from vigil.errors import ExitCode
 
 pytestmark = needs_overlay
