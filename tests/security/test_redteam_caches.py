@@ -169,3 +169,49 @@ def test_a_plan_cannot_declare_a_cache(tmp_path: Path, where: Any) -> None:
     assert not (ws / "ran.txt").exists() and not (ws / "got.txt").exists()
     assert "KEY-MATERIAL" not in out.stdout + out.stderr
     assert (home / ".config" / "vigil" / "signing.key").read_text().startswith("KEY-MATERIAL")
+
+
+# Giving a directory to another user takes root; a user can still open a parent to all.
+SWAPPABLE = [
+    "open-parent",
+    *(["other-users-parent", "sticky-other-users-leaf"] * (os.getuid() == 0)),
+]
+
+
+@pytest.mark.parametrize("how", SWAPPABLE)
+def test_a_cache_another_user_could_swap_for_a_link_is_refused(tmp_path: Path, how: str) -> None:
+    # Between vigil's check and the mount, whoever may rename an entry on the cache's path
+    # could put a link to the keys there: the sandbox would bind the keys read-write.
+    ws, home, env = setup_home(tmp_path)
+    shared = home / "shared"
+    shared.mkdir()
+    cache = shared / "pip"
+    cache.mkdir()
+    if how == "open-parent":
+        os.chmod(shared, 0o777)
+    else:
+        other = 65534  # nobody
+        if how == "other-users-parent":
+            os.chown(shared, other, other)
+        else:
+            os.chmod(shared, 0o1777)
+            os.chown(cache, other, other)
+    (ws / "vigil.toml").write_text(f"[workspace]\ncaches = [{json.dumps(str(cache))}]\n")
+    write_plan(tmp_path / "p.yaml", plan({"id": "t", "run": "echo ran > ran.txt"}))
+    out = vigil("run", str(tmp_path / "p.yaml"), "--format", "json", cwd=ws, env=env)
+    assert out.returncode == ExitCode.USAGE, out.stdout + out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["code"] == "VIGIL-CACHE-PATH" and "another user" in error["cause"], error
+    assert not (ws / "ran.txt").exists()
+
+
+def test_a_cache_in_a_sticky_directory_that_is_vigils_own_is_used(tmp_path: Path) -> None:
+    ws, home, env = setup_home(tmp_path)
+    sticky = home / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    (ws / "vigil.toml").write_text(f'[workspace]\ncaches = ["{sticky}/mine"]\n')
+    write_plan(tmp_path / "p.yaml", plan({"id": "t", "run": f"echo x > {sticky}/mine/f"}))
+    out = vigil("run", str(tmp_path / "p.yaml"), cwd=ws, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (sticky / "mine" / "f").read_text() == "x\n"

@@ -19,6 +19,7 @@ home so that ``git commit`` finds the author's identity.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -115,6 +116,34 @@ def _inside(path: str, base: str) -> bool:
     return key is not None and any(_identity(p) == key for p in _lineage(path))
 
 
+def _swappable_parent(path: str) -> str | None:
+    """The first directory above ``path`` in which a user other than vigil's (or root) could
+    rename an entry on the path: owned by another user, or writable by others without the
+    sticky bit (in a sticky one, the next entry must be vigil's or root's). A directory
+    writable by its group is left alone: with per-user groups that is the user alone."""
+    me = os.geteuid()
+    child = path
+    for parent in _lineage(path)[1:]:
+        try:
+            st = os.stat(parent)
+        except OSError:
+            child = parent
+            continue  # missing: vigil creates it, as its own user
+        if st.st_uid not in (0, me):
+            return parent
+        if st.st_mode & stat.S_IWOTH:
+            if not st.st_mode & stat.S_ISVTX:
+                return parent
+            try:
+                owner = os.lstat(child).st_uid
+            except OSError:
+                owner = me  # not there yet: vigil makes it
+            if owner not in (0, me):
+                return parent
+        child = parent
+    return None
+
+
 def check_caches(
     entries: Sequence[str],
     *,
@@ -145,6 +174,12 @@ def check_caches(
 
         if os.path.lexists(real) and not os.path.isdir(real):
             raise refuse("exists and is not a directory")
+        swappable = _swappable_parent(real)
+        if swappable is not None:
+            raise refuse(
+                f"lies in {swappable}, which another user may change: they could swap the "
+                "cache for a link to your keys between vigil's check and the mount"
+            )
         tops = [*_HELD_BY_NONE, *([real_home] if real_home else [])]
         for top in tops:
             if _inside(top, real):
