@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,9 +133,13 @@ def note_head(path: Path, head: Head) -> None:
     if len(record) != HEAD_WIDTH:
         raise ValueError(f"a journal head does not fit {HEAD_WIDTH} bytes")
     private_dir(path.parent)
-    fd = open_private(path, os.O_WRONLY)
+    # Never waits on a FIFO put there (ENXIO), never writes a device: OSError instead.
+    fd = open_private(path, os.O_WRONLY | os.O_NONBLOCK)
     try:
-        if os.fstat(fd).st_size != HEAD_WIDTH:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if info.st_size != HEAD_WIDTH:
             os.ftruncate(fd, 0)  # a head of another shape (an older vigil's), or a new file
         os.pwrite(fd, record, 0)
     finally:
@@ -146,7 +151,15 @@ def read_head(path: Path | None) -> Head | None:
     if path is None:
         return None
     try:
-        noted = json.loads(path.read_text(encoding="ascii"))
+        # Not through a link, never waiting on a FIFO: anything but a regular file is no head.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            text = os.read(fd, 4 * HEAD_WIDTH).decode("ascii")
+        finally:
+            os.close(fd)
+        noted = json.loads(text)
         head = Head(int(noted["count"]), str(noted["chain"]))
         bytes.fromhex(head.chain)
     except (OSError, ValueError, KeyError, TypeError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,16 +50,16 @@ def pending(state_dir: Path, run_id: str) -> list[tuple[Path, str, dict[str, Any
     """The decisions waiting in the run's directory, oldest first; unreadable ones removed."""
     directory = ledger_dir(state_dir, run_id)
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.stat().st_mtime_ns)
+        entries = sorted(
+            os.scandir(directory), key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns
+        )
     except OSError:
         return []
     found: list[tuple[Path, str, dict[str, Any]]] = []
     for entry in entries:
         path = Path(entry.path)
         try:
-            if not entry.is_file(follow_symlinks=False) or entry.stat().st_size > MAX_BYTES:
-                raise ValueError("not a decision file")
-            loaded = json.loads(path.read_text(encoding="ascii"))
+            loaded = json.loads(_read_small(path).decode("ascii"))
             kind, data = str(loaded["kind"]), loaded["data"]
             if not isinstance(data, dict):
                 raise ValueError("not a decision")
@@ -67,6 +68,17 @@ def pending(state_dir: Path, run_id: str) -> list[tuple[Path, str, dict[str, Any
             continue
         found.append((path, kind, data))
     return found
+
+
+def _read_small(path: Path) -> bytes:
+    """A regular file of at most MAX_BYTES, opened without following a link or waiting on
+    a FIFO; ValueError for anything else."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:
+            raise ValueError("not a decision file")
+        return fh.read(MAX_BYTES + 1)
 
 
 def done(path: Path) -> None:

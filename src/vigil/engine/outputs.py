@@ -11,7 +11,8 @@ other::
 
 A line is ``NAME=VALUE``, or ``NAME<<DELIMITER`` followed by the value's lines and a line
 holding only the delimiter (whichever of ``=`` and ``<<`` comes first decides). Empty
-lines are ignored; a later value of a name replaces an earlier one. Anything else is
+lines are ignored; a later value of a name replaces an earlier one. A NUL character (no
+environment variable can hold one) or anything else is
 :class:`OutputsMalformed`, which fails the attempt with the line it is about.
 """
 
@@ -45,6 +46,9 @@ def parse_outputs(data: bytes) -> dict[str, str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise OutputsMalformed(f"$VIGIL_OUTPUT is not UTF-8 text (byte {exc.start})") from None
+    if "\0" in text:
+        # A value reaches later steps as an environment variable, which cannot hold one.
+        raise OutputsMalformed(f"$VIGIL_OUTPUT holds a NUL character (byte {data.index(0)})")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

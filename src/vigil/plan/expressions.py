@@ -57,27 +57,93 @@ class ExpressionFailed(VigilError):
     category = Category.PERMANENT
 
 
-class _Sandbox(SandboxedEnvironment):
-    """Jinja2's sandbox, with the operators that can build huge values capped."""
+def _too_long() -> ExpressionFailed:
+    return ExpressionFailed(f"the value would be longer than {MAX_VALUE_CHARS}")
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _weight(value: Any, seen: dict[int, int] | None = None) -> int:
+    """How long ``value`` reads as text, roughly: a list holding one list ten times weighs
+    ten times as much, as its JSON does (shared parts are weighed once, counted each time)."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, list | tuple | dict):
+        return 1
+    seen = {} if seen is None else seen
+    if id(value) not in seen:
+        seen[id(value)] = 0  # a list holding itself: its JSON fails, it is not huge
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        seen[id(value)] = 1 + sum(max(1, _weight(v, seen)) for v in items)
+    return seen[id(value)]
+
+
+_WIDTH = re.compile(r"\d{7,}")
+"""A width or precision in a format string that alone makes a value too long."""
+
+
+def _check_call_args(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """ExpressionFailed for a call that would build a value over MAX_VALUE_CHARS: a number
+    that large as an argument (``'x'.ljust(10**9)``), a format string with such a width,
+    or a ``join``, ``replace`` or ``expandtabs`` that multiplies lengths."""
+    for arg in (*args, *kwargs.values()):
+        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_VALUE_CHARS:
+            raise _too_long()
+    # Jinja2 hands out str.format wrapped (``__wrapped__`` is the bound method).
+    bound = getattr(obj, "__wrapped__", obj)
+    owner, name = getattr(bound, "__self__", None), getattr(bound, "__name__", "")
+    if not isinstance(owner, str):
+        return
+    if name in ("format", "format_map") and _WIDTH.search(owner):
+        raise _too_long()
+    size = len(owner)
+    if name == "join" and args and isinstance(args[0], list | tuple | str):
+        size = len(owner) * len(args[0]) + _weight(list(args[0]))
+    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str):
+        size = len(owner) + (owner.count(args[0]) + (not args[0])) * _weight(args[1])
+    elif name == "expandtabs" and args and isinstance(args[0], int):
+        size = len(owner) + owner.count("\t") * args[0]
+    if size > MAX_VALUE_CHARS:
+        raise _too_long()
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, with what can build huge values capped: ``*`` and ``**``, ``%``
+    formatting, and calls of the string methods that pad, join, replace or format."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "**":
             if isinstance(right, int | float) and abs(right) > 64:
                 raise ExpressionFailed(f"the power {right} is too large")
             return operator.pow(left, right)
+        if operator_ == "%":
+            if isinstance(left, str):
+                values = right if isinstance(right, tuple) else (right,)
+                _check_call_args(None, values, {})
+                if (
+                    _WIDTH.search(left)
+                    or _weight(list(values)) * max(1, left.count("%")) > MAX_VALUE_CHARS
+                ):
+                    raise _too_long()
+            return super().call_binop(context, operator_, left, right)
         for side, other in ((left, right), (right, left)):
             if (
                 isinstance(side, str | list | tuple)
                 and isinstance(other, int)
-                and len(side) * max(other, 0) > MAX_VALUE_CHARS
+                and _weight(side) * max(other, 0) > MAX_VALUE_CHARS
             ):
-                raise ExpressionFailed(f"the value would be longer than {MAX_VALUE_CHARS}")
+                raise _too_long()
         return operator.mul(left, right)
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _check_call_args(obj, args, kwargs)
+        return super().call(context, obj, *args, **kwargs)
 
 
 _ENV = _Sandbox(undefined=ChainableUndefined, autoescape=False)
+# Plans have no filters (ADR 0010): ``|center(10**9)``, ``|join`` and the rest would each
+# need a cap of their own, and no plan needs them.
+_ENV.filters.clear()
 
 
 def condition_source(text: str) -> str:

@@ -167,6 +167,19 @@ EnvPatterns = Annotated[
 """Names or globs of host environment variables (``pass_env``)."""
 
 
+def _env_map(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not name or "=" in name or "\0" in name:
+            raise ValueError(f"env name {name!r} is not a variable name (no '=', no NUL)")
+        if "\0" in text:
+            raise ValueError(f"env value of {name!r} holds a NUL character")
+    return value
+
+
+EnvMap = Annotated[dict[str, str], AfterValidator(_env_map)]
+"""Environment variables a plan or task sets: names and values the kernel can pass."""
+
+
 ACTION_KINDS = ("run", "agent", "llm", "approval")
 """The keys that say what a task does; a task has exactly one."""
 
@@ -335,7 +348,7 @@ class Task(Model):
     tags: NameList = Field(
         default=(), description="labels for partial runs: vigil run --tags T / --skip-tags T"
     )
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvMap = Field(default_factory=dict)
     pass_env: EnvPatterns | None = Field(
         None,
         description="host variables the task gets, by name or glob ('PIP_*'): only those "
@@ -447,7 +460,7 @@ class Plan(Model):
         default_factory=dict,
         description="values supplied when the run starts: vigil run --input NAME=VALUE",
     )
-    env: dict[str, str] = Field(default_factory=dict)
+    env: EnvMap = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     phases: tuple[Phase, ...] = Field(min_length=1)
     # Task by id, built once: the engine looks tasks up on every step, and a scan per lookup

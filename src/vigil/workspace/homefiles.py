@@ -19,6 +19,8 @@ home so that ``git commit`` finds the author's identity.
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,28 @@ class Guarded:
 
     path: Path
     what: str
+
+
+def program_dirs(environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Where the host finds programs, and vigil's own installation: each directory on
+    ``PATH``; vigil's prefixes, its interpreter's directory and ``sys.path``.
+
+    vigil runs programs from ``PATH`` on the host (``git`` for the ignore rules,
+    ``setpriv``, a secret's ``command``), and so do the user's shells; it imports its own
+    code from its installation. A cache holding either would let a step plant a program or
+    a module that runs on the host as vigil's user (root, when vigil is root)."""
+    env = os.environ if environ is None else environ
+    path = env.get("PATH", "").split(os.pathsep)
+    install = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path]
+
+    def real(dirs: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        for raw in dirs:
+            if raw and os.path.isabs(raw) and os.path.realpath(raw) not in found:
+                found.append(os.path.realpath(raw))
+        return found
+
+    return real(path), real(install)
 
 
 def expand(entry: str, home: str | None) -> str:
@@ -92,17 +116,48 @@ def _inside(path: str, base: str) -> bool:
     return key is not None and any(_identity(p) == key for p in _lineage(path))
 
 
+def _swappable_parent(path: str) -> str | None:
+    """The first directory above ``path`` in which a user other than vigil's (or root) could
+    rename an entry on the path: owned by another user, or writable by others without the
+    sticky bit (in a sticky one, the next entry must be vigil's or root's). A directory
+    writable by its group is left alone: with per-user groups that is the user alone."""
+    me = os.geteuid()
+    child = path
+    for parent in _lineage(path)[1:]:
+        try:
+            st = os.stat(parent)
+        except OSError:
+            child = parent
+            continue  # missing: vigil creates it, as its own user
+        if st.st_uid not in (0, me):
+            return parent
+        if st.st_mode & stat.S_IWOTH:
+            if not st.st_mode & stat.S_ISVTX:
+                return parent
+            try:
+                owner = os.lstat(child).st_uid
+            except OSError:
+                owner = me  # not there yet: vigil makes it
+            if owner not in (0, me):
+                return parent
+        child = parent
+    return None
+
+
 def check_caches(
     entries: Sequence[str],
     *,
     home: str | None,
     workspace: Path,
     guarded: Sequence[Guarded],
+    programs: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> list[str]:
     """The resolved cache directories of ``entries``; VIGIL-CACHE-PATH for one that is not
     absolute, is not a directory, or overlaps a ``guarded`` path, the workspace, the home
-    directory, ``/`` or a system tree."""
+    directory, ``/`` or a system tree, is or holds a directory on ``PATH``, or overlaps
+    vigil's installation (``programs``: both, by default from :func:`program_dirs`)."""
     found: list[str] = []
+    on_path, install = program_dirs() if programs is None else programs
     real_home = os.path.realpath(home) if home and os.path.isabs(home) else None
     for entry in entries:
         expanded = expand(entry, home)
@@ -119,6 +174,12 @@ def check_caches(
 
         if os.path.lexists(real) and not os.path.isdir(real):
             raise refuse("exists and is not a directory")
+        swappable = _swappable_parent(real)
+        if swappable is not None:
+            raise refuse(
+                f"lies in {swappable}, which another user may change: they could swap the "
+                "cache for a link to your keys between vigil's check and the mount"
+            )
         tops = [*_HELD_BY_NONE, *([real_home] if real_home else [])]
         for top in tops:
             if _inside(top, real):
@@ -127,6 +188,19 @@ def check_caches(
         for top in _SYSTEM:
             if _inside(real, top):
                 raise refuse(f"lies in the system tree {top}")
+        # Missing directories too: a step could create a PATH directory inside its cache.
+        for top in on_path:
+            if _inside(top, real):
+                raise refuse(
+                    f"is or holds {top}, a directory on PATH: a step could plant a program "
+                    "there that vigil or your shell then runs outside the sandbox"
+                )
+        for top in install:
+            if _inside(top, real) or _inside(real, top):
+                raise refuse(
+                    f"overlaps {top}, where vigil's own code is installed: a step could "
+                    "change the code vigil runs"
+                )
         places = [Guarded(workspace, "the workspace"), *guarded]
         for place in places:
             other = os.path.realpath(place.path)
