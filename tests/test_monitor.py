@@ -12,6 +12,7 @@ from rich.console import Console
 from textual.app import App
 
 from clitools import spawn, status, vigil, wait_for, write_plan
+from enginetools import HANG
 from vigil.cli.monitor import MonitorApp, RunWatch, newest_active_run, read_tail
 from vigil.errors import ExitCode, UsageError
 from vigil.store import open_store
@@ -110,7 +111,7 @@ def test_monitor_follows_a_live_run(tmp_path: Path) -> None:
                 assert app.return_code in (0, None)
 
             asyncio.run(drive())
-        assert proc.wait(timeout=30) == ExitCode.CANCELLED
+        assert proc.wait(timeout=HANG) == ExitCode.CANCELLED
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -257,7 +257,7 @@ def test_sigterm_reaches_the_step(ws: Workspace, round_: int) -> None:
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
     survivors = end_tree(proc.pid, tag, grace=30.0, spare=proc.pid)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=HANG)
     assert survivors == []
     assert b"got-term" in out
     assert proc.returncode == 7
