@@ -211,7 +211,7 @@ def _ends_mid_run(
     grant_id = stop.grant
     proc = spawn("run", "p.yaml", "--grant", grant_id, "--run-id", run_id, cwd=ws, env=env)
     try:
-        wait_for(lambda: bool(tagged(f"{run_id}/slow/")) or proc.poll() is not None)
+        wait_for(lambda: bool(tagged(f"{run_id}/slow/", ws)) or proc.poll() is not None)
         if proc.poll() is not None:
             out, err = proc.communicate()
             if isinstance(stop, _Expire) and "VIGIL-GRANT-EXPIRED" in out + err:
@@ -356,13 +356,13 @@ def test_halt_stops_the_projects_run_and_refuses_new_ones_until_unhalted(
     shop = spawn("run", "shop.yaml", "--run-id", "shop-1", cwd=ws, env=env)
     bank = spawn("run", "bank.yaml", "--run-id", "bank-1", cwd=ws, env=env)
     try:
-        wait_for(lambda: bool(tagged("shop-1/work/")) and bool(tagged("bank-1/work/")))
+        wait_for(lambda: bool(tagged("shop-1/work/", ws)) and bool(tagged("bank-1/work/", ws)))
         halted = cli(ws, env, "halt", "--project", "shop", "--reason", "bad deploy, investigating")
         assert halted.returncode == 0, halted.stderr
         shop_out, shop_err = shop.communicate(timeout=HANG)
         assert shop.returncode == ExitCode.CANCELLED, shop_out + shop_err
         assert status("shop-1", ws, env)["state"] == "cancelled"
-        wait_for(lambda: not tagged("shop-1/"))
+        wait_for(lambda: not tagged("shop-1/", ws))
 
         refused = cli(ws, env, "run", "quick.yaml", "--run-id", "shop-2")
         assert refused.returncode == ExitCode.REFUSED
