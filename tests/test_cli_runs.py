@@ -85,7 +85,7 @@ def test_status_of_a_large_run_lists_what_did_not_succeed(ws: Path) -> None:
 
 
 def test_second_driver_gets_run_locked(ws: Path, backend: str) -> None:
-    write_plan(ws / "p.yaml", plan_of({"id": "slow", "run": "sleep 30"}))
+    write_plan(ws / "p.yaml", plan_of({"id": "slow", "run": "sleep 300"}))
     first = spawn("run", "p.yaml", "--run-id", f"locked-{backend}", cwd=ws)
     try:
         wait_for(lambda: bool(tagged(f"locked-{backend}/slow/", ws)))
