@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clitools import wait_for
 from fakes.chat_server import ChatServer, Reply, completion, error
 from vigil.llm import (
     Backoff,
@@ -171,13 +172,16 @@ def test_a_wait_longer_than_allowed_fails_instead_of_hanging() -> None:
 def test_stop_ends_a_retry_wait() -> None:
     stop = threading.Event()
     with ChatServer(error(429, "later", retry_after="30")) as server, client(server) as c:
-        timer = threading.Timer(0.2, stop.set)
-        timer.start()
+        # Stopped once the first try reached the server (not after a fixed 0.2 s, which a
+        # loaded machine can spend before the first try, so nothing was ever sent).
+        stopper = threading.Thread(target=lambda: (wait_for(lambda: server.seen), stop.set()))
+        stopper.start()
         try:
             with pytest.raises(CallStopped):
                 ask(c, stop=stop)
         finally:
-            timer.join()
+            stop.set()
+            stopper.join()
     assert len(server.seen) == 1
 
 
