@@ -93,11 +93,17 @@ def alive(pid: int) -> bool:
         return False
 
 
-def tagged(prefix: str) -> list[int]:
-    """Live processes whose tag, after its workspace scope, starts with ``prefix``
-    (``RUN/``, ``RUN/TASK/``...), in any workspace: see :func:`vigil.layout.run_tag`."""
-    from vigil.executors.process import TAG_VARIABLE
+def tagged(prefix: str, workspace: Path) -> list[int]:
+    """Live processes of runs in ``workspace`` whose tag, after the workspace's scope,
+    starts with ``prefix`` (``RUN/``, ``RUN/TASK/``...): see :func:`vigil.layout.run_tag`.
 
+    Only this workspace's: run ids repeat across tests, xdist workers and other checkouts'
+    suites on the same machine, so a prefix alone could see (or wait for) their processes.
+    """
+    from vigil.executors.process import TAG_VARIABLE
+    from vigil.layout import run_tag
+
+    wanted = run_tag(workspace.resolve(), "").removesuffix("/") + prefix
     needle = f"{TAG_VARIABLE}=".encode()
     found = []
     for entry in os.listdir("/proc"):
@@ -114,7 +120,7 @@ def tagged(prefix: str) -> list[int]:
         for item in items:
             if item.startswith(needle):
                 tag = item[len(needle) :].decode(errors="replace")
-                if tag.partition(":")[2].startswith(prefix):
+                if tag.startswith(wanted):
                     found.append(int(entry))
     return found
 

@@ -14,9 +14,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
 
 from clitools import PG_BASE_URL
 from vigil.store import Store, open_store
+
+# Hypothesis' defaults are speed bounds: an example that takes longer than 200 ms fails the
+# test (DeadlineExceeded, or Flaky when its replay is quicker), and slow data generation
+# fails a health check. On a loaded machine a correct property can be that slow, so the
+# whole suite runs without both; a test's own @settings still sets its example count.
+settings.register_profile("vigil", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("vigil")
 
 
 def _render(url: sa.URL) -> str:

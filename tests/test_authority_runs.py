@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from clitools import send_step, spawn, status, tagged, vigil, wait_for, write_plan
+from enginetools import HANG
 from vigil.errors import ExitCode
 
 pytestmark = pytest.mark.slow
@@ -210,7 +211,7 @@ def _ends_mid_run(
     grant_id = stop.grant
     proc = spawn("run", "p.yaml", "--grant", grant_id, "--run-id", run_id, cwd=ws, env=env)
     try:
-        wait_for(lambda: bool(tagged(f"{run_id}/slow/")) or proc.poll() is not None, timeout=30)
+        wait_for(lambda: bool(tagged(f"{run_id}/slow/", ws)) or proc.poll() is not None)
         if proc.poll() is not None:
             out, err = proc.communicate()
             if isinstance(stop, _Expire) and "VIGIL-GRANT-EXPIRED" in out + err:
@@ -218,7 +219,7 @@ def _ends_mid_run(
             raise AssertionError(out + err)
         stop()
         (signals / "go").touch()
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=HANG)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -355,13 +356,13 @@ def test_halt_stops_the_projects_run_and_refuses_new_ones_until_unhalted(
     shop = spawn("run", "shop.yaml", "--run-id", "shop-1", cwd=ws, env=env)
     bank = spawn("run", "bank.yaml", "--run-id", "bank-1", cwd=ws, env=env)
     try:
-        wait_for(lambda: bool(tagged("shop-1/work/")) and bool(tagged("bank-1/work/")), timeout=30)
+        wait_for(lambda: bool(tagged("shop-1/work/", ws)) and bool(tagged("bank-1/work/", ws)))
         halted = cli(ws, env, "halt", "--project", "shop", "--reason", "bad deploy, investigating")
         assert halted.returncode == 0, halted.stderr
-        shop_out, shop_err = shop.communicate(timeout=60)
+        shop_out, shop_err = shop.communicate(timeout=HANG)
         assert shop.returncode == ExitCode.CANCELLED, shop_out + shop_err
         assert status("shop-1", ws, env)["state"] == "cancelled"
-        wait_for(lambda: not tagged("shop-1/"), timeout=15)
+        wait_for(lambda: not tagged("shop-1/", ws))
 
         refused = cli(ws, env, "run", "quick.yaml", "--run-id", "shop-2")
         assert refused.returncode == ExitCode.REFUSED
@@ -371,7 +372,7 @@ def test_halt_stops_the_projects_run_and_refuses_new_ones_until_unhalted(
         # Another project's run is untouched by the halt.
         assert bank.poll() is None
         (signals / "bank").touch()
-        bank_out, bank_err = bank.communicate(timeout=60)
+        bank_out, bank_err = bank.communicate(timeout=HANG)
         assert bank.returncode == ExitCode.OK, bank_out + bank_err
         assert (ws / "bank.txt").exists()
     finally:

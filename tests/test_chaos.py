@@ -120,7 +120,7 @@ def test_kill9_at_journal_points_then_resume(tmp_path: Path, backend: str) -> No
         assert resumed.returncode == 0, (round_no, resumed.stdout, resumed.stderr)
         view = status(run_id, ws)
         assert view["state"] == "succeeded", round_no
-        assert not tagged(f"{run_id}/"), "a process outlived its run"
+        assert not tagged(f"{run_id}/", ws), "a process outlived its run"
         check_one_commit_per_changeset(url, run_id)
         for task in view["tasks"]:
             attempts = task["attempts"]

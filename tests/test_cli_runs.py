@@ -85,10 +85,10 @@ def test_status_of_a_large_run_lists_what_did_not_succeed(ws: Path) -> None:
 
 
 def test_second_driver_gets_run_locked(ws: Path, backend: str) -> None:
-    write_plan(ws / "p.yaml", plan_of({"id": "slow", "run": "sleep 30"}))
+    write_plan(ws / "p.yaml", plan_of({"id": "slow", "run": "sleep 300"}))
     first = spawn("run", "p.yaml", "--run-id", f"locked-{backend}", cwd=ws)
     try:
-        wait_for(lambda: bool(tagged(f"locked-{backend}/slow/")))
+        wait_for(lambda: bool(tagged(f"locked-{backend}/slow/", ws)))
         second = vigil("resume", f"locked-{backend}", cwd=ws)
         assert second.returncode == ExitCode.REFUSED
         assert "VIGIL-RUN-LOCKED" in second.stderr
@@ -141,21 +141,21 @@ def test_kill9_in_a_sandbox_takes_the_whole_attempt_along(ws: Path, backend: str
     script = "(sleep 300 &) ; setsid sleep 300 & sleep 300"
     write_plan(ws / "p.yaml", plan_of({"id": "t", "run": script}))
     proc = spawn("run", "p.yaml", "--run-id", f"ns-{backend}", cwd=ws)
-    wait_for(lambda: len(tagged(f"ns-{backend}/t/1")) >= 4)
+    wait_for(lambda: len(tagged(f"ns-{backend}/t/1", ws)) >= 4)
     kill9(proc)
     # No resume needed: the sandbox's pid namespace dies with vigil.
-    wait_for(lambda: not tagged(f"ns-{backend}/"), timeout=HANG)
+    wait_for(lambda: not tagged(f"ns-{backend}/", ws), timeout=HANG)
 
 
 def test_ctrl_c_stops_gracefully_and_run_stays_resumable(ws: Path, backend: str) -> None:
     script = 'if [ "$VIGIL_ATTEMPT" = 1 ]; then sleep 300; fi; echo ok > done'
     write_plan(ws / "p.yaml", plan_of({"id": "t", "run": script}, {"id": "u", "run": "true"}))
     proc = spawn("run", "p.yaml", "--run-id", f"cc-{backend}", cwd=ws)
-    wait_for(lambda: bool(tagged(f"cc-{backend}/t/")))
+    wait_for(lambda: bool(tagged(f"cc-{backend}/t/", ws)))
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == ExitCode.CANCELLED, err
-    assert not tagged(f"cc-{backend}/")
+    assert not tagged(f"cc-{backend}/", ws)
     view = status(f"cc-{backend}", ws)
     # Nobody drives it now: it shows as interrupted, with the command that continues it.
     assert view["state"] == "interrupted" and view["resume"] == f"vigil resume cc-{backend}"
@@ -173,12 +173,12 @@ def test_cancel_from_another_terminal(ws: Path, backend: str) -> None:
         plan_of({"id": "t", "run": script}, {"id": "later", "run": "true", "needs": ["t"]}),
     )
     proc = spawn("run", "p.yaml", "--run-id", f"cx-{backend}", cwd=ws)
-    wait_for(lambda: len(tagged(f"cx-{backend}/t/1")) >= 4)
+    wait_for(lambda: len(tagged(f"cx-{backend}/t/1", ws)) >= 4)
     out = vigil("cancel", f"cx-{backend}", "--reason", "going home", cwd=ws)
     assert out.returncode == 0, out.stderr
     _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == ExitCode.CANCELLED, err
-    assert not tagged(f"cx-{backend}/")
+    assert not tagged(f"cx-{backend}/", ws)
     view = status(f"cx-{backend}", ws)
     assert view["state"] == "cancelled"
     assert {t["id"]: t["state"] for t in view["tasks"]} == {"t": "cancelled", "later": "cancelled"}
@@ -187,12 +187,12 @@ def test_cancel_from_another_terminal(ws: Path, backend: str) -> None:
 def test_cancel_without_a_driver(ws: Path, backend: str) -> None:
     write_plan(ws / "p.yaml", plan_of({"id": "t", "run": "sleep 300"}))
     proc = spawn("run", "p.yaml", "--run-id", f"orphan-{backend}", cwd=ws)
-    wait_for(lambda: bool(tagged(f"orphan-{backend}/t/")))
+    wait_for(lambda: bool(tagged(f"orphan-{backend}/t/", ws)))
     kill9(proc)
     out = vigil("cancel", f"orphan-{backend}", cwd=ws)
     assert out.returncode == 0, out.stderr
     assert status(f"orphan-{backend}", ws)["state"] == "cancelled"
-    assert not tagged(f"orphan-{backend}/")
+    assert not tagged(f"orphan-{backend}/", ws)
     # `cancel` settled the run itself, so it wrote the report the killed driver could not.
     report = ws / ".vigil" / "reports" / f"orphan-{backend}.md"
     assert report.read_text().startswith(f"# Run orphan-{backend}: CANCELLED")
@@ -204,7 +204,7 @@ def test_resume_all(ws: Path) -> None:
     )
     for rid in ("ra", "rb"):
         proc = spawn("run", "p.yaml", "--run-id", rid, cwd=ws)
-        wait_for(lambda rid=rid: bool(tagged(f"{rid}/t/")))
+        wait_for(lambda rid=rid: bool(tagged(f"{rid}/t/", ws)))
         kill9(proc)
     out = vigil("resume", "--all", cwd=ws)
     assert out.returncode == 0, out.stdout + out.stderr

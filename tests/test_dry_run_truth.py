@@ -420,7 +420,7 @@ def real_run_meets_the_conflict(
     go_second.unlink()
     proc = spawn("run", plan, "-j", "2", "--run-id", "real", cwd=ws, env=env)
     try:
-        wait_for(lambda: tagged("real/two/") and tagged("real/one/"))
+        wait_for(lambda: tagged("real/two/", ws) and tagged("real/one/", ws))
         go_first.touch()
         wait_for(landed)
         go_second.touch()

@@ -291,7 +291,7 @@ def test_ctrl_c_with_work_in_flight_stops_the_command(tmp_path: Path, store_url:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not tagged(f"{rid}/"), "a step outlived the interrupted command"
+    assert not tagged(f"{rid}/", ws), "a step outlived the interrupted command"
     view = status(rid, ws, env=env)
     assert view["state"] == "interrupted"
     assert view["resume"] == f"vigil resume {rid}"
@@ -313,7 +313,7 @@ def test_vigil_cancel_with_work_in_flight(tmp_path: Path, store_url: str) -> Non
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not tagged(f"{rid}/")
+    assert not tagged(f"{rid}/", ws)
     view = status(rid, ws, env=env)
     assert view["state"] == "cancelled"
     assert view["tasks"][0]["attempts"][0]["state"] == "cancelled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clitools import wait_for
 from fakes.chat_server import ChatServer, Reply, completion, error
 from vigil.llm import (
     Backoff,
@@ -130,11 +132,21 @@ def test_client_errors_fail_at_once_and_never_show_the_key() -> None:
 
 
 def test_a_slow_reply_times_out_and_is_retried() -> None:
-    with ChatServer() as server:
-        server.queue(Reply(**{**completion("late").__dict__, "delay": 1.5}), completion("quick"))
-        with client(server, timeout=0.5) as c:
-            reply = ask(c)
-    assert reply.text == "quick" and reply.tries == 2
+    # The first reply is held back, so only the client's timeout ends that try. Where a
+    # loaded machine could not deliver even the quick reply within the timeout, the test
+    # tries again with a longer one: the machine's speed changes its length, not its outcome.
+    for timeout in (0.5, 2.0, 10.0, 60.0):
+        with ChatServer() as server:
+            server.queue(replace(completion("late"), held=True), completion("quick"))
+            with client(server, timeout=timeout) as c:
+                try:
+                    reply = ask(c, max_tries=2)
+                except LlmError:
+                    continue  # the quick reply timed out too
+        assert reply.text == "quick" and reply.tries == 2
+        assert len(server.seen) == 2
+        return
+    pytest.fail("even the quick reply timed out, whatever the timeout")
 
 
 def test_malformed_replies_within_the_bound_fail_clearly() -> None:
@@ -160,13 +172,16 @@ def test_a_wait_longer_than_allowed_fails_instead_of_hanging() -> None:
 def test_stop_ends_a_retry_wait() -> None:
     stop = threading.Event()
     with ChatServer(error(429, "later", retry_after="30")) as server, client(server) as c:
-        timer = threading.Timer(0.2, stop.set)
-        timer.start()
+        # Stopped once the first try reached the server (not after a fixed 0.2 s, which a
+        # loaded machine can spend before the first try, so nothing was ever sent).
+        stopper = threading.Thread(target=lambda: (wait_for(lambda: server.seen), stop.set()))
+        stopper.start()
         try:
             with pytest.raises(CallStopped):
                 ask(c, stop=stop)
         finally:
-            timer.join()
+            stop.set()
+            stopper.join()
     assert len(server.seen) == 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from rich.console import Console
 from textual.app import App
 
 from clitools import spawn, status, vigil, wait_for, write_plan
+from enginetools import HANG
 from vigil.cli.monitor import MonitorApp, RunWatch, newest_active_run, read_tail
 from vigil.errors import ExitCode, UsageError
 from vigil.store import open_store
@@ -42,12 +44,12 @@ def screen_text(app: App[None]) -> str:
     return console.export_text()
 
 
-async def until(
-    pilot: object, app: App[None], *needles: str, gone: str | None = None, tries: int = 200
-) -> str:
-    """The screen once it shows every needle (and no longer shows ``gone``)."""
+async def until(pilot: object, app: App[None], *needles: str, gone: str | None = None) -> str:
+    """The screen once it shows every needle (and no longer shows ``gone``); what the
+    screen shows ends the wait, the hang detector only a hung one."""
     text = ""
-    for _ in range(tries):
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
         await pilot.pause(0.05)  # type: ignore[attr-defined]
         text = screen_text(app)
         if all(n in text for n in needles) and (gone is None or gone not in text):
@@ -110,7 +112,7 @@ def test_monitor_follows_a_live_run(tmp_path: Path) -> None:
                 assert app.return_code in (0, None)
 
             asyncio.run(drive())
-        assert proc.wait(timeout=30) == ExitCode.CANCELLED
+        assert proc.wait(timeout=HANG) == ExitCode.CANCELLED
     finally:
         if proc.poll() is None:
             proc.kill()

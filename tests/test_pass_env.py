@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from clitools import vigil, write_plan
 from vigil.errors import ExitCode
 
@@ -98,6 +100,7 @@ def test_naming_vigils_own_variables_is_refused(tmp_path: Path) -> None:
     assert not (ws / "ran").exists()
 
 
+@pytest.mark.slow
 def test_a_run_names_the_variables_its_network_tasks_do_not_get(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()

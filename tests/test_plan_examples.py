@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from enginetools import HANG
 from vigil.plan import Check, Plan, execution_order, load_plan
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -24,7 +25,7 @@ def _sh(script: str, cwd: Path, env: dict[str, str]) -> int:
         cwd=cwd,
         env={**os.environ, **env},
         capture_output=True,
-        timeout=30,
+        timeout=HANG,
         check=False,
     )
     return done.returncode

@@ -41,6 +41,7 @@ touch example-ran.txt
 """
 
 
+@pytest.mark.slow
 def test_a_block_the_text_calls_an_alternative_is_flagged_and_an_example_never_runs(
     tmp_path: Path,
 ) -> None:

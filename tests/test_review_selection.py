@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from clitools import status, vigil, write_plan
 from vigil.errors import ExitCode
 
@@ -20,6 +22,7 @@ def held(run_id: str, ws: Path) -> dict[str, bool]:
     return {c["task"]: c["held"] for c in shown}
 
 
+@pytest.mark.slow
 def test_review_names_the_tasks_to_hold_and_approval_shows_the_run_going_on(
     tmp_path: Path,
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from enginetools import HANG
 from test_workspace_support import make_project, overlay_available, run
 from vigil.workspace import Workspace, spawn, tree_hash
 
@@ -219,7 +220,7 @@ def test_killing_the_spawned_process_kills_the_whole_tree(ws: Workspace, tmp_pat
     proc = spawn.start(spec, stdout=subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"started"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG
     inner = _descendants(proc.pid)
     # sh as init, the step's sh, the subshell and both sleeps.
     while len(inner) < 5 and time.monotonic() < deadline:
@@ -230,7 +231,7 @@ def test_killing_the_spawned_process_kills_the_whole_tree(ws: Workspace, tmp_pat
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG
     while time.monotonic() < deadline and any(_alive(p) for p in inner):
         time.sleep(0.05)
     assert not [p for p in inner if _alive(p)]
@@ -256,7 +257,7 @@ def test_sigterm_reaches_the_step(ws: Workspace, round_: int) -> None:
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
     survivors = end_tree(proc.pid, tag, grace=30.0, spare=proc.pid)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=HANG)
     assert survivors == []
     assert b"got-term" in out
     assert proc.returncode == 7

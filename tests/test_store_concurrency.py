@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import pytest
 
+from enginetools import HANG
 from vigil.store import NewRun, Store, StoredEvent, open_store
 
 pytestmark = pytest.mark.slow
@@ -98,7 +99,7 @@ def read_acknowledgements(proc: subprocess.Popen[str], count: int) -> list[int]:
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         while len(seen) < count:
-            if not selector.select(60):
+            if not selector.select(HANG):
                 pytest.fail("appender stalled")
             line = proc.stdout.readline()
             if not line:

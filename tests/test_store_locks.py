@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from enginetools import HANG
 from vigil.errors import RunLocked
 from vigil.store import Store, open_store
 from vigil.store.locks import advisory_key, lock_file_name
@@ -29,7 +30,7 @@ time.sleep(600)
 """
 
 
-def read_line(proc: subprocess.Popen[str], deadline_s: float = 60.0) -> str:
+def read_line(proc: subprocess.Popen[str], deadline_s: float = HANG) -> str:
     """The child's next stdout line; fails (not hangs) if the child dies or stalls."""
     assert proc.stdout is not None
     with selectors.DefaultSelector() as selector:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from enginetools import HANG
 from test_workspace_support import EDIT_SCRIPT, attempt, make_project, overlay_available
 from vigil.workspace import ChangeEntry, Changeset, Conflict, Drift, FileState, Workspace
 from vigil.workspace.state import file_sha256, tree_hash
@@ -153,7 +154,7 @@ def test_kill_during_commit_then_recover_is_all_or_nothing(ws: Workspace, tmp_pa
     outcomes = {"none": 0, "all": 0}
     for budget in [0, 1, 2, 50, 149, *rng.sample(range(3, 260), 12)]:
         child = _commit_in_child(ws, manifest, budget)
-        child.wait(timeout=60)
+        child.wait(timeout=HANG)
         done = Workspace(ws.root, ws.root / ".vigil", mode="snapshot").recover()
         now = tree_hash(ws.root)
         assert now in (empty, full), f"half-applied after kill at op {budget}"
@@ -180,7 +181,7 @@ def test_random_time_kills_during_commit(ws: Workspace, tmp_path: Path) -> None:
         child = _commit_in_child(ws, manifest)
         time.sleep(rng.uniform(0.0, 0.6))
         child.send_signal(signal.SIGKILL)
-        child.wait(timeout=60)
+        child.wait(timeout=HANG)
         Workspace(ws.root, ws.root / ".vigil", mode="snapshot").recover()
         now = tree_hash(ws.root)
         assert now in (empty, full)

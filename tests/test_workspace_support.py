@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from enginetools import HANG
 from vigil.workspace import AttemptSandbox, Changeset, Workspace, spawn
 
 
@@ -38,7 +39,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a sh script in the sandbox the way the engine would."""
     spec = sandbox.command(["sh", "-c", script], env=dict(env or {}), cwd=cwd)
-    proc = spawn.run(spec, capture_output=True, text=True, timeout=60)
+    proc = spawn.run(spec, capture_output=True, text=True, timeout=HANG)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

@@ -2,8 +2,9 @@
 
 Each request to ``POST /v1/chat/completions`` takes the next scripted :class:`Reply` (or
 the default one): a canned completion with usage, a 429 with ``retry-after``, a 503, a
-body that is not JSON, a reply that arrives late. Every request is recorded with its
-arrival time, headers and JSON body so tests can check what the client really sent.
+body that is not JSON, a reply held back until the client gave up. Every request is
+recorded with its arrival time, headers and JSON body so tests can check what the client
+really sent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+HELD_AT_MOST = 120.0
+"""How long a held reply waits at most: a client whose timeout never fires gets it then."""
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -24,7 +28,9 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
+    held: bool = False
+    """Answer only when the server stops (or after two minutes): a reply that is always
+    later than the client's timeout, however slow the machine."""
 
 
 def completion(
@@ -72,6 +78,7 @@ class ChatServer:
         self.script: deque[Reply] = deque()
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
+        self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, name="chat-server")
 
@@ -112,8 +119,8 @@ class ChatServer:
                 reply = server._next(Seen(arrived, self.path, headers, body))
                 if self.path != "/v1/chat/completions":
                     reply = error(404, f"no route {self.path}")
-                if reply.delay:
-                    time.sleep(reply.delay)
+                if reply.held:
+                    server._released.wait(HELD_AT_MOST)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
@@ -133,6 +140,7 @@ class ChatServer:
 
     def stop(self) -> None:
         """Stop serving and join the server and its request threads."""
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

@@ -22,6 +22,7 @@ import pytest
 from sec_support import as_root, open_to_all
 
 from clitools import vigil, write_plan
+from enginetools import HANG
 from test_workspace_support import attempt, overlay_available
 from vigil.workspace import ChangeEntry, Changeset, FileState, Workspace
 from vigil.workspace.beneath import KEPT_MODE
@@ -71,7 +72,7 @@ def _euid_as_nobody(program: Path, *args: str) -> str:
         [*as_nobody, str(program), *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG,
         check=False,
     )
     assert done.returncode == 0, done.stderr

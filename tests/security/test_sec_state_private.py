@@ -20,6 +20,7 @@ import pytest
 from sec_support import as_root, open_to_all
 
 from clitools import VIGIL, cli_env, vigil, write_plan
+from enginetools import HANG
 from test_workspace_support import overlay_available
 from vigil.workspace import Workspace, spawn
 
@@ -50,7 +51,7 @@ def _readable_as_nobody(path: Path) -> bool:
     done = subprocess.run(
         [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "cat", str(path)],
         capture_output=True,
-        timeout=60,
+        timeout=HANG,
         check=False,
     )
     return done.returncode == 0
