@@ -573,3 +573,26 @@ def test_options_of_a_whole_run_keep_their_recorded_form() -> None:
     partial = RunOptions(max_parallel=2, left_out={"a": "left out by --skip"})
     assert partial.to_dict()["left_out"] == {"a": "left out by --skip"}
     assert RunOptions.from_dict(partial.to_dict()) == partial
+
+
+def test_a_rollback_command_gets_the_env_its_task_had_with_expressions_evaluated(
+    ws: Path,
+) -> None:
+    plan = plan_of(
+        {
+            "id": "deploy",
+            "env": {"RELEASE": "v${{ inputs.version }}"},
+            "run": 'echo "deployed $RELEASE"',
+            "rollback": 'echo "rolling back $RELEASE from $TARGET"',
+        },
+        inputs=INPUTS,
+        env={"TARGET": "${{ inputs.target }}"},
+    )
+    write_plan(ws / "p.yaml", plan)
+    done = vigil("run", "p.yaml", "-q", "--run-id", "rb", "-i", "version=2.0.1", cwd=ws)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    back = vigil("rollback", "rb", "--all", cwd=ws)
+    assert back.returncode == ExitCode.OK, back.stdout + back.stderr
+    log = (ws / ".vigil" / "logs" / "rb" / "deploy" / "rollback.log").read_text()
+    assert "rolling back v2.0.1 from staging" in log, log
+    assert "${{" not in log

@@ -21,6 +21,7 @@ from typing import Any, NotRequired, TypedDict
 
 from vigil.actions.run import RunAction
 from vigil.config import Config
+from vigil.engine import conditions
 from vigil.engine import events as ev
 from vigil.engine.attempt import (
     AttemptResult,
@@ -33,6 +34,7 @@ from vigil.engine.attempt import (
 from vigil.engine.audit import Auditor
 from vigil.engine.authority import Authority
 from vigil.engine.state import SUCCEEDED, RunState, TaskState
+from vigil.errors import VigilError
 from vigil.layout import rollback_log
 from vigil.words import plural
 from vigil.workspace import Changeset, Workspace
@@ -104,7 +106,10 @@ class Compensator:
         return done
 
     def _run_one(self, ts: TaskState) -> Compensation:
-        spec = self.spec(ts)
+        try:
+            spec = self.spec(ts)
+        except VigilError as exc:  # an env expression that fails now: the command never ran
+            return {"task": ts.task.id, "ok": False, "reason": f"{exc.code}: {exc}"}
         result = _on_own_thread(spec, self.workspace)
         ok = result.outcome == ev.SUCCEEDED
         changed = result.extra.get("changeset")
@@ -141,8 +146,10 @@ class Compensator:
         succeeded = [a.number for a in ts.attempts if a.state == ev.SUCCEEDED]
         number = succeeded[-1] if succeeded else len(ts.attempts)
         secrets = self.authority.env_for(task)
+        # ``${{ ... }}`` in env values as the task's attempts had them, never the raw text.
+        plan_env, task_env = conditions.task_env(self.state, task)
         env = step_environment(
-            {}, plan.env, task.env, secrets, run_id=self.run_id, task_id=task.id, attempt=number
+            {}, plan_env, task_env, secrets, run_id=self.run_id, task_id=task.id, attempt=number
         )
         env["VIGIL_ROLLBACK"] = "1"
         phase = plan.phases[ts.phase_index]
