@@ -225,3 +225,10 @@ def test_the_lines_chosen(output: str, expected: list[str] | None) -> None:
     else:
         # Nothing telling: the last lines stand in.
         assert got == ["the errors.py module and FAILED prose are fine", "ok"]
+
+
+def test_the_conflict_code_a_run_view_looks_for_is_the_workspaces() -> None:
+    from vigil.report.view import CONFLICT_CODE
+    from vigil.workspace import Conflict
+
+    assert Conflict.code == CONFLICT_CODE

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vigil.engine.dryrun import commit_conflicts
 from vigil.engine.replay import INTERRUPTED, load_state, resume_command, shown_state
 from vigil.layout import iso
 
@@ -107,5 +106,22 @@ def run_view(record: RunRecord, state: RunState) -> dict[str, Any]:
         ],
         "tasks": tasks,
         # Tasks whose commits clashed, with the `needs` that would order them.
-        "conflicts": [c.to_dict() for c in commit_conflicts(state)],
+        "conflicts": _conflicts(state),
     }
+
+
+def _conflicts(state: RunState) -> list[dict[str, Any]]:
+    # `vigil runs` and `vigil status` import this module and load neither the engine's
+    # dry-run nor the workspace code: only a run that had a conflict needs them.
+    if not any(
+        a.data.get("code") == CONFLICT_CODE for ts in state.tasks.values() for a in ts.attempts
+    ):
+        return []
+    from vigil.engine.dryrun import commit_conflicts
+
+    return [c.to_dict() for c in commit_conflicts(state)]
+
+
+CONFLICT_CODE = "VIGIL-CONFLICT"
+"""``vigil.workspace.Conflict.code``, spelled here so that reading a run loads no
+workspace code (``tests/test_cli_imports.py``; ``test_reports_at_seven`` checks they agree)."""
