@@ -98,7 +98,7 @@ def test_logs_follow_follows_a_running_task_until_it_ends(tmp_path: Path) -> Non
     ws.mkdir()
     write_plan(ws / "p.yaml", plan_of({"id": "waiter", "run": WAITS}))
     run = spawn("run", "p.yaml", "--run-id", "f1", "--quiet", cwd=ws, env=OFF)
-    wait_for(lambda: bool(tagged("f1/waiter/")))  # the step runs
+    wait_for(lambda: bool(tagged("f1/waiter/", ws)))  # the step runs
     follower = spawn("logs", "f1", "waiter", "--follow", cwd=ws)
     try:
         seen = read_until(follower, "ready")
@@ -149,7 +149,7 @@ def test_logs_follow_returns_for_a_waiting_run_and_one_without_a_driver(tmp_path
     assert waiting.returncode == 0 and "hello" in waiting.stdout
     write_plan(ws / "slow.yaml", plan_of({"id": "slow", "run": "echo started; sleep 300"}))
     run = spawn("run", "slow.yaml", "--run-id", "k1", cwd=ws, env=OFF)
-    wait_for(lambda: bool(tagged("k1/slow/")))
+    wait_for(lambda: bool(tagged("k1/slow/", ws)))
     kill9(run)
     orphaned = vigil("logs", "k1", "slow", "--follow", cwd=ws)
     assert orphaned.returncode == 0 and "started" in orphaned.stdout

@@ -87,7 +87,7 @@ def test_ctrl_c_prints_the_real_resume_command(tmp_path: Path) -> None:
     ws.mkdir()
     write_plan(ws / "p.yaml", plan({"id": "t", "run": "sleep 300"}))
     proc = spawn("run", "p.yaml", "--run-id", "cc1", cwd=ws, env={"VIGIL_ISOLATION": "off"})
-    wait_for(lambda: bool(tagged("cc1/t/")))
+    wait_for(lambda: bool(tagged("cc1/t/", ws)))
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == ExitCode.CANCELLED, err
