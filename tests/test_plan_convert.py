@@ -37,8 +37,11 @@ retries = st.builds(
     ),
 )
 checks = st.builds(Check, run=scripts, name=st.none() | texts, timeout=st.none() | durations)
+# An env name holding '=' or a NUL, or a value holding a NUL, is a plan error by design.
 envs = st.dictionaries(
-    st.text(min_size=1, max_size=10), texts.filter(lambda s: "${{" not in s), max_size=3
+    st.text(min_size=1, max_size=10).filter(lambda s: "=" not in s and "\x00" not in s),
+    texts.filter(lambda s: "${{" not in s and "\x00" not in s),
+    max_size=3,
 )
 
 

@@ -384,11 +384,10 @@ class Task(Model):
         "--all` in reverse order of completion",
     )
 
-    @field_validator("expansion")
+    @field_validator("expansion", mode="before")
     @classmethod
-    def _expansion_is_recorded(
-        cls, value: Expansion | None, info: ValidationInfo
-    ) -> Expansion | None:
+    def _expansion_is_recorded(cls, value: object, info: ValidationInfo) -> object:
+        # Before the value is read: whatever a plan writes there is refused for what it is.
         if value is not None and not (info.context or {}).get(RECORDED):
             raise ValueError("is set by vigil when it expands a matrix: write 'matrix:'")
         return value
