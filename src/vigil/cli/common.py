@@ -36,6 +36,15 @@ class Format(enum.StrEnum):
 FormatOpt = Annotated[
     Format, typer.Option("--format", "-o", help="Output format: text for people, json for tools.")
 ]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Do not stream the steps' output (shown, without a terminal, line by line "
+        "with the task in front); `vigil logs` has it.",
+    ),
+]
 WorkspaceOpt = Annotated[
     Path | None,
     typer.Option(

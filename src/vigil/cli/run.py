@@ -12,6 +12,7 @@ import typer
 from vigil.cli.common import (
     Format,
     FormatOpt,
+    QuietOpt,
     RunArg,
     WorkspaceOpt,
     config_for,
@@ -350,15 +351,7 @@ def run(
         bool,
         typer.Option("--create", help="Create the --workspace directory if it does not exist."),
     ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet",
-            "-q",
-            help="Do not stream the steps' output (shown, without a terminal, line by line "
-            "with the task in front); `vigil logs` has it.",
-        ),
-    ] = False,
+    quiet: QuietOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Run a plan. Independent tasks run in parallel; a crash resumes with `vigil resume`."""
@@ -446,15 +439,7 @@ def resume(
     all_runs: Annotated[bool, typer.Option("--all", help="Resume every unfinished run.")] = False,
     max_parallel: Annotated[int | None, typer.Option("--max-parallel", "-j", min=1)] = None,
     workspace: WorkspaceOpt = None,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet",
-            "-q",
-            help="Do not stream the steps' output (shown, without a terminal, line by line "
-            "with the task in front); `vigil logs` has it.",
-        ),
-    ] = False,
+    quiet: QuietOpt = False,
     fmt: FormatOpt = Format.text,
 ) -> None:
     """Continue a run from its journal after a crash, Ctrl-C or reboot."""
